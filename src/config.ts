@@ -1,0 +1,190 @@
+// The stack configuration contract: one schema, read either from Pulumi (pulumi up/preview) or
+// straight from Pulumi.<stack>.yaml (npm run render), so both give the same answer.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import Ajv, { type ErrorObject } from "ajv";
+import * as YAML from "yaml";
+import * as ipaddr from "ipaddr.js";
+
+export const PROJECT = "header-rewrite";
+
+export type AcmeChallenge = "http-01" | "dns-01";
+
+export interface StackConfig {
+  /** OpenStack region of this stack (OVH UK1, BHS5). Read from `openstack:region`. */
+  region: string;
+  nodes: string[];
+  dnsZone: string;
+  serviceName: string;
+  flavor: string;
+  image: string;
+  interfaceName: string;
+  sshUser: string;
+  adminCidrs: string[];
+  adminSshKeys: string[];
+  deploySshPublicKey: string;
+  acmeChallenge: AcmeChallenge;
+  acmeEmail: string;
+  acmeServer: string;
+  messageSizeLimit: number;
+  debugPeers: string[];
+  loopGuardHeader: string;
+  dnsTtl: number;
+  protectServers: boolean;
+}
+
+/** Secret keys the program reads; never rendered into files. */
+export const SECRET_KEYS = [`${PROJECT}:deploySshPrivateKey`] as const;
+
+/** Provider keys users set; the program does not read them but documents and tests them. */
+export const PROVIDER_KEYS = {
+  required: ["openstack:authUrl", "openstack:region", "openstack:tenantName", "openstack:userName",
+    "openstack:password", "openstack:userDomainName", "openstack:projectDomainName", "ovh:endpoint",
+    "ovh:applicationKey", "ovh:applicationSecret", "ovh:consumerKey"],
+  secret: ["openstack:password", "ovh:applicationSecret", "ovh:consumerKey"],
+} as const;
+
+const LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory";
+// Exchange Online accepts at most 150 MB per message.
+const EXO_MAX_MESSAGE = 150 * 1024 * 1024;
+
+const DEFAULTS = {
+  serviceName: "relay",
+  flavor: "d2-2",
+  image: "Debian 12",
+  interfaceName: "ens3",
+  sshUser: "debian",
+  adminSshKeys: [] as string[],
+  acmeChallenge: "http-01",
+  acmeServer: LETS_ENCRYPT,
+  messageSizeLimit: EXO_MAX_MESSAGE,
+  debugPeers: [] as string[],
+  loopGuardHeader: "X-Header-Rewrite-Relayed",
+  dnsTtl: 300,
+  protectServers: true,
+};
+
+const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
+const fqdn = "^(?=.{1,253}$)((?!-)[a-z0-9-]{1,63}(?<!-)\\.)+[a-z]{2,63}$";
+
+/** JSON schema of the `header-rewrite:` namespace; `description` doubles as the README table text. */
+export const SCHEMA = {
+  type: "object",
+  additionalProperties: false,
+  required: ["nodes", "dnsZone", "adminCidrs", "deploySshPublicKey", "acmeEmail"],
+  properties: {
+    nodes: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: label },
+      description: "Node names of this stack, e.g. [lon1]; each becomes <name>.<dnsZone>" },
+    dnsZone: { type: "string", pattern: fqdn, description: "OVH DNS zone holding node and service names" },
+    serviceName: { type: "string", pattern: label, description: "Shared name (label in the zone) that carries every node" },
+    flavor: { type: "string", minLength: 1, description: "OVH Public Cloud flavor" },
+    image: { type: "string", minLength: 1, description: "Image name (Debian 12)" },
+    interfaceName: { type: "string", pattern: "^[a-z0-9]{2,15}$", description: "Public interface name inside the server" },
+    sshUser: { type: "string", pattern: "^[a-z_][a-z0-9_-]*$", description: "Login user of the image (sudo)" },
+    adminCidrs: { type: "array", minItems: 1, items: { type: "string" }, description: "Sources allowed to reach SSH (TCP 22); the deploying machine must be in one" },
+    adminSshKeys: { type: "array", items: { type: "string", pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$" }, description: "Extra admin public keys installed by cloud-init" },
+    deploySshPublicKey: { type: "string", pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$", description: "Public half of the deploy key (OpenStack keypair)" },
+    acmeChallenge: { enum: ["http-01", "dns-01"], description: "ACME challenge; http-01 opens TCP 80" },
+    acmeEmail: { type: "string", pattern: "^[^@\\s]+@[^@\\s]+$", description: "ACME account e-mail" },
+    acmeServer: { type: "string", pattern: "^https://", description: "ACME directory URL" },
+    messageSizeLimit: { type: "integer", minimum: 1048576, maximum: EXO_MAX_MESSAGE, description: "Postfix message_size_limit in bytes (Exchange Online maximum)" },
+    debugPeers: { type: "array", items: { type: "string" }, description: "debug_peer_list entries; empty means no verbose peer logging" },
+    loopGuardHeader: { type: "string", pattern: "^X-[A-Za-z0-9-]+$", description: "Header stamped on relayed mail for tenant A's transport-rule exception" },
+    dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
+    protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: true });
+const validate = ajv.compile(SCHEMA);
+
+export class ConfigError extends Error {
+  constructor(source: string, problems: string[]) {
+    super(`${source}: invalid stack configuration; nothing was deployed:\n` + problems.map((p) => `  - ${p}`).join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+function describe(e: ErrorObject): string {
+  const key = e.instancePath.replace(/^\//, "").split("/")[0] || (e.params as { missingProperty?: string; additionalProperty?: string }).missingProperty || (e.params as { additionalProperty?: string }).additionalProperty || "";
+  const full = `${PROJECT}:${key}`;
+  switch (e.keyword) {
+    case "required":
+      return `${full} is required (hint: pulumi config set ${full} ... ; see README "Configuration")`;
+    case "additionalProperties":
+      return `${full} is not a known key (hint: check the spelling against README "Configuration")`;
+    default: {
+      const d = (SCHEMA.properties as Record<string, { description?: string }>)[key]?.description ?? "";
+      return `${full}${e.instancePath.split("/").length > 2 ? ` item ${e.instancePath.split("/")[2]}` : ""} ${e.message} (hint: ${d})`;
+    }
+  }
+}
+
+/** Pulumi hands every value over as a string; objects, lists, numbers and booleans are JSON. */
+function decode(v: unknown): unknown {
+  if (typeof v !== "string") return v;
+  const t = v.trim();
+  if (/^[[{]/.test(t) || /^(true|false|-?\d+)$/.test(t)) {
+    try {
+      return JSON.parse(t);
+    } catch {
+      return v;
+    }
+  }
+  return v;
+}
+
+/** Validates raw values (keys without namespace) and fills defaults. */
+export function parseStackConfig(raw: Record<string, unknown>, region: string | undefined, source: string): StackConfig {
+  const values: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) if (v !== undefined) values[k] = decode(v);
+  const problems: string[] = [];
+  if (!validate(values)) problems.push(...(validate.errors ?? []).map(describe));
+  if (!region) problems.push("openstack:region is required (hint: UK1 for London, BHS5 for Beauharnois)");
+  for (const [i, c] of ((Array.isArray(values.adminCidrs) ? values.adminCidrs : []) as unknown[]).entries()) {
+    if (typeof c !== "string" || !ipaddr.isValidCIDR(c)) {
+      problems.push(`${PROJECT}:adminCidrs item ${i} "${String(c)}" is not a CIDR (hint: e.g. 198.51.100.7/32)`);
+    } else if (ipaddr.parseCIDR(c)[1] === 0) {
+      problems.push(`${PROJECT}:adminCidrs item ${i} "${c}" opens SSH to the whole Internet (hint: list your admin networks)`);
+    }
+  }
+  if (problems.length) throw new ConfigError(source, problems);
+  return { ...DEFAULTS, ...values, region } as StackConfig;
+}
+
+export function nodeFqdn(cfg: StackConfig, node: string): string {
+  return `${node}.${cfg.dnsZone}`;
+}
+
+export function serviceFqdn(cfg: StackConfig): string {
+  return `${cfg.serviceName}.${cfg.dnsZone}`;
+}
+
+/** The keys of the project namespace, for reading them one by one from pulumi.Config. */
+export const CONFIG_KEYS = Object.keys(SCHEMA.properties);
+
+/** Reads Pulumi.<stack>.yaml without the Pulumi CLI (for `npm run render`); secrets are not needed there. */
+export function readStackFile(root: string, stack: string): { raw: Record<string, unknown>; region?: string; file: string } {
+  const file = path.join(root, `Pulumi.${stack}.yaml`);
+  if (!fs.existsSync(file)) throw new ConfigError(`Pulumi.${stack}.yaml`, [`no such stack file (hint: stacks are ${listStacks(root).join(", ")})`]);
+  const doc = YAML.parse(fs.readFileSync(file, "utf8")) as { config?: Record<string, unknown> } | null;
+  const config = doc?.config ?? {};
+  const raw: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (k.startsWith(`${PROJECT}:`) && !(SECRET_KEYS as readonly string[]).includes(k)) raw[k.slice(PROJECT.length + 1)] = v;
+  }
+  const region = typeof config["openstack:region"] === "string" ? (config["openstack:region"] as string) : undefined;
+  return { raw, region, file: path.basename(file) };
+}
+
+export function listStacks(root: string): string[] {
+  return fs.readdirSync(root).map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1]).filter((s): s is string => !!s).sort();
+}
+
+/** Reads and validates this stack's configuration through Pulumi (pulumi up / preview / mocks). */
+export function configFromPulumi(pulumiConfig: (ns?: string) => { get(key: string): string | undefined }, stack: string): StackConfig {
+  const project = pulumiConfig();
+  const raw: Record<string, unknown> = {};
+  for (const key of CONFIG_KEYS) raw[key] = project.get(key);
+  return parseStackConfig(raw, pulumiConfig("openstack").get("region"), `Pulumi.${stack}.yaml`);
+}

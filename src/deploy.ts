@@ -1,0 +1,214 @@
+// Deploy steps as plain shell text. The same scripts run through remote.Command in production and
+// over plain SSH in the local sandbox (`sudo bash -s < script`): one source of truth.
+import type { StackConfig } from "./config";
+import { serviceFqdn } from "./config";
+import type { NodeIdentity, RenderContext } from "./render";
+import { INDEXED_MAPS, bundleHash, renderPostfix, tlsPaths } from "./render";
+
+/** The command that runs a deploy script on a node; the script arrives on stdin. */
+export const RUN_AS_ROOT = "sudo bash -s";
+
+const EOF_MARK = "HEADER_REWRITE_EOF";
+
+/** Embeds a file as a quoted here-document, so it stays readable in `pulumi preview` diffs. */
+function heredoc(target: string, content: string): string {
+  if (content.split("\n").includes(EOF_MARK)) throw new Error(`${target}: a line equal to ${EOF_MARK} cannot be embedded`);
+  const body = content.endsWith("\n") ? content : content + "\n";
+  return `cat > ${target} <<'${EOF_MARK}'\n${body}${EOF_MARK}\n`;
+}
+
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Waits for first-boot provisioning; exit 2 from cloud-init means "done, with recoverable errors". */
+export function waitForCloudInitScript(): string {
+  return `#!/bin/bash
+# header-rewrite: wait until cloud-init has finished first boot (packages, network).
+set -u
+if command -v cloud-init >/dev/null 2>&1; then
+  cloud-init status --wait >/dev/null
+  rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
+    echo "cloud-init failed (exit $rc):" >&2
+    cloud-init status --long >&2 || true
+    exit 1
+  fi
+fi
+command -v postmap >/dev/null || { echo "postfix is not installed after cloud-init" >&2; exit 1; }
+echo "cloud-init finished"
+`;
+}
+
+/**
+ * Obtains (or keeps) the node certificate with certbot. Renewal runs from certbot's own timer; the
+ * deploy hook reloads Postfix so a renewed certificate is served without a restart.
+ */
+export function certificateScript(cfg: StackConfig, node: NodeIdentity, extra: { server?: string; caBundle?: string } = {}): string {
+  const server = extra.server ?? cfg.acmeServer;
+  const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
+  const challenge = cfg.acmeChallenge === "http-01"
+    ? "--standalone --preferred-challenges http"
+    : "--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini --dns-ovh-propagation-seconds 60";
+  return `#!/bin/bash
+# header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
+set -euo pipefail
+${extra.caBundle ? `export REQUESTS_CA_BUNDLE=${shq(extra.caBundle)}\n` : ""}mkdir -p /etc/letsencrypt/renewal-hooks/deploy
+${heredoc("/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix", `#!/bin/sh
+# Reload Postfix after a renewal so it serves the new certificate; queued mail is untouched.
+postfix status >/dev/null 2>&1 && postfix reload || true
+`)}chmod 755 /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix
+certbot certonly --non-interactive --agree-tos --email ${shq(cfg.acmeEmail)} \\
+  --server ${shq(server)} --cert-name ${shq(node.fqdn)} ${names.map((n) => `-d ${shq(n)}`).join(" ")} \\
+  --key-type ecdsa --keep-until-expiring ${challenge}
+test -s ${shq(tlsPaths(node.fqdn).chainFile)}
+echo "certificate for ${node.fqdn} is in place"
+`;
+}
+
+/** How many sample lookups per map the deploy checks against the staged .cdb files. */
+const PROBES_PER_MAP = 40;
+
+function sample<T>(items: T[], n: number): T[] {
+  if (items.length <= n) return items;
+  const out: T[] = [];
+  for (let i = 0; i < n; i++) out.push(items[Math.floor((i * (items.length - 1)) / (n - 1))]);
+  return out;
+}
+
+/** Key/value rows of a rendered Postfix table (comments and blank lines dropped). */
+export function tableRows(text: string): [string, string][] {
+  return text.split("\n").filter((l) => l && !l.startsWith("#"))
+    .map((l) => { const m = /^(\S+)\s+(.*)$/.exec(l)!; return [m[1], m[2]] as [string, string]; });
+}
+
+/**
+ * The staged, atomic Postfix deploy. Everything is written and checked in a new release directory;
+ * `/etc/postfix` is a symlink to the live release and is switched with one rename(2), then Postfix
+ * reloads. Any failure before the switch leaves the live configuration untouched; a failed reload
+ * switches back.
+ */
+export function deployPostfixScript(node: NodeIdentity, files: Record<string, string>): string {
+  const hash = bundleHash(files);
+  const names = Object.keys(files).sort();
+  const writes = names.map((n) => heredoc(`"$STAGE/${n}"`, files[n])).join("");
+  const probes = INDEXED_MAPS.filter((m) => files[m] !== undefined).map((m) => {
+    const rows = tableRows(files[m]);
+    const picked = sample(rows, PROBES_PER_MAP);
+    const keys = picked.map(([k]) => k).join("\n");
+    const want = picked.map(([k, v]) => `${k} ${v}`).join("\n");
+    return `check_map ${m} ${rows.length} <<'${EOF_MARK}'\n${keys}\n${EOF_MARK}\n` +
+      `[ "$(tr '\\t' ' ' < "$STAGE/.probe.${m}")" = ${shq(want)} ] || fail "${m}: staged lookups differ from the rendered map: $(diff <(printf '%s\\n' ${shq(want)}) <(tr '\\t' ' ' < "$STAGE/.probe.${m}") | head -5)"\n`;
+  }).join("");
+  const tls = tlsPaths(node.fqdn);
+  return `#!/bin/bash
+# header-rewrite: staged, atomic Postfix deploy for ${node.fqdn}
+# bundle ${hash}
+set -euo pipefail
+umask 022
+LIVE=\${HEADER_REWRITE_LIVE:-/etc/postfix}
+RELEASES=\${LIVE}.releases
+KEEP=5
+BUNDLE=${hash}
+fail() {
+  echo "header-rewrite: deploy of bundle \${BUNDLE:0:12} FAILED on ${node.fqdn}: $*" >&2
+  echo "header-rewrite: the live configuration was not changed" >&2
+  exit 1
+}
+[ "$(id -u)" = 0 ] || fail "must run as root"
+command -v postmap >/dev/null || fail "Postfix is not installed (apt-get install postfix postfix-cdb)"
+[ -d "$LIVE" ] || fail "$LIVE does not exist"
+for f in ${shq(tls.keyFile)} ${shq(tls.chainFile)}; do
+  [ -s "$f" ] || fail "TLS file $f is missing: the certificate step must succeed first"
+done
+mkdir -p "$RELEASES"
+STAGE=$(mktemp -d "$RELEASES/.stage.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+
+# 1. Start from the live directory (keeps the package's own files), drop what this deploy manages.
+cp -a "$LIVE/." "$STAGE/"
+rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* ${names.map((n) => `"$STAGE/${n}"`).join(" ")}
+
+# 2. Write the rendered files.
+${writes}chmod 644 ${names.map((n) => `"$STAGE/${n}"`).join(" ")}
+
+# 3. Build the indexed maps with postmap (never postconf), in the stage.
+postconf -c "$STAGE" -m 2>/dev/null | grep -qx cdb || fail "the cdb map type is missing (apt-get install postfix-cdb)"
+for m in ${INDEXED_MAPS.join(" ")}; do
+  out=$(postmap -c "$STAGE" "cdb:$STAGE/$m" 2>&1) || fail "postmap $m: $out"
+  [ -z "$out" ] || fail "postmap $m: $out"
+done
+
+# 4. Postfix must accept the staged main.cf and master.cf without a single warning.
+out=$(postconf -c "$STAGE" -n 2>&1 >/dev/null) || fail "postconf -n: $out"
+[ -z "$out" ] || fail "postconf -n: $out"
+out=$(postconf -c "$STAGE" -M 2>&1 >/dev/null) || fail "postconf -M: $out"
+[ -z "$out" ] || fail "postconf -M: $out"
+
+# 5. Lookups through the staged maps return exactly what was rendered.
+check_map() {
+  local m=$1 want=$2 n
+  n=$(grep -v -e '^#' -e '^$' "$STAGE/$m" | awk '{print $1}' | postmap -c "$STAGE" -q - "cdb:$STAGE/$m" | wc -l)
+  [ "$n" = "$want" ] || fail "$m: only $n of $want rendered keys are found in the built map"
+  postmap -c "$STAGE" -q - "cdb:$STAGE/$m" > "$STAGE/.probe.$m" || true
+}
+${probes}rm -f "$STAGE"/.probe.*
+echo "${node.fqdn} \${BUNDLE}" > "$STAGE/header-rewrite.release"
+
+# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
+NAME="$(date -u +%Y%m%dT%H%M%SZ)-\${BUNDLE:0:12}"
+mv "$STAGE" "$RELEASES/$NAME"
+trap - EXIT
+PREVIOUS=""
+if [ -L "$LIVE" ]; then
+  PREVIOUS=$(readlink "$LIVE")
+  ln -sfn "$RELEASES/$NAME" "$RELEASES/.live.tmp"
+  mv -T "$RELEASES/.live.tmp" "$LIVE"
+else
+  # First deploy: keep the package's directory aside; from now on $LIVE is a symlink.
+  mv "$LIVE" "$RELEASES/original"
+  ln -s "$RELEASES/$NAME" "$LIVE"
+  PREVIOUS="$RELEASES/original"
+fi
+rollback() {
+  ln -sfn "$PREVIOUS" "$RELEASES/.live.tmp" && mv -T "$RELEASES/.live.tmp" "$LIVE"
+  postfix reload >/dev/null 2>&1 || true
+  echo "header-rewrite: deploy of bundle \${BUNDLE:0:12} FAILED on ${node.fqdn}: $*; switched back to $PREVIOUS" >&2
+  exit 1
+}
+if postfix status >/dev/null 2>&1; then
+  out=$(postfix reload 2>&1) || rollback "postfix reload: $out"
+elif [ -d /run/systemd/system ]; then
+  out=$(systemctl restart postfix 2>&1) || rollback "systemctl restart postfix: $out"
+else
+  [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1 || true
+  out=$(postfix start 2>&1) || rollback "postfix start: $out"
+fi
+
+# 7. Keep the last $KEEP releases (and the package original) for inspection and rollback.
+ls -1d "$RELEASES"/2*-* 2>/dev/null | sort | head -n -$KEEP | while read -r old; do
+  [ "$old" = "$(readlink "$LIVE")" ] || rm -rf "$old"
+done
+echo "header-rewrite: ${node.fqdn} now runs bundle \${BUNDLE:0:12} ($NAME)"
+`;
+}
+
+export interface NodeSteps {
+  /** The Postfix files of the bundle, as rendered. */
+  postfixFiles: Record<string, string>;
+  /** Scripts in the order they run on the node. */
+  scripts: { "cloud-init": string; certificate: string; postfix: string };
+}
+
+/** Everything a node is pushed after boot, in order; used by the Pulumi program and the sandbox. */
+export function nodeSteps(ctx: RenderContext): NodeSteps {
+  const postfixFiles = renderPostfix(ctx);
+  return {
+    postfixFiles,
+    scripts: {
+      "cloud-init": waitForCloudInitScript(),
+      certificate: certificateScript(ctx.cfg, ctx.node),
+      postfix: deployPostfixScript(ctx.node, postfixFiles),
+    },
+  };
+}

@@ -1,0 +1,130 @@
+// One relay node: its port (stable addresses), server, DNS names, PTRs and the config push.
+import * as pulumi from "@pulumi/pulumi";
+import * as openstack from "@pulumi/openstack";
+import * as ovh from "@ovhcloud/pulumi-ovh";
+import * as command from "@pulumi/command";
+import * as ipaddr from "ipaddr.js";
+import type { StackConfig } from "./config";
+import type { RelayMaps } from "./maps";
+import type { Region } from "./cloud";
+import { type NodeAddresses, nodeIdentity, renderUserData, bundleHash } from "./render";
+import { RUN_AS_ROOT, nodeSteps } from "./deploy";
+
+export interface RelayNodeArgs {
+  stack: string;
+  cfg: StackConfig;
+  maps: RelayMaps;
+  region: Region;
+  deployPrivateKey: pulumi.Output<string>;
+}
+
+/** OpenStack may hand IPv6 addresses back in brackets ("[2001:db8::1]"). */
+export function splitFamilies(ips: string[]): { ipv4: string; ipv6: string } {
+  const clean = ips.map((ip) => ip.replace(/^\[|\]$/g, ""));
+  const ipv4 = clean.find((ip) => ipaddr.IPv4.isValidFourPartDecimal(ip));
+  const ipv6 = clean.find((ip) => ipaddr.IPv6.isValid(ip));
+  if (!ipv4 || !ipv6) throw new Error(`Ext-Net port has no dual-stack addresses (got ${JSON.stringify(ips)}); OVH Public Cloud regions UK1 and BHS5 assign both`);
+  return { ipv4, ipv6: ipaddr.IPv6.parse(ipv6).toString() };
+}
+
+export class RelayNode extends pulumi.ComponentResource {
+  readonly fqdn: string;
+  readonly ipv4: pulumi.Output<string>;
+  readonly ipv6: pulumi.Output<string>;
+  readonly port: openstack.networking.Port;
+  readonly server: openstack.compute.Instance;
+  readonly records: ovh.domain.ZoneRecord[];
+  readonly reverses: ovh.ip.Reverse[];
+  readonly cloudInit: command.remote.Command;
+  readonly certificate: command.remote.Command;
+  readonly postfixConfig: command.remote.Command;
+  /** Content hash of the Postfix bundle this node receives. */
+  readonly bundleHash: string;
+
+  constructor(name: string, args: RelayNodeArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("header-rewrite:relay:Node", name, {}, opts);
+    const { cfg, maps, region, stack } = args;
+    const node = nodeIdentity(cfg, name);
+    const ctx = { stack, cfg, maps, node };
+    const parent = { parent: this };
+    const keep = { protect: cfg.protectServers };
+    this.fqdn = node.fqdn;
+
+    // The port comes first: its addresses are known before the server exists and outlive it.
+    this.port = new openstack.networking.Port(`${name}-port`, {
+      name: `header-rewrite-${name}`,
+      networkId: region.network.id,
+      securityGroupIds: [region.securityGroup.id],
+      adminStateUp: true,
+      region: cfg.region,
+    }, { ...parent, ...keep });
+    const families = this.port.allFixedIps.apply(splitFamilies);
+    this.ipv4 = families.ipv4;
+    this.ipv6 = families.ipv6;
+
+    const subnet = (ipVersion: 4 | 6) =>
+      openstack.networking.getSubnetOutput({ networkId: region.network.id, ipVersion, region: cfg.region }, parent);
+    const addresses: pulumi.Output<NodeAddresses> = pulumi
+      .all([families, subnet(4), subnet(6)])
+      .apply(([f, s4, s6]) => ({
+        ipv4: { address: f.ipv4, gateway: s4.gatewayIp },
+        ipv6: { address: f.ipv6, gateway: ipaddr.IPv6.parse(s6.gatewayIp).toString() },
+      }));
+
+    this.server = new openstack.compute.Instance(name, {
+      name: node.fqdn,
+      imageName: cfg.image,
+      flavorName: cfg.flavor,
+      keyPair: region.keypair.name,
+      networks: [{ port: this.port.id }],
+      userData: addresses.apply((a) => renderUserData(ctx, a)),
+      region: cfg.region,
+      metadata: { project: "header-rewrite", stack, node: name },
+    }, { ...parent, ...keep, ignoreChanges: ["userData", "imageName", "imageId", "keyPair"] });
+
+    // Forward names first; OVH checks at once that a PTR resolves forward to its address.
+    const record = (id: string, subdomain: string, fieldtype: "A" | "AAAA", target: pulumi.Input<string>) =>
+      new ovh.domain.ZoneRecord(id, { zone: cfg.dnsZone, subdomain, fieldtype, target, ttl: cfg.dnsTtl }, parent);
+    const a = record(`${name}-a`, name, "A", this.ipv4);
+    const aaaa = record(`${name}-aaaa`, name, "AAAA", this.ipv6);
+    this.records = [
+      a, aaaa,
+      record(`${name}-service-a`, cfg.serviceName, "A", this.ipv4),
+      record(`${name}-service-aaaa`, cfg.serviceName, "AAAA", this.ipv6),
+    ];
+    const reverse = (id: string, ip: pulumi.Output<string>, bits: number, forward: ovh.domain.ZoneRecord) =>
+      new ovh.ip.Reverse(id, {
+        ip: pulumi.interpolate`${ip}/${bits}`,
+        ReverseIp: ip,
+        ReverseValue: `${node.fqdn}.`,
+        readinessTimeoutDuration: "5m",
+      }, { ...parent, dependsOn: [forward] });
+    this.reverses = [reverse(`${name}-ptr4`, this.ipv4, 32, a), reverse(`${name}-ptr6`, this.ipv6, 128, aaaa)];
+
+    // Config push: every step is a script on stdin; any change of the script re-runs the step.
+    const connection = {
+      host: this.ipv4,
+      user: cfg.sshUser,
+      privateKey: args.deployPrivateKey,
+      dialErrorLimit: 60,
+      perDialTimeout: 15,
+    };
+    const step = (id: string, script: string, dependsOn: pulumi.Resource[]) =>
+      new command.remote.Command(`${name}-${id}`, {
+        connection,
+        create: `${RUN_AS_ROOT} # ${id} ${bundleHash({ script }).slice(0, 16)}`,
+        update: `${RUN_AS_ROOT} # ${id} ${bundleHash({ script }).slice(0, 16)}`,
+        stdin: script,
+        // A replaced server starts empty: run the step again on the new one.
+        triggers: [this.server.id],
+      }, { ...parent, dependsOn });
+    const steps = nodeSteps(ctx);
+    this.bundleHash = bundleHash(steps.postfixFiles);
+    this.cloudInit = step("cloud-init", steps.scripts["cloud-init"], [this.server]);
+    // http-01 needs the forward records in place before certbot asks the CA to connect.
+    this.certificate = step("certificate", steps.scripts.certificate, [this.cloudInit, a, aaaa]);
+    this.postfixConfig = step("postfix", steps.scripts.postfix, [this.certificate]);
+
+    this.registerOutputs({ fqdn: this.fqdn, ipv4: this.ipv4, ipv6: this.ipv6 });
+  }
+}

@@ -1,0 +1,106 @@
+// Runs the Pulumi program for one stack under Pulumi's own mocks and records the resource graph.
+// Mocks are process-global: use one stack per test file.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+
+export const ROOT = path.join(__dirname, "..", "..");
+
+export interface Registered {
+  type: string;
+  name: string;
+  inputs: Record<string, any>;
+  order: number;
+  /** Options as the program passed them (seen through a stack transformation). */
+  opts: { protect?: boolean; ignoreChanges?: string[]; dependsOn: string[]; parent?: string };
+  /** The SDK object, for output-level checks such as secrecy. */
+  resource?: pulumi.Resource;
+}
+
+export interface StackRun {
+  resources: Registered[];
+  calls: { token: string; args: Record<string, any> }[];
+  program: Record<string, any>;
+  byType(type: string): Registered[];
+  one(type: string, name: string): Registered;
+}
+
+export function fixture(stack: string): { config: Record<string, string>; secretKeys: string[] } {
+  return JSON.parse(fs.readFileSync(path.join(ROOT, "test", "fixtures", `${stack}.config.json`), "utf8"));
+}
+
+/** Ext-Net as the mocks present it: each node's port gets .10+i addresses, v6 in brackets as OpenStack may. */
+export const EXT_NET = {
+  v4: { cidr: "203.0.113.0/24", gatewayIp: "203.0.113.1" },
+  v6: { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1" },
+};
+
+export async function runStack(stack: string, overrides: Record<string, string> = {}): Promise<StackRun> {
+  const resources: Registered[] = [];
+  const options = new Map<string, { opts: Registered["opts"]; resource: pulumi.Resource }>();
+  const calls: StackRun["calls"] = [];
+  let ports = 0;
+  await pulumi.runtime.setMocks({
+    newResource(args) {
+      const state: Record<string, any> = { ...args.inputs };
+      if (args.type === "openstack:networking/port:Port") {
+        const n = 10 + ports++;
+        state.allFixedIps = [`203.0.113.${n}`, `[2001:db8:ffff::${n.toString(16)}]`];
+      }
+      if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
+      resources.push({ type: args.type, name: args.name, inputs: args.inputs, order: resources.length,
+        opts: options.get(`${args.type}::${args.name}`)?.opts ?? { dependsOn: [] },
+        resource: options.get(`${args.type}::${args.name}`)?.resource });
+      return { id: `${args.name}-id`, state };
+    },
+    call(args) {
+      calls.push({ token: args.token, args: args.inputs });
+      if (args.token === "openstack:networking/getNetwork:getNetwork") return { id: "ext-net-id", name: args.inputs.name };
+      if (args.token === "openstack:networking/getSubnet:getSubnet") {
+        return args.inputs.ipVersion === 6 ? { ...EXT_NET.v6, ipVersion: 6 } : { ...EXT_NET.v4, ipVersion: 4 };
+      }
+      throw new Error(`unmocked invoke ${args.token}`);
+    },
+  }, "header-rewrite", stack, false);
+  const f = fixture(stack);
+  pulumi.runtime.setAllConfig({ ...f.config, ...overrides }, f.secretKeys);
+  let program: Record<string, any> = {};
+  await pulumi.runtime.runInPulumiStack(async () => {
+    pulumi.runtime.registerStackTransformation((a) => {
+      const deps = a.opts.dependsOn;
+      const list = (Array.isArray(deps) ? deps : deps ? [deps] : []) as pulumi.Resource[];
+      options.set(`${a.type}::${a.name}`, {
+        opts: {
+          protect: a.opts.protect,
+          ignoreChanges: a.opts.ignoreChanges,
+          dependsOn: list.map((d) => (d as any).__name as string),
+          parent: (a.opts.parent as any)?.__name,
+        },
+        resource: a.resource,
+      });
+      return undefined;
+    });
+    program = await import("../../index");
+    return {};
+  });
+  // Let every apply and registration settle.
+  await new Promise((r) => setTimeout(r, 200));
+  for (let i = 0; i < 50; i++) {
+    const n = resources.length;
+    await new Promise((r) => setTimeout(r, 50));
+    if (resources.length === n) break;
+  }
+  const byType = (type: string) => resources.filter((r) => r.type === type);
+  return {
+    resources, calls, program, byType,
+    one(type, name) {
+      const r = resources.find((x) => x.type === type && x.name === name);
+      if (!r) throw new Error(`no ${type} named ${name}; have ${resources.map((x) => `${x.type}:${x.name}`).join(", ")}`);
+      return r;
+    },
+  };
+}
+
+export function value<T>(o: pulumi.Output<T> | T): Promise<T> {
+  return pulumi.Output.isInstance(o) ? new Promise((r) => (o as pulumi.Output<T>).apply((v) => { r(v); return v; })) : Promise.resolve(o as T);
+}

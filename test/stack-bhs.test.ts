@@ -1,0 +1,3 @@
+import { describeStack } from "./stack.shared";
+
+describeStack("bhs", { region: "BHS5", nodes: ["bhs1"] });

@@ -1,0 +1,3 @@
+import { describeStack } from "./stack.shared";
+
+describeStack("lon", { region: "UK1", nodes: ["lon1"] });

@@ -1,0 +1,178 @@
+// The resource graph one `pulumi up -s <stack>` would create, checked under Pulumi's mocks.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import * as pulumi from "@pulumi/pulumi";
+import * as YAML from "yaml";
+import { ROOT, type StackRun, fixture, runStack, value } from "./helpers/stack";
+import { CONFIG_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
+import { loadMaps } from "../src/maps";
+
+const T = {
+  keypair: "openstack:compute/keypair:Keypair",
+  secgroup: "openstack:networking/secGroup:SecGroup",
+  rule: "openstack:networking/secGroupRule:SecGroupRule",
+  port: "openstack:networking/port:Port",
+  instance: "openstack:compute/instance:Instance",
+  record: "ovh:Domain/zoneRecord:ZoneRecord",
+  reverse: "ovh:Ip/reverse:Reverse",
+  command: "command:remote:Command",
+};
+
+// How the engine protocol marks a secret value (Pulumi's rpc "specialSigKey" / "specialSecretSig").
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+const SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270";
+function unsecret(v: any): any {
+  return v && v[SECRET_SIG] === SECRET_VALUE ? v.value : v;
+}
+
+export function describeStack(stack: string, expected: { region: string; nodes: string[] }): void {
+  describe(`stack ${stack} under Pulumi mocks`, () => {
+    let run: StackRun;
+    const maps = loadMaps(path.join(ROOT, "maps"));
+    beforeAll(async () => {
+      run = await runStack(stack);
+    }, 60_000);
+
+    it("fixture holds every value of the stack file and a fake for every secret", () => {
+      const f = fixture(stack);
+      const file = YAML.parse(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")).config as Record<string, unknown>;
+      for (const [k, v] of Object.entries(file)) {
+        expect(f.config[k], `fixture value for ${k}`).toBe(typeof v === "string" ? v : JSON.stringify(v));
+      }
+      for (const k of [...SECRET_KEYS, ...PROVIDER_KEYS.secret]) {
+        expect(f.secretKeys, `${k} listed as secret`).toContain(k);
+        expect(f.config[k], `fake value for ${k}`).toBeTruthy();
+      }
+      for (const k of PROVIDER_KEYS.required) expect(Object.keys(f.config), `provider key ${k}`).toContain(k);
+      for (const k of Object.keys(f.config).filter((k) => k.startsWith(`${PROJECT}:`))) {
+        expect([...CONFIG_KEYS.map((c) => `${PROJECT}:${c}`), ...SECRET_KEYS], `${k} is a key the program reads`).toContain(k);
+      }
+    });
+
+    it(`puts every OpenStack resource in region ${expected.region}`, () => {
+      const os = run.resources.filter((r) => r.type.startsWith("openstack:"));
+      expect(os.length).toBeGreaterThan(5);
+      for (const r of os) expect(r.inputs.region, `${r.type} ${r.name}`).toBe(expected.region);
+      expect(run.byType(T.keypair)).toHaveLength(1);
+      expect(run.byType(T.secgroup)).toHaveLength(1);
+    });
+
+    it("opens TCP 25 only to allow-listed clients, 22 to admins, 80 for http-01, and ICMP in both families", () => {
+      const rules = run.byType(T.rule).map((r) => r.inputs);
+      const tcp = (port: number) => rules.filter((r) => r.protocol === "tcp" && r.portRangeMin === port && r.portRangeMax === port)
+        .map((r) => `${r.ethertype} ${r.remoteIpPrefix}`).sort();
+      expect(tcp(25)).toEqual(maps.clientRanges.map((c) => `IPv${c.family} ${c.cidr}`).sort());
+      const admin = JSON.parse(fixture(stack).config[`${PROJECT}:adminCidrs`]) as string[];
+      expect(tcp(22)).toEqual(admin.map((c) => `${c.includes(":") ? "IPv6" : "IPv4"} ${c}`).sort());
+      expect(tcp(80)).toEqual(["IPv4 0.0.0.0/0", "IPv6 ::/0"]);
+      expect(rules.filter((r) => r.protocol === "icmp").map((r) => r.ethertype)).toEqual(["IPv4"]);
+      expect(rules.filter((r) => r.protocol === "ipv6-icmp").map((r) => r.ethertype)).toEqual(["IPv6"]);
+      for (const r of rules) expect(r.direction).toBe("ingress");
+      expect(rules.every((r) => r.securityGroupId === `relay-${stack}-id`)).toBe(true);
+    });
+
+    for (const [i, name] of expected.nodes.entries()) {
+      const ipv4 = `203.0.113.${10 + i}`;
+      const ipv6 = `2001:db8:ffff::${(10 + i).toString(16)}`;
+      const fqdn = `${name}.example.net`;
+
+      it(`${name}: the Ext-Net port exists before the server, which runs on it, protected`, () => {
+        const port = run.one(T.port, `${name}-port`);
+        const server = run.one(T.instance, name);
+        expect(port.inputs.networkId).toBe("ext-net-id");
+        expect(port.inputs.securityGroupIds).toEqual([`relay-${stack}-id`]);
+        expect(port.order).toBeLessThan(server.order);
+        expect(server.inputs.networks).toEqual([{ port: `${name}-port-id` }]);
+        expect(server.inputs.imageName).toBe("Debian 12");
+        expect(server.inputs.keyPair).toBe(`header-rewrite-${stack}`);
+        expect(server.inputs.securityGroups ?? []).toEqual([]);
+        expect(server.opts.protect).toBe(true);
+        expect(port.opts.protect).toBe(true);
+        expect(server.opts.ignoreChanges).toEqual(expect.arrayContaining(["userData", "imageName"]));
+      });
+
+      it(`${name}: user-data carries the port's addresses and the Ext-Net gateways (brackets stripped)`, () => {
+        const ud = run.one(T.instance, name).inputs.userData as string;
+        expect(ud.startsWith("#cloud-config\n")).toBe(true);
+        expect(ud).toContain(`address ${ipv4}/32`);
+        expect(ud).toContain(`address ${ipv6}/128`);
+        expect(ud).toContain("post-up ip -4 route add 203.0.113.1 dev ens3");
+        expect(ud).toContain("post-up ip -6 route add default via 2001:db8:ffff::1 dev ens3");
+        expect(ud).not.toContain("[2001:");
+        expect(ud).toContain("network: {config: disabled}");
+        const subnetCalls = run.calls.filter((c) => c.token.endsWith("getSubnet"));
+        expect(subnetCalls.map((c) => c.args.ipVersion).sort()).toEqual(expect.arrayContaining([4, 6]));
+        for (const c of subnetCalls) expect(c.args.networkId).toBe("ext-net-id");
+      });
+
+      it(`${name}: A and AAAA for the node and the shared name; PTRs with a trailing dot after them`, () => {
+        const records = run.byType(T.record).filter((r) => r.name.startsWith(`${name}-`)).map((r) => r.inputs);
+        const seen = records.map((r) => `${r.subdomain} ${r.fieldtype} ${r.target}`).sort();
+        expect(seen).toEqual([`${name} A ${ipv4}`, `${name} AAAA ${ipv6}`, `relay A ${ipv4}`, `relay AAAA ${ipv6}`].sort());
+        for (const r of records) {
+          expect(r.zone).toBe("example.net");
+          expect(r.ttl).toBe(300);
+        }
+        const ptr4 = run.one(T.reverse, `${name}-ptr4`);
+        const ptr6 = run.one(T.reverse, `${name}-ptr6`);
+        expect(ptr4.inputs).toMatchObject({ ip: `${ipv4}/32`, ReverseIp: ipv4, ReverseValue: `${fqdn}.`, readinessTimeoutDuration: "5m" });
+        expect(ptr6.inputs).toMatchObject({ ip: `${ipv6}/128`, ReverseIp: ipv6, ReverseValue: `${fqdn}.` });
+        expect(ptr4.opts.dependsOn).toEqual([`${name}-a`]);
+        expect(ptr6.opts.dependsOn).toEqual([`${name}-aaaa`]);
+        expect(ptr4.order).toBeGreaterThan(run.one(T.record, `${name}-a`).order);
+      });
+
+      it(`${name}: config push runs cloud-init wait -> certificate -> staged Postfix deploy over SSH`, () => {
+        const cmd = (id: string) => run.one(T.command, `${name}-${id}`);
+        const [wait, cert, postfix] = [cmd("cloud-init"), cmd("certificate"), cmd("postfix")];
+        expect(wait.opts.dependsOn).toEqual([name]);
+        expect(cert.opts.dependsOn).toEqual([`${name}-cloud-init`, `${name}-a`, `${name}-aaaa`]);
+        expect(postfix.opts.dependsOn).toEqual([`${name}-certificate`]);
+        expect(wait.order).toBeLessThan(cert.order);
+        expect(cert.order).toBeLessThan(postfix.order);
+        for (const c of [wait, cert, postfix]) {
+          expect(unsecret(c.inputs.connection)).toMatchObject({ host: ipv4, user: "debian" });
+          expect(c.inputs.triggers).toEqual([`${name}-id`]);
+          expect(c.inputs.create).toMatch(/^sudo bash -s # [a-z-]+ [0-9a-f]{16}$/);
+          expect(c.inputs.update).toBe(c.inputs.create);
+        }
+        expect(postfix.inputs.stdin).toContain(`myhostname = ${fqdn}`);
+        expect(postfix.inputs.stdin).toContain("postmap -c \"$STAGE\"");
+        expect(postfix.inputs.stdin).toContain('mv -T "$RELEASES/.live.tmp" "$LIVE"');
+        expect(cert.inputs.stdin).toContain(`--cert-name '${fqdn}'`);
+      });
+    }
+
+    it("exports addresses per node, the shared service name and the smart hosts for the connector", async () => {
+      const p = run.program;
+      const nodes = await value(p.nodeAddresses as Record<string, any>);
+      for (const [i, name] of expected.nodes.entries()) {
+        expect(await value(nodes[name].fqdn)).toBe(`${name}.example.net`);
+        expect(await value(nodes[name].ipv4)).toBe(`203.0.113.${10 + i}`);
+        expect(await value(nodes[name].ipv6)).toBe(`2001:db8:ffff::${(10 + i).toString(16)}`);
+      }
+      expect(p.serviceName).toBe("relay.example.net");
+      expect(p.smartHosts).toEqual(expected.nodes.map((n) => `${n}.example.net`));
+    });
+
+    it("keeps secrets secret: SSH key only in secret connection inputs, nowhere in scripts, user-data or outputs", async () => {
+      const f = fixture(stack);
+      const secrets = f.secretKeys.map((k) => f.config[k].trim());
+      for (const r of run.resources) {
+        const { connection, ...rest } = r.inputs;
+        const text = JSON.stringify(rest);
+        for (const s of secrets) expect(text.includes(s), `${r.type} ${r.name} must not contain a secret`).toBe(false);
+        if (r.type === T.command) {
+          // The whole connection reaches the engine wrapped as a secret.
+          expect(connection[SECRET_SIG]).toBe(SECRET_VALUE);
+          expect(unsecret(connection).privateKey).toBe(f.config[`${PROJECT}:deploySshPrivateKey`]);
+          const out = (r.resource as unknown as { connection: pulumi.Output<unknown> }).connection;
+          expect(await pulumi.isSecret(out), `${r.name} connection is a Pulumi secret`).toBe(true);
+        }
+      }
+      const exported = JSON.stringify(await value(pulumi.output(run.program as Record<string, unknown>)));
+      for (const s of secrets) expect(exported.includes(s)).toBe(false);
+    });
+  });
+}

@@ -7,7 +7,7 @@
 set -euo pipefail
 WORK=$1; FQDN=$2; shift 2
 mkdir -p "$WORK"/etc-up "$WORK"/etc-work "$WORK"/spool "$WORK"/lib "$WORK"/log
-exec unshare --mount --net --uts --pid --fork --mount-proc --propagation private bash -c '
+exec unshare --mount --net --uts --pid --fork --kill-child --mount-proc --propagation private bash -c '
   set -euo pipefail
   WORK=$1; FQDN=$2; shift 2
   mount -t overlay overlay -o "lowerdir=/etc,upperdir=$WORK/etc-up,workdir=$WORK/etc-work" /etc
@@ -16,6 +16,8 @@ exec unshare --mount --net --uts --pid --fork --mount-proc --propagation private
   mount --bind "$WORK/log" /var/log
   chown postfix:postfix /var/lib/postfix
   ip link set lo up
+  # The node resolves through loopback only: nothing it looks up can leave this namespace.
+  rm -f /etc/resolv.conf; echo "nameserver 127.0.0.1" > /etc/resolv.conf
   hostname "$FQDN"
   live=/etc/letsencrypt/live/$FQDN
   if [ ! -s "$live/fullchain.pem" ]; then
@@ -23,5 +25,5 @@ exec unshare --mount --net --uts --pid --fork --mount-proc --propagation private
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$FQDN" \
       -addext "subjectAltName=DNS:$FQDN" -keyout "$live/privkey.pem" -out "$live/fullchain.pem" 2>/dev/null
   fi
-  "$@"
+  exec "$@"
 ' node-ns "$WORK" "$FQDN" "$@"

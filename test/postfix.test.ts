@@ -1,0 +1,154 @@
+// The rendered Postfix config and the staged deploy script, run by real Postfix on a node in its own
+// namespaces (overlay /etc, private spool, loopback only; nothing can leave the machine).
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseStackConfig, readStackFile } from "../src/config";
+import { loadMaps, parseMaps } from "../src/maps";
+import { nodeIdentity, renderPostfix } from "../src/render";
+import { deployPostfixScript } from "../src/deploy";
+import { ROOT } from "./helpers/stack";
+import { NodeNamespace, type Result } from "./helpers/node";
+
+const { raw, region, file } = readStackFile(ROOT, "lon");
+const cfg = parseStackConfig(raw, region, file);
+const maps = loadMaps(path.join(ROOT, "maps"));
+const node = nodeIdentity(cfg, "lon1");
+
+/** The only difference to production here: Postfix logs to a file the test can show. */
+function testOverlay(files: Record<string, string>): Record<string, string> {
+  return { ...files, "main.cf": files["main.cf"] + "\n# test overlay: log to a file\nmaillog_file = /var/log/postfix.log\n" };
+}
+
+function bundle(m = maps): Record<string, string> {
+  return testOverlay(renderPostfix({ stack: "lon", cfg, maps: m, node }));
+}
+
+describe("rendered config on a real Postfix node (lon1)", () => {
+  let n: NodeNamespace;
+  const sh = (cmd: string, input?: string): Result => n.run(cmd, input);
+  const deploy = (files: Record<string, string>) => sh("bash -s", deployPostfixScript(node, files));
+  const explain = (r: Result) => `exit ${r.status}\n${r.stdout}\n${r.stderr}\n--- postfix log ---\n${n.log().split("\n").slice(-30).join("\n")}`;
+  const swaks = (args: string) => sh(`swaks --server 127.0.0.1 --tls --helo client.example ${args} 2>&1`);
+  const live = () => sh("readlink /etc/postfix").stdout.trim();
+
+  beforeAll(async () => {
+    n = await NodeNamespace.start(node.fqdn);
+    const r = deploy(bundle());
+    expect(r.status, explain(r)).toBe(0);
+    console.log(r.stdout.trim());
+  });
+  afterAll(() => n?.stop());
+
+  it("first deploy turns /etc/postfix into a symlink to the release and starts Postfix", () => {
+    expect(live()).toMatch(/^\/etc\/postfix\.releases\/\d{8}T\d{6}Z-[0-9a-f]{12}$/);
+    expect(sh("ls /etc/postfix.releases/original/postfix-files").status).toBe(0);
+    expect(sh("postfix status").status).toBe(0);
+  });
+
+  it("postconf -n is clean and every map type is available", () => {
+    const r = sh("postconf -n >/dev/null");
+    expect(r.stderr, "postconf warnings").toBe("");
+    expect(r.status).toBe(0);
+    for (const m of ["translate_domains", "allowed_senders", "per_sender_relayhosts", "tls_policy"]) {
+      expect(sh(`test -s /etc/postfix/${m}.cdb`).status, `${m}.cdb built`).toBe(0);
+    }
+  });
+
+  it("lookups return the old-domain rewrite, the override, the exception and the routing", () => {
+    const q = (key: string, map: string) => sh(`postmap -q '${key}' ${map}`).stdout.trim();
+    const checks: [string, string, string][] = [
+      ["@old.example", "cdb:/etc/postfix/translate_domains", "@new.example"],
+      ["alice@old.example", "cdb:/etc/postfix/translate_domains", "a.smith@new.example"],
+      ["ceo@old.example", "cdb:/etc/postfix/translate_domains", "ceo@old.example"],
+      ["old.example", "cdb:/etc/postfix/allowed_senders", "OK"],
+      ["@new.example", "cdb:/etc/postfix/per_sender_relayhosts", "[new-example.mail.protection.outlook.com]"],
+      ["[other-example.mail.protection.outlook.com]", "cdb:/etc/postfix/tls_policy", "secure"],
+      ["192.0.2.77", "cidr:/etc/postfix/allow_relay_by_ip", "OK"],
+    ];
+    for (const [key, map, want] of checks) {
+      expect(q(key, map), `${key} in ${map}`).toBe(want);
+      console.log(`lookup ${key} in ${map} -> ${want}`);
+    }
+    expect(sh("postmap -q 198.51.100.1 cidr:/etc/postfix/allow_relay_by_ip").status, "outside range not listed").toBe(1);
+  });
+
+  it("a relayed message leaves with the new sender, rewritten headers, the loop guard, toward tenant B", async () => {
+    const r = swaks("--from bob@old.example --to carol@partner.example --header 'From: Bob Example <bob@OLD.example>' --header 'Reply-To: bob@old.example' --header 'Cc: dave@old.example'");
+    expect(r.status, explain(r)).toBe(0);
+    const id = /250 2\.0\.0 Ok: queued as (\w+)/.exec(r.stdout)?.[1];
+    expect(id, r.stdout).toBeTruthy();
+    let entry: any;
+    for (let i = 0; i < 100; i++) {
+      const lines = sh("postqueue -j").stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+      entry = lines.find((e) => e.queue_id === id);
+      if (entry?.recipients?.[0]?.delay_reason) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(entry.sender).toBe("bob@new.example");
+    // No DNS on this node: the failure names the next hop the relay chose, tenant B's MX.
+    expect(entry.recipients[0].delay_reason).toContain("new-example.mail.protection.outlook.com");
+    const headers = sh(`postcat -hq ${id}`).stdout;
+    expect(headers).toMatch(/^From: Bob Example <bob@new\.example>$/m);
+    expect(headers).toMatch(/^Reply-To: bob@new\.example$/m);
+    expect(headers).toMatch(/^Cc: dave@old\.example$/m);
+    expect(headers).toMatch(/^X-Header-Rewrite-Relayed: lon1\.example\.net$/m);
+    console.log(`queued ${id}: sender ${entry.sender}, next hop in: ${entry.recipients[0].delay_reason.slice(0, 90)}`);
+  });
+
+  it("refuses a sender that is not allow-listed, a subdomain of an allowed domain, and the null sender", () => {
+    const refusal = (from: string) => {
+      const r = swaks(`--from '${from}' --to carol@partner.example --quit-after RCPT`);
+      expect(r.stdout, explain(r)).toContain(`~> MAIL FROM:<${from === "<>" ? "" : from}>`);
+      const line = /<~\* +(5\d\d[^\n]*)/.exec(r.stdout)?.[1];
+      expect(line, explain(r)).toBeTruthy();
+      console.log(`MAIL FROM:<${from === "<>" ? "" : from}> -> ${line}`);
+      return line!;
+    };
+    expect(refusal("eve@elsewhere.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
+    expect(refusal("bob@sub.old.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
+    expect(refusal("<>")).toMatch(/^550 5\.7\.1 <>: Sender address rejected: Null sender \(bounce or auto-reply\) is not relayed/);
+  });
+
+  it("a broken deploy fails with Postfix's message and the old config stays live and relaying", () => {
+    const before = live();
+    const broken = bundle();
+    broken["main.cf"] += "smtpd_tls_security_levle = encrypt\n";
+    const r = deploy(broken);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain("unused parameter: smtpd_tls_security_levle=encrypt");
+    expect(r.stderr).toContain("the live configuration was not changed");
+    expect(live()).toBe(before);
+    const dup = bundle();
+    dup.translate_domains += "@old.example @other.example\n";
+    const r2 = deploy(dup);
+    expect(r2.status).not.toBe(0);
+    expect(r2.stderr).toMatch(/postmap translate_domains: .*duplicate entry/);
+    expect(live()).toBe(before);
+    const ok = swaks("--from alice@old.example --to carol@partner.example --quit-after RCPT");
+    expect(ok.stdout, explain(ok)).toMatch(/<~ +250 2\.1\.5/);
+    console.log(`broken deploys refused:\n  ${r.stderr.split("\n")[0]}\n  ${r2.stderr.split("\n")[0]}`);
+  });
+
+  it("a map edit goes live through reload, and releases are pruned", async () => {
+    const before = live();
+    const edited = parseMaps({
+      translations: "@old.example @new.example\n@legacy.example @other.example\nbob@old.example robert@new.example\n",
+      allowedSenders: "old.example OK\nlegacy.example OK\n",
+      relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
+      clientRanges: "192.0.2.0/24 OK\n",
+    }, { translations: "t", allowedSenders: "a", relayhosts: "r", clientRanges: "c" });
+    await new Promise((r) => setTimeout(r, 1100)); // release names carry seconds
+    const r = deploy(bundle(edited));
+    expect(r.status, explain(r)).toBe(0);
+    expect(live()).not.toBe(before);
+    expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe("robert@new.example");
+    expect(sh("postfix status").status).toBe(0);
+    for (let i = 0; i < 5; i++) {
+      await new Promise((res) => setTimeout(res, 1100));
+      expect(deploy(bundle()).status).toBe(0);
+    }
+    const releases = sh("ls -1 /etc/postfix.releases").stdout.trim().split("\n");
+    expect(releases.filter((d) => /^\d{8}T/.test(d))).toHaveLength(5);
+    expect(releases).toContain("original");
+  }, 30_000);
+});

@@ -1,0 +1,140 @@
+// Rendering is pure and deterministic; a change re-runs exactly the steps whose content changed.
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseStackConfig, readStackFile, ConfigError } from "../src/config";
+import { loadMaps, parseMaps, MapValidationError } from "../src/maps";
+import { nodeIdentity, renderPostfix } from "../src/render";
+import { nodeSteps } from "../src/deploy";
+import { renderStack } from "../scripts/render";
+import { ROOT } from "./helpers/stack";
+
+const cfg = (() => {
+  const { raw, region, file } = readStackFile(ROOT, "lon");
+  return parseStackConfig(raw, region, file);
+})();
+const maps = loadMaps(path.join(ROOT, "maps"));
+const ctx = { stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") };
+
+function tree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out[path.relative(dir, p)] = fs.readFileSync(p, "utf8");
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe("render", () => {
+  it("writes identical bytes twice for both stacks (no spurious redeploys)", () => {
+    for (const stack of ["lon", "bhs"]) {
+      const a = fs.mkdtempSync(path.join(os.tmpdir(), "hr-a-"));
+      const b = fs.mkdtempSync(path.join(os.tmpdir(), "hr-b-"));
+      renderStack(stack, a);
+      renderStack(stack, b);
+      const ta = tree(a);
+      expect(Object.keys(ta).length).toBeGreaterThanOrEqual(13);
+      expect(tree(b)).toEqual(ta);
+      console.log(`render ${stack}: ${Object.keys(ta).length} files identical across two renders`);
+    }
+  });
+
+  it("main.cf for lon1 matches the reviewed golden file", () => {
+    const golden = fs.readFileSync(path.join(ROOT, "test", "golden", "lon1.main.cf"), "utf8");
+    expect(renderPostfix(ctx)["main.cf"], "update test/golden/lon1.main.cf after reviewing the diff").toBe(golden);
+  });
+
+  it("main.cf fixes every seed mistake", () => {
+    const main = renderPostfix(ctx)["main.cf"];
+    const param = (k: string) => new RegExp(`^${k} = (.*)$`, "m").exec(main)?.[1];
+    expect(param("compatibility_level")).toBe("3.6");
+    expect(param("mydestination")).toBe("$myhostname, localhost");
+    expect(param("local_header_rewrite_clients")).toBe("permit_mynetworks");
+    expect(param("smtpd_relay_restrictions")).toBe("permit_mynetworks, reject_unauth_destination");
+    expect(param("allow_percent_hack")).toBe("no");
+    expect(param("swap_bangpath")).toBe("no");
+    expect(param("smtpd_tls_security_level")).toBe("encrypt");
+    expect(param("smtpd_tls_mandatory_protocols")).toBe(">=TLSv1.2");
+    expect(param("smtp_tls_CAfile")).toBe("/etc/ssl/certs/ca-certificates.crt");
+    expect(param("smtp_tls_policy_maps")).toBe("cdb:${config_directory}/tls_policy");
+    expect(Number(param("mailbox_size_limit"))).toBeGreaterThanOrEqual(Number(param("message_size_limit")));
+    expect(Number(param("message_size_limit"))).toBe(150 * 1024 * 1024);
+    expect(main).not.toMatch(/^debug_peer/m);
+    expect(main).not.toContain("static:all");
+    expect(main).toContain("PREPEND X-Header-Rewrite-Relayed: lon1.example.net");
+    for (const m of main.matchAll(/(cdb|cidr):(\S+)/g)) expect(m[2].startsWith("${config_directory}/")).toBe(true);
+  });
+
+  it("debug peer logging appears only when configured", () => {
+    const withDebug = { ...ctx, cfg: { ...cfg, debugPeers: ["192.0.2.7"] } };
+    expect(renderPostfix(withDebug)["main.cf"]).toMatch(/^debug_peer_list = 192\.0\.2\.7$/m);
+  });
+
+  it("a map edit changes only the Postfix step; an address-free step stays byte-identical", () => {
+    const before = nodeSteps(ctx);
+    const edited = parseMaps({
+      translations: "@old.example @new.example\n@legacy.example @other.example\nbob@old.example robert@new.example\n",
+      allowedSenders: "old.example OK\nlegacy.example OK\n",
+      relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
+      clientRanges: "192.0.2.0/24 OK\n",
+    }, { translations: "t", allowedSenders: "a", relayhosts: "r", clientRanges: "c" });
+    const after = nodeSteps({ ...ctx, maps: edited });
+    expect(after.scripts.postfix).not.toBe(before.scripts.postfix);
+    expect(after.scripts["cloud-init"]).toBe(before.scripts["cloud-init"]);
+    expect(after.scripts.certificate).toBe(before.scripts.certificate);
+    expect(nodeSteps(ctx)).toEqual(before);
+  });
+
+  it("the null sender is refused by a generated, explained line unless allowed_senders lists it", () => {
+    const senders = renderPostfix(ctx).allowed_senders;
+    expect(senders).toMatch(/^<> +550 5\.7\.1 Null sender/m);
+  });
+});
+
+describe("stack configuration errors name the file, the key and the fix", () => {
+  const base = readStackFile(ROOT, "lon");
+  const attempt = (raw: Record<string, unknown>, region: string | undefined = base.region) => {
+    try {
+      parseStackConfig(raw, region, "Pulumi.lon.yaml");
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as Error).message;
+    }
+    throw new Error("expected a ConfigError");
+  };
+  it("missing key", () => {
+    const { nodes: _n, ...rest } = base.raw;
+    expect(attempt(rest)).toContain("Pulumi.lon.yaml: invalid stack configuration");
+    expect(attempt(rest)).toContain("header-rewrite:nodes is required (hint: pulumi config set header-rewrite:nodes");
+  });
+  it("misspelt key", () => {
+    expect(attempt({ ...base.raw, node: ["x"] })).toContain("header-rewrite:node is not a known key");
+  });
+  it("wrong type and bad values", () => {
+    expect(attempt({ ...base.raw, messageSizeLimit: "999999999999" })).toContain("header-rewrite:messageSizeLimit must be <= 157286400");
+    expect(attempt({ ...base.raw, adminCidrs: '["0.0.0.0/0"]' })).toContain("opens SSH to the whole Internet");
+    expect(attempt({ ...base.raw, adminCidrs: '["198.51.100.300/32"]' })).toContain('adminCidrs item 0 "198.51.100.300/32" is not a CIDR');
+  });
+  it("missing region", () => {
+    expect(attempt(base.raw, "")).toContain("openstack:region is required");
+  });
+});
+
+describe("map errors stop everything with file:line", () => {
+  it("reports a bad key form with its line", () => {
+    try {
+      parseMaps({ translations: "@old.example @new.example\n", allowedSenders: "# c\n\n@old.example OK\n",
+        relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n", clientRanges: "192.0.2.0/24 OK\n" },
+      { translations: "maps/translate_domains", allowedSenders: "maps/allowed_senders", relayhosts: "maps/per_sender_relayhosts", clientRanges: "maps/allow_relay_by_ip" });
+      throw new Error("expected MapValidationError");
+    } catch (e) {
+      expect(e).toBeInstanceOf(MapValidationError);
+      expect((e as Error).message).toContain('maps/allowed_senders:3:1: error: "@old.example" is not an access(5) key and never matches (hint: write the bare domain "old.example"');
+    }
+  });
+});

@@ -1,4 +1,5 @@
 // Rendering is pure and deterministic; a change re-runs exactly the steps whose content changed.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -136,5 +137,29 @@ describe("map errors stop everything with file:line", () => {
       expect(e).toBeInstanceOf(MapValidationError);
       expect((e as Error).message).toContain('maps/allowed_senders:3:1: error: "@old.example" is not an access(5) key and never matches (hint: write the bare domain "old.example"');
     }
+  });
+});
+
+describe("firewall", () => {
+  it("opens TCP 80 only for the http-01 challenge", async () => {
+    const { firewallRules } = await import("../src/cloud");
+    expect(firewallRules(cfg, maps).filter((r) => r.port === 80)).toHaveLength(2);
+    expect(firewallRules({ ...cfg, acmeChallenge: "dns-01" }, maps).filter((r) => r.port === 80)).toHaveLength(0);
+  });
+});
+
+describe("npm run render", () => {
+  it("writes every node's files and explains a wrong stack name", () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "hr-cli-"));
+    const ok = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "bhs", "--out", out], { cwd: ROOT, encoding: "utf8" });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain("PLACEHOLDERS");
+    for (const f of ["postfix/main.cf", "postfix/translate_domains", "cloud-init/user-data", "network/interfaces", "deploy/3-postfix.sh"]) {
+      expect(fs.existsSync(path.join(out, "bhs1", f)), f).toBe(true);
+    }
+    const bad = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "paris", "--out", out], { cwd: ROOT, encoding: "utf8" });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain("Pulumi.paris.yaml: invalid stack configuration");
+    expect(bad.stderr).toContain("stacks are bhs, lon");
   });
 });

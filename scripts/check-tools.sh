@@ -1,0 +1,17 @@
+#!/bin/bash
+# Fails (never skips) when a tool the tests need is missing, naming the command that installs it.
+set -u
+problems=()
+[ "$(id -u)" = 0 ] || problems+=("tests must run as root (network/mount namespaces and a private Postfix need it): sudo npm test")
+need() { command -v "$1" >/dev/null 2>&1 || problems+=("$1 not found (Debian package $2)"); }
+need postconf postfix; need postmap postfix; need postfix postfix; need postqueue postfix; need postcat postfix
+need swaks swaks; need cloud-init cloud-init; need ifquery ifupdown; need ifup ifupdown
+need ip iproute2; need unshare util-linux; need nsenter util-linux; need openssl openssl; need pgrep procps
+[ -e /usr/lib/postfix/postfix-cdb.so ] || problems+=("Postfix cdb map support not found (Debian package postfix-cdb)")
+if [ ${#problems[@]} -gt 0 ]; then
+  echo "check-tools: cannot run the tests:" >&2
+  printf '  - %s\n' "${problems[@]}" >&2
+  echo "Install everything with: sudo bash scripts/install-deps.sh" >&2
+  exit 1
+fi
+echo "check-tools: postfix $(postconf -d -h mail_version), $(cloud-init --version 2>&1 | head -1), swaks, ifupdown, iproute2: ok"

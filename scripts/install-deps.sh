@@ -1,0 +1,20 @@
+#!/bin/bash
+# Installs, non-interactively, the Debian packages whose real tools check what this project renders.
+# Postfix is installed with "No configuration": the machine's own mail setup is never touched.
+set -euo pipefail
+PACKAGES=(postfix postfix-cdb swaks cloud-init ifupdown iproute2 util-linux openssl procps ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all Debian packages present"
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || { echo "install-deps: missing ${missing[*]}; run as root: sudo bash scripts/install-deps.sh" >&2; exit 1; }
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

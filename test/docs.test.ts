@@ -1,0 +1,27 @@
+// The README is the operator's contract: every config key documented, the test command = CI.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { CONFIG_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
+import { ROOT } from "./helpers/stack";
+
+const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+
+describe("README", () => {
+  it("documents every config key, and marks exactly the secrets as secret", () => {
+    const rows = readme.split("\n").filter((l) => l.startsWith("| `"));
+    const row = (key: string) => rows.find((r) => r.split("|")[1].includes(`\`${key}\``));
+    for (const key of [...CONFIG_KEYS.map((k) => `${PROJECT}:${k}`), ...SECRET_KEYS, ...PROVIDER_KEYS.required]) {
+      expect(row(key), `README config table row for ${key}`).toBeTruthy();
+      const secret = (SECRET_KEYS as readonly string[]).includes(key) || (PROVIDER_KEYS.secret as readonly string[]).includes(key);
+      expect(row(key)!.split("|")[2].includes("yes"), `${key} secret column`).toBe(secret);
+    }
+  });
+
+  it("names the one test command, and .ci/run runs exactly it", () => {
+    const command = /## Tests[\s\S]*?```sh\n(.+)\n```/.exec(readme)?.[1];
+    expect(command).toBe("bash scripts/install-deps.sh && npm ci && npm test");
+    const ci = fs.readFileSync(path.join(ROOT, ".ci", "run"), "utf8");
+    expect(ci.split("\n")).toContain(command);
+  });
+});

@@ -3,10 +3,11 @@
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseStackConfig, readStackFile } from "../src/config";
-import { loadMaps, parseMaps } from "../src/maps";
+import { loadMaps } from "../src/maps";
 import { nodeIdentity, renderPostfix } from "../src/render";
 import { deployPostfixScript } from "../src/deploy";
 import { ROOT } from "./helpers/stack";
+import { editedMaps } from "./helpers/maps";
 import { NodeNamespace, type Result } from "./helpers/node";
 
 const { raw, region, file } = readStackFile(ROOT, "lon");
@@ -131,12 +132,7 @@ describe("rendered config on a real Postfix node (lon1)", () => {
 
   it("a map edit goes live through reload, and releases are pruned", async () => {
     const before = live();
-    const edited = parseMaps({
-      translations: "@old.example @new.example\n@legacy.example @other.example\nbob@old.example robert@new.example\n",
-      allowedSenders: "old.example OK\nlegacy.example OK\n",
-      relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
-      clientRanges: "192.0.2.0/24 OK\n",
-    }, { translations: "t", allowedSenders: "a", relayhosts: "r", clientRanges: "c" });
+    const edited = editedMaps();
     await new Promise((r) => setTimeout(r, 1100)); // release names carry seconds
     const r = deploy(bundle(edited));
     expect(r.status, explain(r)).toBe(0);

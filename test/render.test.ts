@@ -10,6 +10,7 @@ import { nodeIdentity, renderPostfix } from "../src/render";
 import { nodeSteps } from "../src/deploy";
 import { renderStack } from "../scripts/render";
 import { ROOT } from "./helpers/stack";
+import { editedMaps } from "./helpers/maps";
 
 const cfg = (() => {
   const { raw, region, file } = readStackFile(ROOT, "lon");
@@ -78,12 +79,7 @@ describe("render", () => {
 
   it("a map edit changes only the Postfix step; an address-free step stays byte-identical", () => {
     const before = nodeSteps(ctx);
-    const edited = parseMaps({
-      translations: "@old.example @new.example\n@legacy.example @other.example\nbob@old.example robert@new.example\n",
-      allowedSenders: "old.example OK\nlegacy.example OK\n",
-      relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
-      clientRanges: "192.0.2.0/24 OK\n",
-    }, { translations: "t", allowedSenders: "a", relayhosts: "r", clientRanges: "c" });
+    const edited = editedMaps();
     const after = nodeSteps({ ...ctx, maps: edited });
     expect(after.scripts.postfix).not.toBe(before.scripts.postfix);
     expect(after.scripts["cloud-init"]).toBe(before.scripts["cloud-init"]);

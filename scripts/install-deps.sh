@@ -2,7 +2,7 @@
 # Installs, non-interactively, the Debian packages whose real tools check what this project renders.
 # Postfix is installed with "No configuration": the machine's own mail setup is never touched.
 set -euo pipefail
-PACKAGES=(postfix postfix-cdb swaks libnet-ssleay-perl libio-socket-inet6-perl cloud-init ifupdown iproute2 util-linux openssl procps ca-certificates)
+PACKAGES=(postfix postfix-cdb swaks libnet-ssleay-perl libio-socket-inet6-perl cloud-init ifupdown iproute2 util-linux openssl procps ca-certificates openssh-server openssh-client sudo dnsmasq-base)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,5 +16,11 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update -qq
+# Install without starting services (openssh-server, postfix): the sandbox runs its own copies in
+# namespaces and never uses or changes the machine's.
+policy=/usr/sbin/policy-rc.d
+own_policy=no
+if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=yes; fi
+trap '[ "$own_policy" = yes ] && rm -f "$policy"' EXIT
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done"

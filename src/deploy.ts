@@ -106,7 +106,7 @@ export function deployPostfixScript(node: NodeIdentity, files: Record<string, st
 # bundle ${hash}
 set -euo pipefail
 umask 022
-LIVE=\${HEADER_REWRITE_LIVE:-/etc/postfix}
+LIVE=/etc/postfix
 RELEASES=\${LIVE}.releases
 KEEP=5
 BUNDLE=${hash}
@@ -201,8 +201,9 @@ export interface NodeSteps {
 }
 
 /** Everything a node is pushed after boot, in order; used by the Pulumi program and the sandbox. */
-export function nodeSteps(ctx: RenderContext): NodeSteps {
-  const postfixFiles = renderPostfix(ctx);
+export function nodeSteps(ctx: RenderContext, overlay: (files: Record<string, string>) => Record<string, string> = (f) => f): NodeSteps {
+  // The overlay hook exists for the local sandbox only (sandbox/overlay.ts); production passes none.
+  const postfixFiles = overlay(renderPostfix(ctx));
   return {
     postfixFiles,
     scripts: {

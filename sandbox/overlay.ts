@@ -1,0 +1,35 @@
+// THE SANDBOX OVERLAY: every way a sandbox node differs from an OVH node. Everything else a node
+// gets is the production-rendered file, byte for byte. `npm start` prints this list.
+import type { StackConfig } from "../src/config";
+import type { Topology } from "./topology";
+
+export const OVERLAY_DESCRIPTION = [
+  "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
+  "main.cf: + `maillog_file = /var/log/postfix.log` (a namespace has no syslog)",
+  "node /etc/resolv.conf: the sandbox DNS (dnsmasq in the wan namespace) instead of OVH's resolvers",
+  "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA that signs the tenant sinks",
+  "node certificate: issued by the sandbox CA into /etc/letsencrypt/live/<fqdn>/ instead of the certbot step",
+  "skipped steps: cloud-init wait (no cloud-init runs in a namespace; its write_files, SSH keys and",
+  "  network commands are applied by sandbox/node-init.sh), certificate (see above)",
+];
+
+/** Steps of deploy.nodeSteps() that the sandbox runs over SSH, in order. */
+export const SANDBOX_STEPS = ["postfix"] as const;
+
+export const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
+
+export function overlayConfig(cfg: StackConfig, deployPublicKey: string): StackConfig {
+  return { ...cfg, deploySshPublicKey: deployPublicKey };
+}
+
+export function overlayPostfixFiles(files: Record<string, string>): Record<string, string> {
+  return { ...files, "main.cf": files["main.cf"] + MAILLOG_LINE };
+}
+
+/** Files placed in a node's own /etc (relative to /etc) before it boots. */
+export function overlayNodeEtc(t: Topology, systemBundle: string, sandboxCa: string): Record<string, string> {
+  return {
+    "resolv.conf": `# sandbox overlay\nnameserver ${t.dns.ipv4}\nnameserver ${t.dns.ipv6}\n`,
+    "ssl/certs/ca-certificates.crt": systemBundle + (systemBundle.endsWith("\n") ? "" : "\n") + sandboxCa,
+  };
+}

@@ -1,0 +1,100 @@
+// Where everything lives in the local sandbox: one node per node of every committed stack, one sink
+// per tenant next hop, a tenant A client, an outsider, DNS. Documentation addresses only.
+import * as path from "node:path";
+import { listStacks, nodeFqdn, parseStackConfig, readStackFile, type StackConfig } from "../src/config";
+import { loadMaps, type RelayMaps } from "../src/maps";
+
+export const ROOT = path.join(__dirname, "..");
+export const DEFAULT_DIR = "/var/tmp/header-rewrite-sandbox";
+
+export interface Host {
+  netns: string;
+  ipv4: string;
+  ipv6: string;
+  /** host-side veth name (in the wan namespace) */
+  veth: string;
+}
+
+export interface SandboxNode extends Host {
+  name: string;
+  stack: string;
+  fqdn: string;
+}
+
+export interface Sink extends Host {
+  nexthop: string;
+  host: string;
+  tenantId: string;
+  dir: string;
+}
+
+export interface Topology {
+  dir: string;
+  wan: { netns: string };
+  dns: { ipv4: string; ipv6: string };
+  nodes: SandboxNode[];
+  clients: { allowed: Host; outsider: Host };
+  sinks: Sink[];
+}
+
+/** Each network the sandbox router (the wan namespace) serves: gateway and prefix. */
+export const NETWORKS = {
+  tenantA: { v4: "192.0.2.1/24", v6: "2001:db8:a::1/64" },
+  services: { v4: "198.51.100.1/24", v6: "2001:db8:5::1/64" },
+  nodes: { v4: "203.0.113.1/24", v6: "2001:db8:ffff::1/64" },
+  outsider: { v6: "2001:db8:bad::1/64" },
+};
+
+export interface StackInput {
+  stack: string;
+  cfg: StackConfig;
+}
+
+export function loadStacks(): { stacks: StackInput[]; maps: RelayMaps } {
+  const stacks = listStacks(ROOT).map((stack) => {
+    const { raw, region, file } = readStackFile(ROOT, stack);
+    return { stack, cfg: parseStackConfig(raw, region, file) };
+  });
+  return { stacks, maps: loadMaps(path.join(ROOT, "maps")) };
+}
+
+export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps): Topology {
+  const nodes: SandboxNode[] = [];
+  for (const { stack, cfg } of stacks) {
+    for (const name of cfg.nodes) {
+      const i = nodes.length;
+      nodes.push({
+        name, stack, fqdn: nodeFqdn(cfg, name), netns: `hr-${name}`, veth: `vn${i}`,
+        ipv4: `203.0.113.${10 + i}`, ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
+      });
+    }
+  }
+  const sinks: Sink[] = maps.tenants.map((t, i) => ({
+    nexthop: t.nexthop, host: t.host, tenantId: t.id, netns: `hr-sink-${t.id}`, veth: `vs${i}`,
+    ipv4: `198.51.100.${20 + i}`, ipv6: `2001:db8:5::${(0x20 + i).toString(16)}`,
+    dir: path.join(dir, "sinks", t.id),
+  }));
+  return {
+    dir,
+    wan: { netns: "hr-wan" },
+    dns: { ipv4: "198.51.100.53", ipv6: "2001:db8:5::53" },
+    nodes,
+    clients: {
+      allowed: { netns: "hr-tenant-a", veth: "vca", ipv4: "192.0.2.10", ipv6: "2001:db8:a::10" },
+      outsider: { netns: "hr-outsider", veth: "vco", ipv4: "198.51.100.200", ipv6: "2001:db8:bad::10" },
+    },
+    sinks,
+  };
+}
+
+/** The documented shape of topology.json (README "Try it locally"). */
+export function topologyJson(t: Topology): unknown {
+  const host = (h: Host) => ({ netns: h.netns, ipv4: h.ipv4, ipv6: h.ipv6 });
+  return {
+    dir: t.dir,
+    nodes: t.nodes.map((n) => ({ name: n.name, stack: n.stack, netns: n.netns, fqdn: n.fqdn, ipv4: n.ipv4, ipv6: n.ipv6 })),
+    clients: { allowed: host(t.clients.allowed), outsider: host(t.clients.outsider) },
+    sinks: t.sinks.map((s) => ({ nexthop: s.nexthop, netns: s.netns, ipv4: s.ipv4, ipv6: s.ipv6, dir: s.dir })),
+    dns: t.dns,
+  };
+}

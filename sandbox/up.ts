@@ -1,0 +1,221 @@
+// Builds the local sandbox: every node of every committed stack as a namespace-isolated Debian host
+// with sshd and stock Postfix, tenant sinks, DNS, a tenant A client and an outsider; then pushes the
+// production deploy scripts to the nodes over SSH.
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as YAML from "yaml";
+import { nodeIdentity, renderUserData, type NodeAddresses, type RenderContext } from "../src/render";
+import { nodeSteps } from "../src/deploy";
+import { serviceFqdn } from "../src/config";
+import { type Result, inNetns, must, q, runStep, sh, ssh } from "./lib";
+import { OVERLAY_DESCRIPTION, SANDBOX_STEPS, overlayConfig, overlayNodeEtc, overlayPostfixFiles } from "./overlay";
+import { NETWORKS, ROOT, type SandboxNode, type StackInput, type Topology, loadStacks, planTopology, topologyJson } from "./topology";
+import { down } from "./down";
+
+const log = (msg: string) => process.stdout.write(`sandbox: ${msg}\n`);
+
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new Error("the sandbox needs root (network and mount namespaces, Postfix, sshd): run `sudo npm start`");
+  }
+}
+
+function installDeps(): void {
+  const r = sh(`bash ${q(path.join(ROOT, "scripts", "install-deps.sh"))}`, undefined, 900_000);
+  must(r, "installing Debian packages (scripts/install-deps.sh)");
+  log(r.stdout.trim().split("\n").pop() ?? "");
+}
+
+function openssl(args: string): void {
+  must(sh(`openssl ${args}`), `openssl ${args.split(" ")[0]}`);
+}
+
+/** A sandbox CA; tenant sinks and (until certbot runs against Pebble) nodes get leaves from it. */
+function makePki(t: Topology, nodeNames: Record<string, string[]>): void {
+  const ca = path.join(t.dir, "ca");
+  fs.mkdirSync(ca, { recursive: true });
+  openssl(`req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=header-rewrite sandbox CA" -keyout ${ca}/ca.key -out ${ca}/ca.pem`);
+  const leaf = (name: string, sans: string[], dir: string) => {
+    fs.mkdirSync(dir, { recursive: true });
+    const ext = path.join(dir, "ext.cnf");
+    fs.writeFileSync(ext, `subjectAltName=${sans.map((s) => `DNS:${s}`).join(",")}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
+    openssl(`req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=${name}" -keyout ${dir}/privkey.pem -out ${dir}/req.csr`);
+    openssl(`x509 -req -in ${dir}/req.csr -CA ${ca}/ca.pem -CAkey ${ca}/ca.key -CAcreateserial -days 30 -extfile ${ext} -out ${dir}/cert.pem`);
+    fs.writeFileSync(path.join(dir, "fullchain.pem"), fs.readFileSync(path.join(dir, "cert.pem"), "utf8") + fs.readFileSync(path.join(ca, "ca.pem"), "utf8"));
+  };
+  for (const s of t.sinks) leaf(s.host, ["*.mail.protection.outlook.com", s.host], path.join(t.dir, "pki", "sinks", s.tenantId));
+  for (const n of t.nodes) leaf(n.fqdn, nodeNames[n.name], path.join(t.dir, "pki", "nodes", n.name));
+}
+
+function networkScript(t: Topology): string {
+  const wan = t.wan.netns;
+  const lines = [
+    "set -euo pipefail",
+    `ip netns add ${wan}`,
+    `ip -n ${wan} link set lo up`,
+    `ip -n ${wan} link add br0 type bridge`,
+    `ip -n ${wan} link set br0 up`,
+    `ip netns exec ${wan} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1`,
+  ];
+  for (const net of Object.values(NETWORKS)) {
+    if ("v4" in net) lines.push(`ip -n ${wan} addr add ${net.v4} dev br0`);
+    lines.push(`ip -n ${wan} addr add ${net.v6} dev br0 nodad`);
+  }
+  lines.push(`ip -n ${wan} addr add ${t.dns.ipv4}/32 dev br0`, `ip -n ${wan} addr add ${t.dns.ipv6}/128 dev br0 nodad`);
+  // Hosts other than nodes: plain addresses and default routes (nodes configure themselves with ifup).
+  const plain = (ns: string, veth: string, ipv4: string, ipv6: string, gw4: string, gw6: string) => [
+    `ip netns add ${ns}`,
+    `ip -n ${wan} link add ${veth} type veth peer name eth0 netns ${ns}`,
+    `ip -n ${wan} link set ${veth} master br0 up`,
+    `ip -n ${ns} link set lo up`,
+    `ip -n ${ns} link set eth0 up`,
+    `ip -n ${ns} addr add ${ipv4}/32 dev eth0`,
+    `ip -n ${ns} route add ${gw4} dev eth0`,
+    `ip -n ${ns} route add default via ${gw4} dev eth0`,
+    `ip -n ${ns} addr add ${ipv6}/64 dev eth0 nodad`,
+    `ip -n ${ns} -6 route add default via ${gw6} dev eth0`,
+  ];
+  const { allowed, outsider } = t.clients;
+  lines.push(...plain(allowed.netns, allowed.veth, allowed.ipv4, allowed.ipv6, "192.0.2.1", "2001:db8:a::1"));
+  lines.push(...plain(outsider.netns, outsider.veth, outsider.ipv4, outsider.ipv6, "198.51.100.1", "2001:db8:bad::1"));
+  for (const s of t.sinks) lines.push(...plain(s.netns, s.veth, s.ipv4, s.ipv6, "198.51.100.1", "2001:db8:5::1"));
+  for (const n of t.nodes) {
+    // The node's interface is named as on OVH; it gets its addresses from the rendered file via ifup.
+    lines.push(`ip netns add ${n.netns}`, `ip -n ${wan} link add ${n.veth} type veth peer name ens3 netns ${n.netns}`,
+      `ip -n ${wan} link set ${n.veth} master br0 up`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+function startDetached(logFile: string, command: string): void {
+  const out = fs.openSync(logFile, "a");
+  const child = spawn("setsid", ["bash", "-c", command], { detached: true, stdio: ["ignore", out, out] });
+  child.unref();
+}
+
+function startDns(t: Topology, stacks: StackInput[]): void {
+  const hosts: string[] = [];
+  for (const n of t.nodes) hosts.push(`${n.ipv4} ${n.fqdn}`, `${n.ipv6} ${n.fqdn}`);
+  // The shared service name carries every node of every stack (each stack adds its own records).
+  for (const n of t.nodes) {
+    const svc = serviceFqdn(stacks.find((s) => s.stack === n.stack)!.cfg);
+    hosts.push(`${n.ipv4} ${svc}`, `${n.ipv6} ${svc}`);
+  }
+  for (const s of t.sinks) hosts.push(`${s.ipv4} ${s.host}`, `${s.ipv6} ${s.host}`);
+  const file = path.join(t.dir, "dns", "hosts");
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, hosts.join("\n") + "\n");
+  must(inNetns(t.wan.netns, `dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --addn-hosts=${q(file)} ` +
+    `--listen-address=${t.dns.ipv4},${t.dns.ipv6} --bind-interfaces --except-interface=lo --user=root ` +
+    `--pid-file=${q(path.join(t.dir, "dns", "dnsmasq.pid"))} --log-facility=${q(path.join(t.dir, "dns", "dnsmasq.log"))} --log-queries`),
+  "starting dnsmasq");
+}
+
+function startSinks(t: Topology): void {
+  const byAddress: Record<string, string> = {};
+  for (const n of t.nodes) Object.assign(byAddress, { [n.ipv4]: n.name, [n.ipv6]: n.name });
+  const tsx = path.join(ROOT, "node_modules", ".bin", "tsx");
+  for (const s of t.sinks) {
+    fs.mkdirSync(s.dir, { recursive: true });
+    const pki = path.join(t.dir, "pki", "sinks", s.tenantId);
+    startDetached(path.join(s.dir, "sink.out"), `exec ip netns exec ${s.netns} ${q(tsx)} ${q(path.join(ROOT, "sandbox", "sink.ts"))} ` +
+      `--name ${q(s.host)} --dir ${q(s.dir)} --key ${q(`${pki}/privkey.pem`)} --cert ${q(`${pki}/fullchain.pem`)} --nodes ${q(JSON.stringify(byAddress))}`);
+  }
+}
+
+export function nodeAddresses(n: SandboxNode): NodeAddresses {
+  return { ipv4: { address: n.ipv4, gateway: "203.0.113.1" }, ipv6: { address: n.ipv6, gateway: "2001:db8:ffff::1" } };
+}
+
+/** The render context of a sandbox node: the stack's own, with the overlay's config change only. */
+export function nodeContext(t: Topology, n: SandboxNode, stacks: StackInput[], maps: RenderContext["maps"]): RenderContext {
+  const pub = fs.readFileSync(`${path.join(t.dir, "keys", "deploy")}.pub`, "utf8").trim();
+  const cfg = overlayConfig(stacks.find((s) => s.stack === n.stack)!.cfg, pub);
+  return { stack: n.stack, cfg, maps, node: nodeIdentity(cfg, n.name) };
+}
+
+/** Prepares a node's own /etc the way cloud-init would (write_files), plus the overlay, then boots it. */
+function startNode(t: Topology, n: SandboxNode, ctx: RenderContext): void {
+  const dir = path.join(t.dir, "nodes", n.name);
+  for (const d of ["etc-up", "etc-work", "spool", "lib", "log", "home"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
+  const userData = YAML.parse(renderUserData(ctx, nodeAddresses(n))) as {
+    write_files: { path: string; content: string; permissions?: string }[]; ssh_authorized_keys: string[];
+  };
+  const etc = (rel: string, content: string, mode = 0o644) => {
+    const f = path.join(dir, "etc-up", rel);
+    fs.mkdirSync(path.dirname(f), { recursive: true });
+    fs.writeFileSync(f, content, { mode });
+  };
+  for (const wf of userData.write_files) {
+    if (!wf.path.startsWith("/etc/")) throw new Error(`user-data writes ${wf.path}: the sandbox only maps /etc`);
+    etc(wf.path.slice(5), wf.content, wf.permissions ? parseInt(wf.permissions, 8) : 0o644);
+  }
+  fs.writeFileSync(path.join(dir, "authorized_keys"), userData.ssh_authorized_keys.join("\n") + "\n");
+  const overlay = overlayNodeEtc(t, fs.readFileSync("/etc/ssl/certs/ca-certificates.crt", "utf8"), fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"));
+  for (const [rel, content] of Object.entries(overlay)) etc(rel, content);
+  const pki = path.join(t.dir, "pki", "nodes", n.name);
+  etc(`letsencrypt/live/${n.fqdn}/fullchain.pem`, fs.readFileSync(path.join(pki, "fullchain.pem"), "utf8"));
+  etc(`letsencrypt/live/${n.fqdn}/privkey.pem`, fs.readFileSync(path.join(pki, "privkey.pem"), "utf8"), 0o600);
+  startDetached(path.join(dir, "node.out"), `exec ip netns exec ${n.netns} unshare --mount --uts --pid --fork --kill-child --mount-proc ` +
+    `--propagation private bash ${q(path.join(ROOT, "sandbox", "node-init.sh"))} ${q(dir)} ${q(n.fqdn)}`);
+}
+
+async function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Pushes the production deploy steps (those that apply in the sandbox) to one node over SSH. */
+export function deployNode(t: Topology, n: SandboxNode, ctx: RenderContext): Result {
+  const steps = nodeSteps(ctx, overlayPostfixFiles);
+  let last: Result = { status: 0, stdout: "", stderr: "" };
+  for (const step of SANDBOX_STEPS) {
+    last = runStep(t, n, steps.scripts[step]);
+    if (last.status !== 0) return last;
+  }
+  return last;
+}
+
+export async function up(dir: string, opts: { install?: boolean } = {}): Promise<Topology> {
+  requireRoot();
+  if (opts.install !== false) installDeps();
+  down(dir, { quiet: true });
+  const { stacks, maps } = loadStacks();
+  const t = planTopology(dir, stacks, maps);
+  fs.mkdirSync(path.join(dir, "keys"), { recursive: true });
+  must(sh(`ssh-keygen -q -t ed25519 -N '' -C header-rewrite-sandbox -f ${q(path.join(dir, "keys", "deploy"))}`), "ssh-keygen");
+  const names: Record<string, string[]> = {};
+  for (const n of t.nodes) {
+    const cfg = stacks.find((s) => s.stack === n.stack)!.cfg;
+    names[n.name] = cfg.acmeChallenge === "dns-01" ? [n.fqdn, serviceFqdn(cfg)] : [n.fqdn];
+  }
+  makePki(t, names);
+  fs.writeFileSync(path.join(dir, "topology.json"), JSON.stringify(topologyJson(t), null, 2) + "\n");
+  log(`namespaces: ${[t.wan.netns, ...t.nodes.map((n) => n.netns), ...t.sinks.map((s) => s.netns), t.clients.allowed.netns, t.clients.outsider.netns].join(" ")}`);
+  must(sh(networkScript(t)), "building the sandbox network");
+  startDns(t, stacks);
+  startSinks(t);
+  const contexts = new Map(t.nodes.map((n) => [n.name, nodeContext(t, n, stacks, maps)]));
+  for (const n of t.nodes) startNode(t, n, contexts.get(n.name)!);
+  for (const n of t.nodes) {
+    await waitFor(`sshd on ${n.name}`, () => ssh(t, n, "true", undefined, 10_000).status === 0, 30_000);
+  }
+  for (const s of t.sinks) {
+    await waitFor(`sink ${s.host}`, () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0, 30_000);
+  }
+  for (const n of t.nodes) {
+    const r = deployNode(t, n, contexts.get(n.name)!);
+    if (r.status !== 0) throw new Error(`deploy to ${n.name} failed:\n${r.stderr}${r.stdout}`);
+    log(r.stdout.trim().split("\n").pop() ?? "");
+  }
+  return t;
+}
+
+export function overlaySummary(): string {
+  return ["The sandbox overlay (sandbox/overlay.ts) — the only differences from production:", ...OVERLAY_DESCRIPTION.map((l) => `  ${l}`)].join("\n");
+}

@@ -10,7 +10,7 @@ import { nodeSteps } from "../src/deploy";
 import { serviceFqdn } from "../src/config";
 import { type Result, inNetns, must, q, runStep, sh, ssh } from "./lib";
 import { OVERLAY_DESCRIPTION, SANDBOX_STEPS, overlayConfig, overlayNodeEtc, overlayPostfixFiles } from "./overlay";
-import { NETWORKS, ROOT, type SandboxNode, type StackInput, type Topology, loadStacks, planTopology, topologyJson } from "./topology";
+import { NETWORKS, ROOT, type SandboxNode, type Sink, type StackInput, type Topology, loadStacks, planTopology, topologyJson } from "./topology";
 import { down } from "./down";
 
 const log = (msg: string) => process.stdout.write(`sandbox: ${msg}\n`);
@@ -112,16 +112,24 @@ function startDns(t: Topology, stacks: StackInput[]): void {
   "starting dnsmasq");
 }
 
-function startSinks(t: Topology): void {
+/** Starts (or restarts) one tenant sink in its namespace. */
+export function startSink(t: Topology, s: Sink): void {
   const byAddress: Record<string, string> = {};
   for (const n of t.nodes) Object.assign(byAddress, { [n.ipv4]: n.name, [n.ipv6]: n.name });
   const tsx = path.join(ROOT, "node_modules", ".bin", "tsx");
-  for (const s of t.sinks) {
-    fs.mkdirSync(s.dir, { recursive: true });
-    const pki = path.join(t.dir, "pki", "sinks", s.tenantId);
-    startDetached(path.join(s.dir, "sink.out"), `exec ip netns exec ${s.netns} ${q(tsx)} ${q(path.join(ROOT, "sandbox", "sink.ts"))} ` +
-      `--name ${q(s.host)} --dir ${q(s.dir)} --key ${q(`${pki}/privkey.pem`)} --cert ${q(`${pki}/fullchain.pem`)} --nodes ${q(JSON.stringify(byAddress))}`);
-  }
+  fs.mkdirSync(s.dir, { recursive: true });
+  const pki = path.join(t.dir, "pki", "sinks", s.tenantId);
+  startDetached(path.join(s.dir, "sink.out"), `exec ip netns exec ${s.netns} ${q(tsx)} ${q(path.join(ROOT, "sandbox", "sink.ts"))} ` +
+    `--name ${q(s.host)} --dir ${q(s.dir)} --key ${q(`${pki}/privkey.pem`)} --cert ${q(`${pki}/fullchain.pem`)} --nodes ${q(JSON.stringify(byAddress))}`);
+}
+
+/** Stops a tenant sink: its MX is down, nodes must queue (defer) mail for it. */
+export function stopSink(s: Sink): void {
+  sh(`ip netns pids ${s.netns} | xargs -r kill -9`);
+}
+
+export async function waitForSink(t: Topology, s: Sink): Promise<void> {
+  await waitFor(`sink ${s.host}`, () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0, 30_000);
 }
 
 export function nodeAddresses(n: SandboxNode): NodeAddresses {
@@ -171,8 +179,9 @@ async function waitFor(what: string, check: () => boolean, timeoutMs: number): P
 }
 
 /** Pushes the production deploy steps (those that apply in the sandbox) to one node over SSH. */
-export function deployNode(t: Topology, n: SandboxNode, ctx: RenderContext): Result {
-  const steps = nodeSteps(ctx, overlayPostfixFiles);
+export function deployNode(t: Topology, n: SandboxNode, ctx: RenderContext,
+  edit: (files: Record<string, string>) => Record<string, string> = (f) => f): Result {
+  const steps = nodeSteps(ctx, (files) => edit(overlayPostfixFiles(files)));
   let last: Result = { status: 0, stdout: "", stderr: "" };
   for (const step of SANDBOX_STEPS) {
     last = runStep(t, n, steps.scripts[step]);
@@ -199,15 +208,13 @@ export async function up(dir: string, opts: { install?: boolean } = {}): Promise
   log(`namespaces: ${[t.wan.netns, ...t.nodes.map((n) => n.netns), ...t.sinks.map((s) => s.netns), t.clients.allowed.netns, t.clients.outsider.netns].join(" ")}`);
   must(sh(networkScript(t)), "building the sandbox network");
   startDns(t, stacks);
-  startSinks(t);
+  for (const s of t.sinks) startSink(t, s);
   const contexts = new Map(t.nodes.map((n) => [n.name, nodeContext(t, n, stacks, maps)]));
   for (const n of t.nodes) startNode(t, n, contexts.get(n.name)!);
   for (const n of t.nodes) {
     await waitFor(`sshd on ${n.name}`, () => ssh(t, n, "true", undefined, 10_000).status === 0, 30_000);
   }
-  for (const s of t.sinks) {
-    await waitFor(`sink ${s.host}`, () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0, 30_000);
-  }
+  for (const s of t.sinks) await waitForSink(t, s);
   for (const n of t.nodes) {
     const r = deployNode(t, n, contexts.get(n.name)!);
     if (r.status !== 0) throw new Error(`deploy to ${n.name} failed:\n${r.stderr}${r.stdout}`);

@@ -1,11 +1,16 @@
-import { type RelayMaps, parseMaps } from "../../src/maps";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { MAP_FILES, type RelayMaps, parseMaps } from "../../src/maps";
+import { ROOT } from "./stack";
 
-/** The committed maps with one added per-address override (bob -> robert): a typical one-line edit. */
+/** The committed maps plus one per-address override (bob -> robert): a typical one-line edit. */
 export function editedMaps(): RelayMaps {
-  return parseMaps({
-    translations: "@old.example @new.example\n@legacy.example @other.example\nbob@old.example robert@new.example\n",
-    allowedSenders: "old.example OK\nlegacy.example OK\n",
-    relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
-    clientRanges: "192.0.2.0/24 OK\n",
-  }, { translations: "t", allowedSenders: "a", relayhosts: "r", clientRanges: "c" });
+  const texts = {} as Record<keyof typeof MAP_FILES, string>;
+  const files = {} as Record<keyof typeof MAP_FILES, string>;
+  for (const [k, name] of Object.entries(MAP_FILES) as [keyof typeof MAP_FILES, string][]) {
+    texts[k] = fs.readFileSync(path.join(ROOT, "maps", name), "utf8");
+    files[k] = `maps/${name}`;
+  }
+  texts.translations += "bob@old.example robert@new.example\n";
+  return parseMaps(texts, files);
 }

@@ -12,6 +12,7 @@ mount --bind "$DIR/spool" /var/spool/postfix
 mount --bind "$DIR/lib" /var/lib/postfix
 mount --bind "$DIR/log" /var/log
 mount --bind "$DIR/home" /home
+mkdir -p /var/lib/letsencrypt && mount --bind "$DIR/letsencrypt-lib" /var/lib/letsencrypt
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/network /run/sshd
 chown postfix:postfix /var/lib/postfix

@@ -5,21 +5,21 @@ import type { Topology } from "./topology";
 
 export const OVERLAY_DESCRIPTION = [
   "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
+  "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
   "main.cf: + `maillog_file = /var/log/postfix.log` (a namespace has no syslog)",
   "node /etc/resolv.conf: the sandbox DNS (dnsmasq in the wan namespace) instead of OVH's resolvers",
-  "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA that signs the tenant sinks",
-  "node certificate: issued by the sandbox CA into /etc/letsencrypt/live/<fqdn>/ instead of the certbot step",
-  "skipped steps: cloud-init wait (no cloud-init runs in a namespace; its write_files, SSH keys and",
-  "  network commands are applied by sandbox/node-init.sh), certificate (see above)",
+  "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
+  "skipped step: cloud-init wait (no cloud-init runs in a namespace; its write_files, SSH keys and",
+  "  network commands are applied by sandbox/node-init.sh)",
 ];
 
 /** Steps of deploy.nodeSteps() that the sandbox runs over SSH, in order. */
-export const SANDBOX_STEPS = ["postfix"] as const;
+export const SANDBOX_STEPS = ["certificate", "client-certificates", "postfix"] as const;
 
 export const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
 
-export function overlayConfig(cfg: StackConfig, deployPublicKey: string): StackConfig {
-  return { ...cfg, deploySshPublicKey: deployPublicKey };
+export function overlayConfig(cfg: StackConfig, deployPublicKey: string, acmeDirectory: string): StackConfig {
+  return { ...cfg, deploySshPublicKey: deployPublicKey, acmeServer: acmeDirectory };
 }
 
 export function overlayPostfixFiles(files: Record<string, string>): Record<string, string> {

@@ -32,6 +32,8 @@ export interface Topology {
   dir: string;
   wan: { netns: string };
   dns: { ipv4: string; ipv6: string };
+  /** Pebble, the ACME test CA, standing in for Let's Encrypt. */
+  acme: { host: string; ipv4: string; directory: string; management: string };
   nodes: SandboxNode[];
   clients: { allowed: Host; outsider: Host };
   sinks: Sink[];
@@ -78,6 +80,7 @@ export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps)
     dir,
     wan: { netns: "hr-wan" },
     dns: { ipv4: "198.51.100.53", ipv6: "2001:db8:5::53" },
+    acme: { host: "acme.sandbox.example", ipv4: "198.51.100.14", directory: "https://acme.sandbox.example:14000/dir", management: "https://acme.sandbox.example:15000" },
     nodes,
     clients: {
       allowed: { netns: "hr-tenant-a", veth: "vca", ipv4: "192.0.2.10", ipv6: "2001:db8:a::10" },
@@ -96,5 +99,6 @@ export function topologyJson(t: Topology): unknown {
     clients: { allowed: host(t.clients.allowed), outsider: host(t.clients.outsider) },
     sinks: t.sinks.map((s) => ({ nexthop: s.nexthop, netns: s.netns, ipv4: s.ipv4, ipv6: s.ipv6, dir: s.dir })),
     dns: t.dns,
+    acme: t.acme,
   };
 }

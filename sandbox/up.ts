@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as YAML from "yaml";
 import { nodeIdentity, renderUserData, type NodeAddresses, type RenderContext } from "../src/render";
-import { nodeSteps } from "../src/deploy";
+import { type NodeSecrets, nodeSteps } from "../src/deploy";
 import { serviceFqdn } from "../src/config";
 import { type Result, inNetns, must, q, runStep, sh, ssh } from "./lib";
 import { OVERLAY_DESCRIPTION, SANDBOX_STEPS, overlayConfig, overlayNodeEtc, overlayPostfixFiles } from "./overlay";
@@ -31,21 +31,35 @@ function openssl(args: string): void {
   must(sh(`openssl ${args}`), `openssl ${args.split(" ")[0]}`);
 }
 
-/** A sandbox CA; tenant sinks and (until certbot runs against Pebble) nodes get leaves from it. */
-function makePki(t: Topology, nodeNames: Record<string, string[]>): void {
+/** A sandbox CA: it signs the tenant sinks' certificates (and a wrong-name one each) and Pebble's API. */
+function makePki(t: Topology): void {
   const ca = path.join(t.dir, "ca");
   fs.mkdirSync(ca, { recursive: true });
   openssl(`req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=header-rewrite sandbox CA" -keyout ${ca}/ca.key -out ${ca}/ca.pem`);
-  const leaf = (name: string, sans: string[], dir: string) => {
-    fs.mkdirSync(dir, { recursive: true });
-    const ext = path.join(dir, "ext.cnf");
-    fs.writeFileSync(ext, `subjectAltName=${sans.map((s) => `DNS:${s}`).join(",")}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
-    openssl(`req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=${name}" -keyout ${dir}/privkey.pem -out ${dir}/req.csr`);
-    openssl(`x509 -req -in ${dir}/req.csr -CA ${ca}/ca.pem -CAkey ${ca}/ca.key -CAcreateserial -days 30 -extfile ${ext} -out ${dir}/cert.pem`);
-    fs.writeFileSync(path.join(dir, "fullchain.pem"), fs.readFileSync(path.join(dir, "cert.pem"), "utf8") + fs.readFileSync(path.join(ca, "ca.pem"), "utf8"));
-  };
-  for (const s of t.sinks) leaf(s.host, ["*.mail.protection.outlook.com", s.host], path.join(t.dir, "pki", "sinks", s.tenantId));
-  for (const n of t.nodes) leaf(n.fqdn, nodeNames[n.name], path.join(t.dir, "pki", "nodes", n.name));
+  for (const s of t.sinks) {
+    issueLeaf(t, s.host, ["*.mail.protection.outlook.com", s.host], path.join(t.dir, "pki", "sinks", s.tenantId));
+    issueLeaf(t, "wrong.example", ["wrong.example"], path.join(t.dir, "pki", "sinks", `${s.tenantId}-wrong-name`));
+  }
+  issueLeaf(t, t.acme.host, [t.acme.host], path.join(t.dir, "pki", "acme"));
+}
+
+/** Issues a leaf from the sandbox CA (optionally through an intermediate) into DIR/{privkey,cert,fullchain}.pem. */
+export function issueLeaf(t: Topology, name: string, sans: string[], dir: string, opts: { intermediate?: boolean; clientAuth?: boolean } = {}): void {
+  const ca = path.join(t.dir, "ca");
+  fs.mkdirSync(dir, { recursive: true });
+  const ext = path.join(dir, "ext.cnf");
+  fs.writeFileSync(ext, `[leaf]\nsubjectAltName=${sans.map((s) => `DNS:${s}`).join(",")}\nextendedKeyUsage=serverAuth${opts.clientAuth ? ",clientAuth" : ""}\nbasicConstraints=CA:FALSE\n` +
+    "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n");
+  let [issuer, issuerKey, chain] = [`${ca}/ca.pem`, `${ca}/ca.key`, ""];
+  if (opts.intermediate) {
+    openssl(`req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=header-rewrite sandbox intermediate" -keyout ${dir}/int.key -out ${dir}/int.csr`);
+    openssl(`x509 -req -in ${dir}/int.csr -CA ${issuer} -CAkey ${issuerKey} -CAcreateserial -days 30 -extfile ${ext} -extensions ca -out ${dir}/int.pem`);
+    [issuer, issuerKey, chain] = [`${dir}/int.pem`, `${dir}/int.key`, fs.readFileSync(`${dir}/int.pem`, "utf8")];
+  }
+  openssl(`req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=${name}" -keyout ${dir}/privkey.pem -out ${dir}/req.csr`);
+  openssl(`x509 -req -in ${dir}/req.csr -CA ${issuer} -CAkey ${issuerKey} -CAcreateserial -days 30 -extfile ${ext} -extensions leaf -out ${dir}/cert.pem`);
+  const root = fs.readFileSync(path.join(ca, "ca.pem"), "utf8");
+  fs.writeFileSync(path.join(dir, "fullchain.pem"), fs.readFileSync(path.join(dir, "cert.pem"), "utf8") + (chain || root));
 }
 
 function networkScript(t: Topology): string {
@@ -63,6 +77,7 @@ function networkScript(t: Topology): string {
     lines.push(`ip -n ${wan} addr add ${net.v6} dev br0 nodad`);
   }
   lines.push(`ip -n ${wan} addr add ${t.dns.ipv4}/32 dev br0`, `ip -n ${wan} addr add ${t.dns.ipv6}/128 dev br0 nodad`);
+  lines.push(`ip -n ${wan} addr add ${t.acme.ipv4}/32 dev br0`);
   // Hosts other than nodes: plain addresses and default routes (nodes configure themselves with ifup).
   const plain = (ns: string, veth: string, ipv4: string, ipv6: string, gw4: string, gw6: string) => [
     `ip netns add ${ns}`,
@@ -103,6 +118,7 @@ function startDns(t: Topology, stacks: StackInput[]): void {
     hosts.push(`${n.ipv4} ${svc}`, `${n.ipv6} ${svc}`);
   }
   for (const s of t.sinks) hosts.push(`${s.ipv4} ${s.host}`, `${s.ipv6} ${s.host}`);
+  hosts.push(`${t.acme.ipv4} ${t.acme.host}`);
   const file = path.join(t.dir, "dns", "hosts");
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, hosts.join("\n") + "\n");
@@ -112,15 +128,18 @@ function startDns(t: Topology, stacks: StackInput[]): void {
   "starting dnsmasq");
 }
 
-/** Starts (or restarts) one tenant sink in its namespace. */
-export function startSink(t: Topology, s: Sink): void {
+export type SinkTls = "valid" | "wrong-name" | "none";
+
+/** Starts (or restarts) one tenant sink in its namespace; `tls` breaks it on purpose for tests. */
+export function startSink(t: Topology, s: Sink, tls: SinkTls = "valid"): void {
   const byAddress: Record<string, string> = {};
   for (const n of t.nodes) Object.assign(byAddress, { [n.ipv4]: n.name, [n.ipv6]: n.name });
   const tsx = path.join(ROOT, "node_modules", ".bin", "tsx");
   fs.mkdirSync(s.dir, { recursive: true });
-  const pki = path.join(t.dir, "pki", "sinks", s.tenantId);
+  const pki = path.join(t.dir, "pki", "sinks", tls === "wrong-name" ? `${s.tenantId}-wrong-name` : s.tenantId);
+  const certs = tls === "none" ? "" : `--key ${q(`${pki}/privkey.pem`)} --cert ${q(`${pki}/fullchain.pem`)}`;
   startDetached(path.join(s.dir, "sink.out"), `exec ip netns exec ${s.netns} ${q(tsx)} ${q(path.join(ROOT, "sandbox", "sink.ts"))} ` +
-    `--name ${q(s.host)} --dir ${q(s.dir)} --key ${q(`${pki}/privkey.pem`)} --cert ${q(`${pki}/fullchain.pem`)} --nodes ${q(JSON.stringify(byAddress))}`);
+    `--name ${q(s.host)} --dir ${q(s.dir)} ${certs} --nodes ${q(JSON.stringify(byAddress))}`);
 }
 
 /** Stops a tenant sink: its MX is down, nodes must queue (defer) mail for it. */
@@ -132,6 +151,26 @@ export async function waitForSink(t: Topology, s: Sink): Promise<void> {
   await waitFor(`sink ${s.host}`, () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0, 30_000);
 }
 
+/** Pebble, Let's Encrypt's test CA, as the sandbox's ACME server; validates http-01 against the nodes. */
+async function startPebble(t: Topology): Promise<void> {
+  const dir = path.join(t.dir, "pebble");
+  fs.mkdirSync(dir, { recursive: true });
+  const pki = path.join(t.dir, "pki", "acme");
+  fs.writeFileSync(path.join(dir, "pebble-config.json"), JSON.stringify({
+    pebble: {
+      listenAddress: `${t.acme.ipv4}:14000`, managementListenAddress: `${t.acme.ipv4}:15000`,
+      certificate: `${pki}/fullchain.pem`, privateKey: `${pki}/privkey.pem`,
+      httpPort: 80, tlsPort: 443, ocspResponderURL: "", externalAccountBindingRequired: false,
+    },
+  }, null, 2));
+  startDetached(path.join(dir, "pebble.log"), `cd ${q(dir)} && PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 exec ip netns exec ${t.wan.netns} ` +
+    `pebble -config pebble-config.json -dnsserver ${t.dns.ipv4}:53`);
+  const curl = (url: string) => inNetns(t.wan.netns, `curl -sf --cacert ${q(path.join(t.dir, "ca", "ca.pem"))} --resolve ${t.acme.host}:14000:${t.acme.ipv4} --resolve ${t.acme.host}:15000:${t.acme.ipv4} ${q(url)}`);
+  await waitFor("Pebble", () => curl(t.acme.directory).status === 0, 30_000);
+  // The root Pebble signs node certificates with (tests verify the served chain against it).
+  fs.writeFileSync(path.join(dir, "root.pem"), must(curl(`${t.acme.management}/roots/0`), "fetching Pebble's root").stdout);
+}
+
 export function nodeAddresses(n: SandboxNode): NodeAddresses {
   return { ipv4: { address: n.ipv4, gateway: "203.0.113.1" }, ipv6: { address: n.ipv6, gateway: "2001:db8:ffff::1" } };
 }
@@ -139,14 +178,14 @@ export function nodeAddresses(n: SandboxNode): NodeAddresses {
 /** The render context of a sandbox node: the stack's own, with the overlay's config change only. */
 export function nodeContext(t: Topology, n: SandboxNode, stacks: StackInput[], maps: RenderContext["maps"]): RenderContext {
   const pub = fs.readFileSync(`${path.join(t.dir, "keys", "deploy")}.pub`, "utf8").trim();
-  const cfg = overlayConfig(stacks.find((s) => s.stack === n.stack)!.cfg, pub);
+  const cfg = overlayConfig(stacks.find((s) => s.stack === n.stack)!.cfg, pub, t.acme.directory);
   return { stack: n.stack, cfg, maps, node: nodeIdentity(cfg, n.name) };
 }
 
 /** Prepares a node's own /etc the way cloud-init would (write_files), plus the overlay, then boots it. */
 function startNode(t: Topology, n: SandboxNode, ctx: RenderContext): void {
   const dir = path.join(t.dir, "nodes", n.name);
-  for (const d of ["etc-up", "etc-work", "spool", "lib", "log", "home"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
+  for (const d of ["etc-up", "etc-work", "spool", "lib", "log", "home", "letsencrypt-lib"]) fs.mkdirSync(path.join(dir, d), { recursive: true });
   const userData = YAML.parse(renderUserData(ctx, nodeAddresses(n))) as {
     write_files: { path: string; content: string; permissions?: string }[]; ssh_authorized_keys: string[];
   };
@@ -162,9 +201,6 @@ function startNode(t: Topology, n: SandboxNode, ctx: RenderContext): void {
   fs.writeFileSync(path.join(dir, "authorized_keys"), userData.ssh_authorized_keys.join("\n") + "\n");
   const overlay = overlayNodeEtc(t, fs.readFileSync("/etc/ssl/certs/ca-certificates.crt", "utf8"), fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"));
   for (const [rel, content] of Object.entries(overlay)) etc(rel, content);
-  const pki = path.join(t.dir, "pki", "nodes", n.name);
-  etc(`letsencrypt/live/${n.fqdn}/fullchain.pem`, fs.readFileSync(path.join(pki, "fullchain.pem"), "utf8"));
-  etc(`letsencrypt/live/${n.fqdn}/privkey.pem`, fs.readFileSync(path.join(pki, "privkey.pem"), "utf8"), 0o600);
   startDetached(path.join(dir, "node.out"), `exec ip netns exec ${n.netns} unshare --mount --uts --pid --fork --kill-child --mount-proc ` +
     `--propagation private bash ${q(path.join(ROOT, "sandbox", "node-init.sh"))} ${q(dir)} ${q(n.fqdn)}`);
 }
@@ -180,8 +216,8 @@ async function waitFor(what: string, check: () => boolean, timeoutMs: number): P
 
 /** Pushes the production deploy steps (those that apply in the sandbox) to one node over SSH. */
 export function deployNode(t: Topology, n: SandboxNode, ctx: RenderContext,
-  edit: (files: Record<string, string>) => Record<string, string> = (f) => f): Result {
-  const steps = nodeSteps(ctx, (files) => edit(overlayPostfixFiles(files)));
+  edit: (files: Record<string, string>) => Record<string, string> = (f) => f, secrets: NodeSecrets = {}): Result {
+  const steps = nodeSteps(ctx, (files) => edit(overlayPostfixFiles(files)), secrets);
   let last: Result = { status: 0, stdout: "", stderr: "" };
   for (const step of SANDBOX_STEPS) {
     last = runStep(t, n, steps.scripts[step]);
@@ -198,16 +234,12 @@ export async function up(dir: string, opts: { install?: boolean } = {}): Promise
   const t = planTopology(dir, stacks, maps);
   fs.mkdirSync(path.join(dir, "keys"), { recursive: true });
   must(sh(`ssh-keygen -q -t ed25519 -N '' -C header-rewrite-sandbox -f ${q(path.join(dir, "keys", "deploy"))}`), "ssh-keygen");
-  const names: Record<string, string[]> = {};
-  for (const n of t.nodes) {
-    const cfg = stacks.find((s) => s.stack === n.stack)!.cfg;
-    names[n.name] = cfg.acmeChallenge === "dns-01" ? [n.fqdn, serviceFqdn(cfg)] : [n.fqdn];
-  }
-  makePki(t, names);
+  makePki(t);
   fs.writeFileSync(path.join(dir, "topology.json"), JSON.stringify(topologyJson(t), null, 2) + "\n");
   log(`namespaces: ${[t.wan.netns, ...t.nodes.map((n) => n.netns), ...t.sinks.map((s) => s.netns), t.clients.allowed.netns, t.clients.outsider.netns].join(" ")}`);
   must(sh(networkScript(t)), "building the sandbox network");
   startDns(t, stacks);
+  await startPebble(t);
   for (const s of t.sinks) startSink(t, s);
   const contexts = new Map(t.nodes.map((n) => [n.name, nodeContext(t, n, stacks, maps)]));
   for (const n of t.nodes) startNode(t, n, contexts.get(n.name)!);

@@ -31,10 +31,18 @@ export interface StackConfig {
   loopGuardHeader: string;
   dnsTtl: number;
   protectServers: boolean;
+  forceIPv4ToTenants: boolean;
 }
 
 /** Secret keys the program reads; never rendered into files. */
-export const SECRET_KEYS = [`${PROJECT}:deploySshPrivateKey`] as const;
+export const SECRET_KEYS = [
+  `${PROJECT}:deploySshPrivateKey`,
+  `${PROJECT}:clientCertificates`,
+  `${PROJECT}:acmeDnsOvhCredentials`,
+] as const;
+
+/** Secret keys a stack may leave unset. */
+export const OPTIONAL_SECRET_KEYS = [`${PROJECT}:clientCertificates`, `${PROJECT}:acmeDnsOvhCredentials`] as const;
 
 /** Provider keys users set; the program does not read them but documents and tests them. */
 export const PROVIDER_KEYS = {
@@ -62,6 +70,8 @@ const DEFAULTS = {
   loopGuardHeader: "X-Header-Rewrite-Relayed",
   dnsTtl: 300,
   protectServers: true,
+  // Exchange Online's IP-based inbound connectors match IPv4 only.
+  forceIPv4ToTenants: true,
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -92,6 +102,7 @@ export const SCHEMA = {
     loopGuardHeader: { type: "string", pattern: "^X-[A-Za-z0-9-]+$", description: "Header stamped on relayed mail for tenant A's transport-rule exception" },
     dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
     protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
+    forceIPv4ToTenants: { type: "boolean", description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)" },
   },
 } as const;
 

@@ -4,6 +4,7 @@ import type { StackConfig } from "./config";
 import { serviceFqdn } from "./config";
 import type { NodeIdentity, RenderContext } from "./render";
 import { INDEXED_MAPS, bundleHash, renderPostfix, tlsPaths } from "./render";
+import { CLIENT_CERT_DIR } from "./certificates";
 
 /** The command that runs a deploy script on a node; the script arrives on stdin. */
 export const RUN_AS_ROOT = "sudo bash -s";
@@ -40,29 +41,72 @@ echo "cloud-init finished"
 `;
 }
 
+/** OVH API credentials for the dns-01 challenge: a consumer key limited to the zone's records. */
+export interface DnsOvhCredentials {
+  endpoint: string;
+  applicationKey: string;
+  applicationSecret: string;
+  consumerKey: string;
+}
+
 /**
  * Obtains (or keeps) the node certificate with certbot. Renewal runs from certbot's own timer; the
  * deploy hook reloads Postfix so a renewed certificate is served without a restart.
  */
-export function certificateScript(cfg: StackConfig, node: NodeIdentity, extra: { server?: string; caBundle?: string } = {}): string {
-  const server = extra.server ?? cfg.acmeServer;
+export function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
+  if (cfg.acmeChallenge === "dns-01" && !dns) {
+    throw new Error("header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 (hint: see README, \"Certificates\")");
+  }
   const challenge = cfg.acmeChallenge === "http-01"
     ? "--standalone --preferred-challenges http"
     : "--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini --dns-ovh-propagation-seconds 60";
+  const credentials = dns && cfg.acmeChallenge === "dns-01"
+    ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${heredoc("/etc/letsencrypt/ovh.ini", [
+      `dns_ovh_endpoint = ${dns.endpoint}`, `dns_ovh_application_key = ${dns.applicationKey}`,
+      `dns_ovh_application_secret = ${dns.applicationSecret}`, `dns_ovh_consumer_key = ${dns.consumerKey}`].join("\n"))})\n`
+    : "";
   return `#!/bin/bash
 # header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
 set -euo pipefail
-${extra.caBundle ? `export REQUESTS_CA_BUNDLE=${shq(extra.caBundle)}\n` : ""}mkdir -p /etc/letsencrypt/renewal-hooks/deploy
+${credentials}mkdir -p /etc/letsencrypt/renewal-hooks/deploy
 ${heredoc("/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix", `#!/bin/sh
 # Reload Postfix after a renewal so it serves the new certificate; queued mail is untouched.
-postfix status >/dev/null 2>&1 && postfix reload || true
+if postfix status >/dev/null 2>&1; then postfix reload; fi
 `)}chmod 755 /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix
 certbot certonly --non-interactive --agree-tos --email ${shq(cfg.acmeEmail)} \\
-  --server ${shq(server)} --cert-name ${shq(node.fqdn)} ${names.map((n) => `-d ${shq(n)}`).join(" ")} \\
+  --server ${shq(cfg.acmeServer)} --cert-name ${shq(node.fqdn)} ${names.map((n) => `-d ${shq(n)}`).join(" ")} \\
   --key-type ecdsa --keep-until-expiring ${challenge}
 test -s ${shq(tlsPaths(node.fqdn).chainFile)}
-echo "certificate for ${node.fqdn} is in place"
+echo "certificate for ${names.join(", ")} is in place"
+`;
+}
+
+/**
+ * Installs operator-supplied client certificates (key + full chain, one file per tenant, root-only)
+ * and removes those no longer configured. Postfix reads them as root before dropping privileges.
+ */
+export function clientCertificatesScript(certs: Record<string, string>): string {
+  const ids = Object.keys(certs).sort();
+  const writes = ids.map((id) => `${heredoc(`"$DIR/.${id}.pem.new"`, certs[id])}install_cert ${shq(id)}\n`).join("");
+  return `#!/bin/bash
+# header-rewrite: per-tenant client certificates (${ids.length ? ids.join(", ") : "none: every tenant gets the node certificate"}).
+set -euo pipefail
+umask 077
+DIR=${CLIENT_CERT_DIR}
+install -d -m 700 -o root -g root "$DIR"
+changed=no
+install_cert() {
+  local id=$1
+  if ! cmp -s "$DIR/.$id.pem.new" "$DIR/$id.pem"; then mv -f "$DIR/.$id.pem.new" "$DIR/$id.pem"; changed=yes; else rm -f "$DIR/.$id.pem.new"; fi
+  chmod 600 "$DIR/$id.pem"
+}
+${writes}for f in "$DIR"/*.pem; do
+  [ -e "$f" ] || continue
+  case " ${ids.join(" ")} " in *" $(basename "$f" .pem) "*) ;; *) rm -f "$f"; changed=yes ;; esac
+done
+if [ "$changed" = yes ] && postfix status >/dev/null 2>&1; then postfix reload; fi
+echo "client certificates: ${ids.length ? ids.join(", ") : "none"}"
 `;
 }
 
@@ -121,6 +165,8 @@ command -v postmap >/dev/null || fail "Postfix is not installed (apt-get install
 for f in ${shq(tls.keyFile)} ${shq(tls.chainFile)}; do
   [ -s "$f" ] || fail "TLS file $f is missing: the certificate step must succeed first"
 done
+${files["master.cf"] ? [...files["master.cf"].matchAll(/smtp_tls_chain_files=(\S+)/g)].map((m) =>
+    `[ -s ${shq(m[1])} ] || fail "client certificate ${m[1]} is missing: the client-certificates step must succeed first"\n`).join("") : ""}
 mkdir -p "$RELEASES"
 STAGE=$(mktemp -d "$RELEASES/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -197,18 +243,28 @@ export interface NodeSteps {
   /** The Postfix files of the bundle, as rendered. */
   postfixFiles: Record<string, string>;
   /** Scripts in the order they run on the node. */
-  scripts: { "cloud-init": string; certificate: string; postfix: string };
+  scripts: { "cloud-init": string; certificate: string; "client-certificates": string; postfix: string };
 }
 
+export interface NodeSecrets {
+  clientCertificates?: Record<string, string>;
+  dnsCredentials?: DnsOvhCredentials;
+}
+
+export const STEP_ORDER = ["cloud-init", "certificate", "client-certificates", "postfix"] as const;
+
 /** Everything a node is pushed after boot, in order; used by the Pulumi program and the sandbox. */
-export function nodeSteps(ctx: RenderContext, overlay: (files: Record<string, string>) => Record<string, string> = (f) => f): NodeSteps {
+export function nodeSteps(ctx: RenderContext, overlay: (files: Record<string, string>) => Record<string, string> = (f) => f,
+  secrets: NodeSecrets = {}): NodeSteps {
   // The overlay hook exists for the local sandbox only (sandbox/overlay.ts); production passes none.
-  const postfixFiles = overlay(renderPostfix(ctx));
+  const certs = secrets.clientCertificates ?? {};
+  const postfixFiles = overlay(renderPostfix({ ...ctx, clientCertTenants: Object.keys(certs).sort() }));
   return {
     postfixFiles,
     scripts: {
       "cloud-init": waitForCloudInitScript(),
-      certificate: certificateScript(ctx.cfg, ctx.node),
+      certificate: certificateScript(ctx.cfg, ctx.node, secrets.dnsCredentials),
+      "client-certificates": clientCertificatesScript(certs),
       postfix: deployPostfixScript(ctx.node, postfixFiles),
     },
   };

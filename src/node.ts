@@ -8,7 +8,8 @@ import type { StackConfig } from "./config";
 import type { RelayMaps } from "./maps";
 import type { Region } from "./cloud";
 import { type NodeAddresses, nodeIdentity, renderUserData, bundleHash } from "./render";
-import { RUN_AS_ROOT, nodeSteps } from "./deploy";
+import { type NodeSecrets, RUN_AS_ROOT, STEP_ORDER, nodeSteps } from "./deploy";
+import { checkClientCertificates } from "./certificates";
 
 export interface RelayNodeArgs {
   stack: string;
@@ -16,6 +17,8 @@ export interface RelayNodeArgs {
   maps: RelayMaps;
   region: Region;
   deployPrivateKey: pulumi.Output<string>;
+  /** Pulumi secrets: operator client certificates per tenant id, OVH credentials for dns-01. */
+  secrets: pulumi.Output<NodeSecrets>;
 }
 
 /** OpenStack may hand IPv6 addresses back in brackets ("[2001:db8::1]"). */
@@ -37,9 +40,10 @@ export class RelayNode extends pulumi.ComponentResource {
   readonly reverses: ovh.ip.Reverse[];
   readonly cloudInit: command.remote.Command;
   readonly certificate: command.remote.Command;
+  readonly clientCertificates: command.remote.Command;
   readonly postfixConfig: command.remote.Command;
   /** Content hash of the Postfix bundle this node receives. */
-  readonly bundleHash: string;
+  readonly bundleHash: pulumi.Output<string>;
 
   constructor(name: string, args: RelayNodeArgs, opts?: pulumi.ComponentResourceOptions) {
     super("header-rewrite:relay:Node", name, {}, opts);
@@ -109,21 +113,32 @@ export class RelayNode extends pulumi.ComponentResource {
       dialErrorLimit: 60,
       perDialTimeout: 15,
     };
-    const step = (id: string, script: string, dependsOn: pulumi.Resource[]) =>
-      new command.remote.Command(`${name}-${id}`, {
+    const steps = args.secrets.apply((secrets) => {
+      checkClientCertificates(secrets.clientCertificates ?? {}, maps);
+      return nodeSteps(ctx, undefined, secrets);
+    });
+    // Only the steps that carry secrets keep their script secret; the Postfix bundle holds none and
+    // stays readable in `pulumi preview` for review.
+    const secretSteps = new Set<string>(["certificate", "client-certificates"]);
+    const step = (id: (typeof STEP_ORDER)[number], dependsOn: pulumi.Resource[]) => {
+      const script = steps.apply((s) => s.scripts[id]);
+      const stdin = secretSteps.has(id) ? script : pulumi.unsecret(script);
+      const create = pulumi.unsecret(script.apply((text) => `${RUN_AS_ROOT} # ${id} ${bundleHash({ text }).slice(0, 16)}`));
+      return new command.remote.Command(`${name}-${id}`, {
         connection,
-        create: `${RUN_AS_ROOT} # ${id} ${bundleHash({ script }).slice(0, 16)}`,
-        update: `${RUN_AS_ROOT} # ${id} ${bundleHash({ script }).slice(0, 16)}`,
-        stdin: script,
+        create,
+        update: create,
+        stdin,
         // A replaced server starts empty: run the step again on the new one.
         triggers: [this.server.id],
       }, { ...parent, dependsOn });
-    const steps = nodeSteps(ctx);
-    this.bundleHash = bundleHash(steps.postfixFiles);
-    this.cloudInit = step("cloud-init", steps.scripts["cloud-init"], [this.server]);
+    };
+    this.bundleHash = pulumi.unsecret(steps.apply((s) => bundleHash(s.postfixFiles)));
+    this.cloudInit = step("cloud-init", [this.server]);
     // http-01 needs the forward records in place before certbot asks the CA to connect.
-    this.certificate = step("certificate", steps.scripts.certificate, [this.cloudInit, a, aaaa]);
-    this.postfixConfig = step("postfix", steps.scripts.postfix, [this.certificate]);
+    this.certificate = step("certificate", [this.cloudInit, a, aaaa]);
+    this.clientCertificates = step("client-certificates", [this.certificate]);
+    this.postfixConfig = step("postfix", [this.clientCertificates]);
 
     this.registerOutputs({ fqdn: this.fqdn, ipv4: this.ipv4, ipv6: this.ipv6 });
   }

@@ -8,6 +8,7 @@ import type { StackConfig } from "./config";
 import { nodeFqdn } from "./config";
 import type { RelayMaps } from "./maps";
 import { MAP_FILES } from "./maps";
+import { clientCertPath } from "./certificates";
 
 const TEMPLATES = path.join(__dirname, "..", "templates");
 
@@ -37,6 +38,8 @@ export interface RenderContext {
   cfg: StackConfig;
   maps: RelayMaps;
   node: NodeIdentity;
+  /** Tenants that get an operator-supplied client certificate instead of the node's. */
+  clientCertTenants?: string[];
 }
 
 /** One address family of a node as it is configured on the interface. */
@@ -83,8 +86,16 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
   if (!maps.allowedSenders.some((s) => s.key === "<>")) {
     senders.push({ key: "<>", value: NULL_SENDER_REJECT, comment: "generated: the null sender is refused (README, \"Null sender\")" });
   }
+  const withCert = new Set(ctx.clientCertTenants ?? []);
+  const tenants = maps.tenants.map((t) => ({
+    transport: tenantTransport(t.id),
+    nexthop: t.nexthop,
+    clientCert: withCert.has(t.id) ? clientCertPath(t.id) : "",
+  }));
   const vars = {
     stack: ctx.stack,
+    tenants,
+    forceIPv4: cfg.forceIPv4ToTenants,
     region: cfg.region,
     node: ctx.node,
     tls: tlsPaths(ctx.node.fqdn),
@@ -107,11 +118,18 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
       maps.clientRanges.map((c) => ({ key: c.cidr, value: c.action }))),
     tls_policy: table("tls_policy", "smtp_tls_policy_maps: verified TLS to every tenant next hop", src("relayhosts"),
       maps.tenants.map((t) => ({ key: t.nexthop, value: "secure" }))),
+    tenant_transports: table("tenant_transports", "sender_dependent_default_transport_maps: each tenant's own smtp transport (client certificate, IPv4)",
+      src("relayhosts"), maps.relayhosts.map((r) => ({ key: r.key, value: tenantTransport(r.tenantId) }))),
   };
 }
 
 /** Maps that Postfix reads as indexed (cdb) files built with postmap; the rest are read as text. */
-export const INDEXED_MAPS = ["translate_domains", "allowed_senders", "per_sender_relayhosts", "tls_policy"] as const;
+export const INDEXED_MAPS = ["translate_domains", "allowed_senders", "per_sender_relayhosts", "tls_policy", "tenant_transports"] as const;
+
+/** master.cf service name of a tenant's smtp transport. */
+export function tenantTransport(tenantId: string): string {
+  return `tenant_${tenantId}`;
+}
 
 export function renderInterfaces(ctx: RenderContext, addrs: NodeAddresses): string {
   return template("interfaces.hbs")({ node: ctx.node, iface: ctx.cfg.interfaceName, ...addrs });

@@ -1,0 +1,156 @@
+// TLS through real Postfix on the sandbox nodes: certbot against Pebble, mandatory inbound TLS 1.2+,
+// verified outbound TLS with the right client certificate per tenant, renewal without a restart.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { expect, it } from "vitest";
+import { inNetns, onNode, readSink, waitForMessage } from "../../sandbox/lib";
+import { loadStacks, type SandboxNode, type Sink } from "../../sandbox/topology";
+import { type SinkTls, deployNode, issueLeaf, nodeContext, startSink, stopSink, waitForSink } from "../../sandbox/up";
+import { type Sandbox, refusal } from "./harness";
+
+export function tlsTests(sb: Sandbox): void {
+  const { send, explain } = sb;
+  const pebbleRoot = () => path.join(sb.t.dir, "pebble", "root.pem");
+  const sinkFor = (host: string): Sink => sb.t.sinks.find((s) => s.host === host)!;
+  /** openssl s_client from tenant A's client to a node's port 25 with STARTTLS. */
+  const sClient = (n: SandboxNode, args: string) =>
+    inNetns(sb.t.clients.allowed.netns, `openssl s_client -starttls smtp -connect ${n.ipv4}:25 -servername ${n.fqdn} ${args} < /dev/null 2>&1`, undefined, 20_000);
+  const servedSerial = (n: SandboxNode) => {
+    const r = sClient(n, "");
+    const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0] ?? "";
+    return inNetns(sb.t.clients.allowed.netns, "openssl x509 -noout -serial", pem).stdout.trim();
+  };
+  const restartSink = async (s: Sink, mode: SinkTls) => {
+    stopSink(s);
+    startSink(sb.t, s, mode);
+    await waitForSink(sb.t, s);
+  };
+
+  it("each node's certificate came from Pebble through the production certbot step, and the full chain verifies", () => {
+    for (const n of sb.t.nodes) {
+      const live = onNode(n, `openssl x509 -in /etc/letsencrypt/live/${n.fqdn}/cert.pem -noout -issuer -subject`);
+      expect(live.stdout).toMatch(/issuer=CN = Pebble Intermediate CA/);
+      expect(live.stdout).toContain(`subject=CN = ${n.fqdn}`);
+      expect(onNode(n, "ls /etc/letsencrypt/renewal-hooks/deploy/").stdout).toContain("50-header-rewrite-postfix");
+      const r = sClient(n, `-verify_return_error -verify_hostname ${n.fqdn} -CAfile ${pebbleRoot()} -showcerts`);
+      expect(r.stdout, r.stdout).toContain("Verify return code: 0 (ok)");
+      expect((r.stdout.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length, "leaf + intermediate served").toBe(2);
+      console.log(`${n.name}: served chain of 2 verifies against Pebble's root for ${n.fqdn}`);
+    }
+  });
+
+  it("inbound: plaintext MAIL FROM gets 530, TLS 1.1 is refused, TLS 1.2 and 1.3 relay", async () => {
+    const n = sb.t.nodes[0];
+    const plain = send(n, { from: "alice@old.example", tls: false, quitAfter: "RCPT" }).r;
+    expect(refusal(plain), explain(plain, n)).toMatch(/^530 5\.7\.0 Must issue a STARTTLS command first/);
+    console.log(`plaintext: ${refusal(plain)}`);
+    // Lower the client's own floor so that only the server can refuse TLS 1.1.
+    const old = sClient(n, "-tls1_1 -cipher DEFAULT@SECLEVEL=0");
+    expect(old.stdout).toMatch(/alert protocol version/);
+    expect(old.stdout).toMatch(/Cipher is \(NONE\)/);
+    expect(sClient(n, "-tls1_2 -cipher DEFAULT@SECLEVEL=0").stdout).toMatch(/Protocol *: TLSv1\.2/);
+    console.log("TLS 1.1 handshake refused by the node (the same client completes TLS 1.2)");
+    for (const proto of ["tlsv1_2", "tlsv1_3"]) {
+      const { r, id } = send(n, { from: "alice@old.example", extra: `--tls-protocol ${proto}` });
+      expect(r.status, explain(r, n)).toBe(0);
+      const got = await waitForMessage(sb.t, id);
+      expect(got, explain(r, n)).toBeTruthy();
+      const want = proto === "tlsv1_2" ? "TLSv1.2" : "TLSv1.3";
+      expect(got!.eml).toMatch(new RegExp(`\\(using ${want.replace(".", "\\.")} with cipher`));
+      console.log(`${want} client relayed (Received header: using ${want})`);
+    }
+  });
+
+  it("outbound: verified TLS over IPv4 to each tenant, presenting the node certificate with its chain", async () => {
+    for (const n of sb.t.nodes) {
+      const { r, id } = send(n, { from: "erin@legacy.example" });
+      expect(r.status, explain(r, n)).toBe(0);
+      const got = await waitForMessage(sb.t, id);
+      expect(got?.sink, explain(r, n)).toBe("[other-example.mail.protection.outlook.com]");
+      const rec = got!.record;
+      expect(rec.tls?.protocol).toMatch(/^TLSv1\.[23]$/);
+      expect(rec.clientAddress).toBe(n.ipv4);
+      expect(rec.clientCertificate?.subject).toBe(`CN=${n.fqdn}`);
+      expect(rec.clientCertificate?.issuer).toMatch(/^CN=Pebble Intermediate CA/);
+      expect(rec.clientCertificate?.chainLength).toBe(2);
+      console.log(`${n.name} -> other-example over ${rec.tls?.protocol} from ${rec.clientAddress}, client cert ${rec.clientCertificate?.subject} (chain ${rec.clientCertificate?.chainLength})`);
+    }
+    expect(fs.readFileSync(path.join(sb.t.dir, "nodes", sb.t.nodes[0].name, "log", "postfix.log"), "utf8"))
+      .toMatch(/Verified TLS connection established to other-example\.mail\.protection\.outlook\.com/);
+  });
+
+  for (const mode of ["wrong-name", "none"] as const) {
+    it(`outbound: a tenant MX with ${mode === "none" ? "no TLS" : "a certificate for the wrong name"} makes mail defer, never bounce or go out in the clear`, async () => {
+      const s = sinkFor("other-example.mail.protection.outlook.com");
+      const n = sb.t.nodes[0];
+      const before = readSink(s.dir).length;
+      await restartSink(s, mode);
+      const { r, id } = send(n, { from: "erin@legacy.example" });
+      expect(r.status, explain(r, n)).toBe(0);
+      let reason = "";
+      for (let i = 0; i < 100 && !reason; i++) {
+        reason = sb.queue(n).find((e) => e.recipients.some((x) => x.delay_reason))?.recipients[0].delay_reason ?? "";
+        if (!reason) await new Promise((res) => setTimeout(res, 200));
+      }
+      expect(reason, explain(undefined, n)).toMatch(mode === "none" ? /TLS is required, but was not offered/ : /Server certificate not verified/);
+      expect(readSink(s.dir).length, "nothing reached the sink").toBe(before);
+      expect(fs.readFileSync(path.join(sb.t.dir, "nodes", n.name, "log", "postfix.log"), "utf8")).not.toMatch(/status=bounced/);
+      console.log(`${mode}: deferred (${reason.slice(0, 80)})`);
+      await restartSink(s, "valid");
+      onNode(n, "postqueue -f");
+      const got = await waitForMessage(sb.t, id, 60_000);
+      expect(got, explain(undefined, n)).toBeTruthy();
+      expect(got!.record.tls).not.toBeNull();
+      console.log(`${mode}: delivered over ${got!.record.tls?.protocol} once the sink was fixed`);
+    });
+  }
+
+  it("an operator-supplied client certificate for one tenant is presented to that tenant only", async () => {
+    const { stacks, maps } = loadStacks();
+    const dir = path.join(sb.t.dir, "pki", "operator-other_example");
+    issueLeaf(sb.t, "relay-client.example.net", ["relay-client.example.net"], dir, { intermediate: true, clientAuth: true });
+    const bundle = fs.readFileSync(path.join(dir, "privkey.pem"), "utf8") + fs.readFileSync(path.join(dir, "fullchain.pem"), "utf8");
+    const secrets = { clientCertificates: { other_example: bundle } };
+    try {
+      for (const n of sb.t.nodes) {
+        const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps), undefined, secrets);
+        expect(r.status, explain(r, n)).toBe(0);
+        expect(onNode(n, "stat -c '%a %U' /etc/header-rewrite/client-certs/other_example.pem").stdout.trim()).toBe("600 root");
+      }
+      for (const n of sb.t.nodes) {
+        const other = send(n, { from: "erin@legacy.example" });
+        const fresh = send(n, { from: "alice@old.example" });
+        const gotOther = await waitForMessage(sb.t, other.id);
+        const gotNew = await waitForMessage(sb.t, fresh.id);
+        expect(gotOther?.record.clientCertificate, explain(other.r, n)).toMatchObject({ subject: "CN=relay-client.example.net", chainLength: 2 });
+        expect(gotNew?.record.clientCertificate?.subject, explain(fresh.r, n)).toBe(`CN=${n.fqdn}`);
+        console.log(`${n.name}: other-example saw CN=relay-client.example.net (chain 2); new-example saw CN=${n.fqdn}`);
+      }
+    } finally {
+      for (const n of sb.t.nodes) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
+    }
+    for (const n of sb.t.nodes) expect(onNode(n, "ls /etc/header-rewrite/client-certs/").stdout.trim()).toBe("");
+  });
+
+  it("certbot renew --force-renewal: the hook reloads Postfix, the new certificate is served, nothing restarts or is lost", async () => {
+    const n = sb.t.nodes[0];
+    const serialBefore = servedSerial(n);
+    const master = onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim();
+    const first = send(n, { from: "alice@old.example" });
+    const renew = onNode(n, "certbot renew --force-renewal --no-random-sleep-on-renew 2>&1", undefined, 120_000);
+    expect(renew.status, renew.stdout).toBe(0);
+    expect(renew.stdout).toContain("all renewals succeeded");
+    expect(onNode(n, "cat /var/log/letsencrypt/letsencrypt.log").stdout).toMatch(/Running deploy-hook command: \/etc\/letsencrypt\/renewal-hooks\/deploy\/50-header-rewrite-postfix/);
+    let serialAfter = serialBefore;
+    for (let i = 0; i < 50 && serialAfter === serialBefore; i++) {
+      await new Promise((res) => setTimeout(res, 200));
+      serialAfter = servedSerial(n);
+    }
+    expect(serialAfter).toMatch(/^serial=/);
+    expect(serialAfter).not.toBe(serialBefore);
+    expect(onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(), "Postfix master not restarted").toBe(master);
+    const second = send(n, { from: "alice@old.example" });
+    for (const m of [first, second]) expect(await waitForMessage(sb.t, m.id), explain(m.r, n)).toBeTruthy();
+    console.log(`${n.name}: ${serialBefore} -> ${serialAfter} served after renewal; master pid ${master} unchanged; both messages delivered`);
+  });
+}

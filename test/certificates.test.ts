@@ -1,0 +1,56 @@
+// Operator client certificates are checked before anything is pushed: a bad bundle only shows up at
+// tenant B as "550 5.7.64 TenantAttribution".
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { checkClientBundle, checkClientCertificates } from "../src/certificates";
+import { loadMaps } from "../src/maps";
+import { ROOT } from "./helpers/stack";
+
+let dir: string;
+const read = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
+const openssl = (args: string) => {
+  const r = spawnSync("bash", ["-c", `cd ${dir} && openssl ${args}`], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(r.stderr);
+};
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-certs-"));
+  fs.writeFileSync(path.join(dir, "ext.cnf"), "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n[leaf]\nbasicConstraints=CA:FALSE\n");
+  const ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+  openssl(`req -x509 ${ec} -days 30 -subj /CN=root -keyout root.key -out root.pem`);
+  openssl(`req ${ec} -subj /CN=int -keyout int.key -out int.csr`);
+  openssl(`x509 -req -in int.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -extensions ca -out int.pem`);
+  openssl(`req ${ec} -subj /CN=relay-client.example.net -keyout leaf.key -out leaf.csr`);
+  openssl(`x509 -req -in leaf.csr -CA int.pem -CAkey int.key -CAcreateserial -days 30 -extfile ext.cnf -extensions leaf -out leaf.pem`);
+  openssl(`req ${ec} -subj /CN=other -keyout other.key -out other.csr`);
+});
+
+describe("client certificate bundles", () => {
+  it("accepts key + leaf + intermediate", () => {
+    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("int.pem"))).toEqual([]);
+  });
+  it("refuses a leaf without its intermediates, naming the Exchange Online error", () => {
+    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem"))).toEqual([
+      "header-rewrite:clientCertificates.other_example: only the leaf is present; Exchange Online answers 550 5.7.64 TenantAttribution without the intermediates (hint: use fullchain.pem)",
+    ]);
+  });
+  it("refuses a key that belongs to another certificate", () => {
+    expect(checkClientBundle("other_example", read("other.key") + read("leaf.pem") + read("int.pem"))[0])
+      .toContain("the private key does not belong to the first certificate");
+  });
+  it("refuses a chain in the wrong order", () => {
+    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("root.pem"))[0])
+      .toContain("certificate 2 did not issue certificate 1");
+  });
+  it("refuses a bundle without a key", () => {
+    expect(checkClientBundle("other_example", read("leaf.pem"))[0]).toContain("expected exactly one private key, found 0");
+  });
+  it("refuses a tenant that is not in maps/per_sender_relayhosts", () => {
+    const maps = loadMaps(path.join(ROOT, "maps"));
+    expect(() => checkClientCertificates({ nosuch: read("leaf.key") + read("leaf.pem") + read("int.pem") }, maps))
+      .toThrow("header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts (hint: tenants are new_example, other_example)");
+  });
+});

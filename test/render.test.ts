@@ -159,3 +159,24 @@ describe("npm run render", () => {
     expect(bad.stderr).toContain("stacks are bhs, lon");
   });
 });
+
+describe("certificate step", () => {
+  const dns = { endpoint: "ovh-eu", applicationKey: "ak", applicationSecret: "as-secret", consumerKey: "ck-secret" };
+  it("http-01 runs certbot standalone for the node name and writes no API credentials", async () => {
+    const { certificateScript } = await import("../src/deploy");
+    const script = certificateScript(cfg, ctx.node, dns);
+    expect(script).toContain("--standalone --preferred-challenges http");
+    expect(script).toContain("-d 'lon1.example.net' \\");
+    expect(script).not.toContain("ovh.ini");
+    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
+  });
+  it("dns-01 uses the OVH plugin, adds the shared service name, keeps the key file root-only", async () => {
+    const { certificateScript } = await import("../src/deploy");
+    const script = certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node, dns);
+    expect(script).toContain("-d 'lon1.example.net' -d 'relay.example.net'");
+    expect(script).toContain("--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini");
+    expect(script).toMatch(/\(umask 077; cat > \/etc\/letsencrypt\/ovh\.ini <<'HEADER_REWRITE_EOF'\ndns_ovh_endpoint = ovh-eu\n/);
+    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
+    expect(() => certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node)).toThrow("header-rewrite:acmeDnsOvhCredentials is required");
+  });
+});

@@ -11,7 +11,7 @@ const stack = pulumi.getStack();
 
 // 1. Validate everything before a single resource is registered.
 const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack);
-const maps = loadMaps(path.join(__dirname, "maps"));
+const maps = loadMaps(path.join(__dirname, "maps"), { widestV4: cfg.widestClientRangeV4, widestV6: cfg.widestClientRangeV6 });
 const project = new pulumi.Config();
 const deployPrivateKey = project.requireSecret("deploySshPrivateKey");
 const secrets = pulumi.secret(pulumi.all([

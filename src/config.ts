@@ -32,6 +32,8 @@ export interface StackConfig {
   dnsTtl: number;
   protectServers: boolean;
   forceIPv4ToTenants: boolean;
+  widestClientRangeV4: number;
+  widestClientRangeV6: number;
 }
 
 /** Secret keys the program reads; never rendered into files. */
@@ -72,6 +74,9 @@ const DEFAULTS = {
   protectServers: true,
   // Exchange Online's IP-based inbound connectors match IPv4 only.
   forceIPv4ToTenants: true,
+  // maps/allow_relay_by_ip refuses anything wider (Exchange Online's widest published range is a /14).
+  widestClientRangeV4: 8,
+  widestClientRangeV6: 32,
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -103,6 +108,8 @@ export const SCHEMA = {
     dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
     protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
     forceIPv4ToTenants: { type: "boolean", description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)" },
+    widestClientRangeV4: { type: "integer", minimum: 1, maximum: 32, description: "Widest IPv4 prefix accepted in maps/allow_relay_by_ip" },
+    widestClientRangeV6: { type: "integer", minimum: 1, maximum: 128, description: "Widest IPv6 prefix accepted in maps/allow_relay_by_ip" },
   },
 } as const;
 

@@ -1,5 +1,6 @@
-// Reads the operator's Postfix maps (maps/*) into a typed model. Everything downstream renders from
-// this model; nothing else re-parses the files.
+// Reads and validates the operator's Postfix maps (maps/*) into a typed model. Everything downstream
+// renders from this model; nothing else re-parses the files. Every problem names file:line:col,
+// says what is wrong and how to fix it; all problems are reported at once.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
@@ -11,16 +12,19 @@ export const MAP_FILES = {
   clientRanges: "allow_relay_by_ip",
 } as const;
 
+export type MapKind = keyof typeof MAP_FILES;
+
 /** Where a value came from, for messages in the compiler style `file:line:col`. */
 export interface Origin {
   file: string;
   line: number;
 }
 
-/** One logical line of a Postfix table: key, value, and where the key stands. */
+/** One logical line of a Postfix table: key, value, and where they stand. */
 export interface MapLine extends Origin {
   key: string;
   value: string;
+  valueCol: number;
 }
 
 export interface Problem extends Origin {
@@ -36,10 +40,8 @@ export function formatProblem(p: Problem): string {
 
 export class MapValidationError extends Error {
   constructor(readonly problems: Problem[]) {
-    super(
-      `maps/ has ${problems.filter((p) => p.severity === "error").length} error(s); nothing was deployed:\n` +
-        problems.map(formatProblem).join("\n"),
-    );
+    const errors = problems.filter((p) => p.severity === "error").length;
+    super(`maps/ has ${errors} error(s); nothing was deployed:\n` + problems.map(formatProblem).join("\n"));
     this.name = "MapValidationError";
   }
 }
@@ -89,8 +91,33 @@ export interface RelayMaps {
   relayhosts: Relayhost[];
   tenants: Tenant[];
   clientRanges: ClientRange[];
-  /** Warnings that do not stop a deploy. */
+  /** Legal but surprising things; fatal only with --strict. */
   warnings: Problem[];
+}
+
+export interface ValidationOptions {
+  /** Widest client range accepted, as a prefix length (IPv4, IPv6). */
+  widestV4?: number;
+  widestV6?: number;
+  /** Treat warnings as errors. */
+  strict?: boolean;
+}
+
+export const DEFAULT_WIDEST = { v4: 8, v6: 32 };
+
+type Files = Record<MapKind, string>;
+
+class Report {
+  readonly problems: Problem[] = [];
+  error(o: Origin, col: number, message: string, hint: string): void {
+    this.problems.push({ file: o.file, line: o.line, col, severity: "error", message, hint });
+  }
+  warn(o: Origin, col: number, message: string, hint: string): void {
+    this.problems.push({ file: o.file, line: o.line, col, severity: "warning", message, hint });
+  }
+  get errors(): number {
+    return this.problems.filter((p) => p.severity === "error").length;
+  }
 }
 
 /**
@@ -98,37 +125,29 @@ export interface RelayMaps {
  * the first non-blank character, blank lines are ignored, a line starting with whitespace continues
  * the previous logical line.
  */
-export function logicalLines(text: string, file: string, problems: Problem[]): MapLine[] {
+export function logicalLines(text: string, file: string, report: Report): MapLine[] {
   const out: MapLine[] = [];
   let current: { start: number; text: string } | undefined;
   const flush = () => {
     if (!current) return;
-    const t = current.text.trim();
-    const m = /^(\S+)(?:\s+([\s\S]*))?$/.exec(t);
-    if (m) out.push({ file, line: current.start, key: m[1], value: (m[2] ?? "").replace(/\s+/g, " ").trim() });
+    const m = /^(\S+)(\s+)?([\s\S]*)$/.exec(current.text.trimEnd())!;
+    out.push({ file, line: current.start, key: m[1], value: m[3].replace(/\s+/g, " ").trim(), valueCol: m[1].length + (m[2]?.length ?? 0) + 1 });
     current = undefined;
   };
-  const lines = text.split("\n");
-  lines.forEach((raw, i) => {
+  text.split("\n").forEach((raw, i) => {
     const line = raw.replace(/\r$/, "");
-    const n = i + 1;
-    if (/^\s*(#|$)/.test(line)) {
-      return; // comment or blank: does not end a logical line in Postfix either
-    }
+    if (/^\s*(#|$)/.test(line)) return; // comment or blank: does not end a logical line in Postfix either
     if (/^\s/.test(line)) {
       if (!current) {
-        problems.push({
-          file, line: n, col: 1, severity: "error",
-          message: "continuation line (starts with whitespace) without a preceding entry",
-          hint: "remove the leading whitespace or join it to the entry above",
-        });
-        return;
+        report.error({ file, line: i + 1 }, 1, "continuation line (starts with whitespace) without a preceding entry",
+          "remove the leading whitespace or join it to the entry above");
+      } else {
+        current.text += " " + line.trim();
       }
-      current.text += " " + line.trim();
       return;
     }
     flush();
-    current = { start: n, text: line };
+    current = { start: i + 1, text: line };
   });
   flush();
   return out;
@@ -138,7 +157,8 @@ const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 export function isDomain(d: string): boolean {
   if (d.length > 253 || !d.includes(".")) return false;
-  return d.split(".").every((l) => LABEL.test(l));
+  const labels = d.split(".");
+  return labels.every((l) => LABEL.test(l)) && !/^\d+$/.test(labels[labels.length - 1]);
 }
 
 // RFC 5321 dot-atom local part; quoted local parts are not something a tenant sends from.
@@ -150,36 +170,67 @@ export function splitAddress(a: string): { local: string; domain: string } | und
   return { local: a.slice(0, at), domain: a.slice(at + 1) };
 }
 
-function err(problems: Problem[], o: Origin, message: string, hint: string, col = 1): void {
-  problems.push({ file: o.file, line: o.line, col, severity: "error", message, hint });
+function domainHint(d: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/[^\x00-\x7f]/.test(d)) return "write internationalised domains in their xn-- (punycode) form";
+  return "a domain is dot-separated labels of letters, digits and inner hyphens, e.g. old.example";
 }
 
-function parseTranslations(lines: MapLine[], problems: Problem[]): Translation[] {
+/** Checks an address or @domain; returns a problem text or undefined. */
+function addressProblem(a: string, allowDomainOnly: boolean): string | undefined {
+  const s = splitAddress(a);
+  if (!s) return "is not an address";
+  if (s.local === "") return allowDomainOnly ? (isDomain(s.domain) ? undefined : "has an invalid domain") : "has no local part";
+  if (s.local.length > 64) return "has a local part longer than 64 characters";
+  if (!LOCAL_PART.test(s.local)) return "has a local part that is not a plain dot-atom";
+  return isDomain(s.domain) ? undefined : "has an invalid domain";
+}
+
+function parseTranslations(lines: MapLine[], r: Report): Translation[] {
   const out: Translation[] = [];
   for (const l of lines) {
     const from = l.key.toLowerCase();
     const to = l.value.toLowerCase();
-    const valueCol = l.key.length + 2;
-    if (!to || /\s/.test(to)) {
-      err(problems, l, `expected exactly one replacement address after "${l.key}"`,
-        "write `@old.example @new.example` or `user@old.example user@new.example`", valueCol);
+    if (from.startsWith('"')) {
+      r.error(l, 1, "quoted local parts (\"a b\"@old.example) are not supported", "tenants send from plain addresses; write user@old.example");
       continue;
     }
-    const f = splitAddress(from);
-    const t = splitAddress(to);
-    if (!f || (f.local === "" && !isDomain(f.domain)) || (f.local !== "" && (!LOCAL_PART.test(f.local) || !isDomain(f.domain)))) {
-      err(problems, l, `"${l.key}" is not a sender canonical key this relay can use`,
-        "use `@old.example` for a whole domain or `user@old.example` for one address (a bare word means a local user)");
+    if (!from.includes("@")) {
+      if (isDomain(from)) {
+        r.error(l, 1, `"${l.key}" is looked up as a local user name, not as a domain, and never matches a sender`,
+          `write "@${from}" to rewrite every address of that domain`);
+      } else {
+        r.error(l, 1, `"${l.key}" is a local user name; this relay has no local users`, `write the full address, e.g. "${from}@old.example"`);
+      }
       continue;
     }
-    if (!t || !isDomain(t.domain) || (t.local !== "" && !LOCAL_PART.test(t.local))) {
-      err(problems, l, `"${l.value}" is not a valid replacement address`,
-        "use `@new.example` (keeps the local part) or `user@new.example`", valueCol);
+    const keyProblem = addressProblem(from, true);
+    if (keyProblem) {
+      r.error(l, 1, `key "${l.key}" ${keyProblem}`, from.startsWith("@") ? domainHint(from.slice(1)) : "write user@old.example or @old.example");
       continue;
     }
+    if (!to) {
+      r.error(l, l.valueCol, `"${l.key}" has no replacement`, `write "${l.key} @new.example" or "${l.key} user@new.example"`);
+      continue;
+    }
+    if (/\s/.test(to)) {
+      r.error(l, l.valueCol, `expected exactly one replacement address after "${l.key}", found "${l.value}"`, "one address per line; a comment must start its own line with #");
+      continue;
+    }
+    const f = splitAddress(from)!;
+    const valueProblem = addressProblem(to, true);
+    if (valueProblem) {
+      r.error(l, l.valueCol, `replacement "${l.value}" ${valueProblem}`, "write @new.example (keeps the local part) or user@new.example");
+      continue;
+    }
+    const t = splitAddress(to)!;
     if (f.local === "" && t.local !== "") {
-      err(problems, l, `a domain key "${l.key}" must map to a domain ("@${t.domain}"), not to one address`,
-        "a whole-domain rewrite keeps the local part: write `@old.example @new.example`", valueCol);
+      r.error(l, l.valueCol, `the domain key "${l.key}" maps to one address "${l.value}": every sender of ${f.domain} would become ${to}`,
+        `write "@${f.domain} @${t.domain}" to keep local parts, or list addresses one by one`);
+      continue;
+    }
+    if (f.local !== "" && t.local === "") {
+      r.error(l, l.valueCol, `the address key "${l.key}" maps to a bare domain "${l.value}"`, `write the full new address, e.g. "${f.local}${to}"`);
       continue;
     }
     const kind: TranslationKind = from === to ? "exception" : f.local === "" ? "domain" : "address";
@@ -188,154 +239,299 @@ function parseTranslations(lines: MapLine[], problems: Problem[]): Translation[]
   return out;
 }
 
-const ACCESS_ACTION = /^(OK|REJECT|DISCARD|[45]\d\d)(\s.*)?$/i;
+// access(5) actions that make sense for a relay's sender check.
+const ACCESS_ACTION = /^(OK|DUNNO|REJECT|DEFER|[45]\d\d)(\s.*)?$/i;
 
-function parseAllowedSenders(lines: MapLine[], problems: Problem[]): AllowedSender[] {
+function parseAllowedSenders(lines: MapLine[], r: Report): AllowedSender[] {
   const out: AllowedSender[] = [];
   for (const l of lines) {
     const key = l.key.toLowerCase();
     if (key.startsWith("@")) {
-      err(problems, l, `"${l.key}" is not an access(5) key and never matches`,
-        `write the bare domain "${key.slice(1)}" to allow every sender of that domain`);
+      r.error(l, 1, `"${l.key}" is not an access(5) key and never matches`, `write the bare domain "${key.slice(1)}" to allow every sender of that domain`);
       continue;
     }
-    const a = splitAddress(key);
-    const ok = key === "<>" || (a ? (a.local === "" || LOCAL_PART.test(a.local)) && (a.domain === "" ? a.local !== "" : isDomain(a.domain)) : isDomain(key));
-    if (!ok) {
-      err(problems, l, `"${l.key}" is not a sender this relay can match`,
-        "use `old.example OK`, `user@old.example OK`, `user@ OK` or `<> OK`");
+    if (key !== "<>") {
+      const s = splitAddress(key);
+      const bad = s
+        ? s.domain === "" ? (LOCAL_PART.test(s.local) ? undefined : "has a local part that is not a plain dot-atom") : addressProblem(key, false)
+        : isDomain(key.replace(/^\./, "")) ? undefined : "is not a domain, an address, user@ or <>";
+      if (bad) {
+        r.error(l, 1, `key "${l.key}" ${bad}`, "use old.example, .old.example (subdomains), user@old.example, user@ or <>");
+        continue;
+      }
+      if (s && s.domain === "") {
+        r.warn(l, 1, `"${l.key}" allows ${s.local} at every domain`, `write "${s.local}@old.example" unless every domain is meant`);
+      }
+    }
+    if (!l.value) {
+      r.error(l, l.valueCol, `"${l.key}" has no action`, "write OK to allow, or REJECT / a 5xx code with text to refuse");
       continue;
     }
     if (!ACCESS_ACTION.test(l.value)) {
-      err(problems, l, `"${l.value || "(nothing)"}" is not an access(5) action for "${l.key}"`,
-        "write OK to allow, or REJECT / a 5xx code with text to refuse", l.key.length + 2);
+      r.error(l, l.valueCol, `"${l.value}" is not an action this relay supports for "${l.key}"`, "write OK to allow, or REJECT / a 5xx code with text to refuse");
       continue;
     }
-    out.push({ file: l.file, line: l.line, key, action: l.value.replace(/^ok$/i, "OK") });
+    out.push({ file: l.file, line: l.line, key, action: /^ok$/i.test(l.value) ? "OK" : l.value });
   }
   return out;
 }
 
-const NEXTHOP = /^\[([a-z0-9.-]+)\](?::(\d{1,5}))?$/;
+const NEXTHOP = /^(\[)?([^\]\[:]+)(\])?(?::(\d+))?$/;
 
 /** A stable short id for a tenant next hop, used for transport names and file names. */
 export function tenantId(host: string): string {
   return host.replace(/\.mail\.protection\.outlook\.com$/, "").replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
 }
 
-function parseRelayhosts(lines: MapLine[], problems: Problem[]): { relayhosts: Relayhost[]; tenants: Tenant[] } {
+function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]; tenants: Tenant[] } {
   const relayhosts: Relayhost[] = [];
   const tenants = new Map<string, Tenant>();
   for (const l of lines) {
     const key = l.key.toLowerCase();
-    const a = splitAddress(key);
-    const keyOk = key === "<>" || (a !== undefined && isDomain(a.domain) && (a.local === "" || LOCAL_PART.test(a.local)));
-    if (!keyOk) {
-      err(problems, l, `"${l.key}" is not a sender key for sender_dependent_relayhost_maps`,
-        "key by the NEW sender after rewriting: `@new.example` or `user@new.example`");
-      continue;
+    if (key !== "<>") {
+      if (!key.includes("@")) {
+        r.error(l, 1, `"${l.key}" is never looked up by sender_dependent_relayhost_maps`, `write "@${key}" for the whole domain`);
+        continue;
+      }
+      const bad = addressProblem(key, true);
+      if (bad) {
+        r.error(l, 1, `key "${l.key}" ${bad}`, "key by the NEW sender after rewriting: @new.example or user@new.example");
+        continue;
+      }
     }
     const value = l.value.toLowerCase();
-    const m = NEXTHOP.exec(value);
-    if (!m || !isDomain(m[1]) || (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535))) {
-      err(problems, l, `"${l.value || "(nothing)"}" is not a bracketed next hop`,
-        "write the tenant's MX host in brackets, e.g. `[new-example.mail.protection.outlook.com]` (brackets: no MX lookup)",
-        l.key.length + 2);
+    if (!value) {
+      r.error(l, l.valueCol, `"${l.key}" has no next hop`, "write the tenant's MX host in brackets, e.g. [new-example.mail.protection.outlook.com]");
       continue;
     }
-    const id = tenantId(m[1]) + (m[2] && m[2] !== "25" ? `_${m[2]}` : "");
-    if (!tenants.has(value)) tenants.set(value, { id, nexthop: value, host: m[1], port: m[2] ? Number(m[2]) : 25 });
+    const m = NEXTHOP.exec(value);
+    if (!m || !!m[1] !== !!m[3]) {
+      r.error(l, l.valueCol, `"${l.value}" is not a next hop`, "write [host] or [host]:port, e.g. [new-example.mail.protection.outlook.com]");
+      continue;
+    }
+    const [, open, host, , port] = m;
+    if (ipaddr.isValid(host)) {
+      r.error(l, l.valueCol, `"${l.value}" is an address; verified TLS ("secure") needs a host name to check the certificate against`,
+        "write the tenant's MX host name, e.g. [new-example.mail.protection.outlook.com]");
+      continue;
+    }
+    if (!isDomain(host)) {
+      r.error(l, l.valueCol, `next hop host "${host}" is not a valid host name`, domainHint(host));
+      continue;
+    }
+    if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
+      r.error(l, l.valueCol, `port ${port} of "${l.value}" is out of range`, "ports are 1-65535; Exchange Online listens on 25");
+      continue;
+    }
+    if (!open) {
+      r.warn(l, l.valueCol, `"${l.value}" without brackets makes Postfix look up MX records of ${host}`,
+        `write "[${host}]${port ? `:${port}` : ""}" to connect to that host directly`);
+    }
+    const id = tenantId(host) + (port && port !== "25" ? `_${port}` : "") + (open ? "" : "_mx");
+    if (!tenants.has(value)) tenants.set(value, { id, nexthop: value, host, port: port ? Number(port) : 25 });
     relayhosts.push({ file: l.file, line: l.line, key, nexthop: value, tenantId: id });
   }
   return { relayhosts, tenants: [...tenants.values()].sort((x, y) => x.id.localeCompare(y.id)) };
 }
 
-function parseClientRanges(lines: MapLine[], problems: Problem[]): ClientRange[] {
+function parseClientRanges(lines: MapLine[], r: Report, opts: Required<Pick<ValidationOptions, "widestV4" | "widestV6">>): ClientRange[] {
   const out: ClientRange[] = [];
   for (const l of lines) {
-    let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
-    try {
-      parsed = ipaddr.parseCIDR(l.key.replace(/^\[(.*)\](\/\d+)$/, "$1$2"));
-    } catch {
-      err(problems, l, `"${l.key}" is not a network in CIDR form`, "write e.g. `192.0.2.0/24 OK` or `2001:db8::/32 OK`");
+    if (l.key.startsWith("!") || /^(if|endif)$/i.test(l.key)) {
+      r.error(l, 1, `"${l.key}" (negation or if/endif) is not supported: "!net" matches every client outside net`,
+        "list only the networks that may relay");
       continue;
     }
-    const [addr, bits] = parsed;
+    const text = l.key.replace(/^\[([^\]]+)\](\/\d+)?$/, "$1$2");
+    let addr: ipaddr.IPv4 | ipaddr.IPv6;
+    let bits: number;
+    try {
+      if (text.includes("/")) [addr, bits] = ipaddr.parseCIDR(text);
+      else {
+        addr = ipaddr.parse(text);
+        bits = addr.kind() === "ipv4" ? 32 : 128;
+      }
+    } catch {
+      r.error(l, 1, `"${l.key}" is not a network address`, "write e.g. 192.0.2.0/24 OK or 2001:db8::/32 OK");
+      continue;
+    }
+    if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+      r.error(l, 1, `"${l.key}" is an IPv4-mapped IPv6 range; Postfix sees IPv4 clients as IPv4`,
+        `write it as IPv4: ${(addr as ipaddr.IPv6).toIPv4Address().toString()}/${Math.max(0, bits - 96)}`);
+      continue;
+    }
     const family = addr.kind() === "ipv4" ? 4 : 6;
     const base = (family === 4 ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(`${addr.toString()}/${bits}`);
     if (base.toString() !== addr.toString()) {
-      err(problems, l, `"${l.key}" has host bits set`, `write the network address: ${base.toString()}/${bits}`);
+      r.error(l, 1, `"${l.key}" has host bits set; Postfix skips this line with a warning`, `write the network address: ${base.toString()}/${bits}`);
       continue;
     }
     if (bits === 0) {
-      err(problems, l, `"${l.key}" allows the whole Internet to relay (open relay)`,
-        "list only your clients' ranges, e.g. Exchange Online's published outbound ranges");
+      r.error(l, 1, `"${l.key}" lets every client on the Internet relay (open relay)`, "list only your clients' ranges, e.g. Exchange Online's published outbound ranges");
       continue;
     }
-    out.push({ file: l.file, line: l.line, cidr: `${base.toString()}/${bits}`, family, action: l.value || "OK" });
+    const widest = family === 4 ? opts.widestV4 : opts.widestV6;
+    if (bits < widest) {
+      r.error(l, 1, `"${l.key}" is wider than /${widest}, the widest client range this project accepts for IPv${family}`,
+        `split it into the ranges your clients really use (the bound is header-rewrite:widestClientRangeV${family})`);
+      continue;
+    }
+    if (!l.value) {
+      r.error(l, l.valueCol, `"${l.key}" has no result; Postfix skips a cidr line without one`, `write "${l.key} OK"`);
+      continue;
+    }
+    out.push({ file: l.file, line: l.line, cidr: `${base.toString()}/${bits}`, family, action: l.value });
   }
   return out;
 }
 
+/** The same key twice (Postfix keys are case-insensitive) is a mistake whichever line wins. */
+function duplicates(lines: MapLine[], normalise: (k: string) => string, r: Report, why: string): Set<MapLine> {
+  const seen = new Map<string, MapLine>();
+  const dropped = new Set<MapLine>();
+  for (const l of lines) {
+    const k = normalise(l.key);
+    const first = seen.get(k);
+    if (first) {
+      const variant = first.key !== l.key ? ` (same ${why} as "${first.key}")` : "";
+      r.error(l, 1, `duplicate key "${l.key}"${variant}, first on line ${first.line}`, "keep one line per key");
+      dropped.add(l);
+    } else seen.set(k, l);
+  }
+  return dropped;
+}
+
+function cidrKey(k: string): string {
+  try {
+    const t = k.replace(/^\[([^\]]+)\](\/\d+)?$/, "$1$2");
+    const [a, b] = t.includes("/") ? ipaddr.parseCIDR(t) : [ipaddr.parse(t), t.includes(":") ? 128 : 32];
+    return `${a.toString()}/${b}`;
+  } catch {
+    return k.toLowerCase();
+  }
+}
+
 /** Cross-map rules: what Postfix would accept but what would send mail the wrong way. */
-function crossCheck(m: Omit<RelayMaps, "warnings">, files: Record<keyof typeof MAP_FILES, string>, problems: Problem[]): void {
-  const exact = new Set(m.translations.map((t) => t.from));
+function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): void {
+  const byFrom = new Map(m.translations.map((t) => [t.from, t]));
   const domainRewrite = new Map(m.translations.filter((t) => t.kind === "domain").map((t) => [t.fromDomain, t]));
-  // After rewriting, which sender does the relayhost lookup see? (address key first, then @domain)
-  const relayKeys = new Set(m.relayhosts.map((r) => r.key));
-  const hasNexthop = (addr: string) => {
-    const a = splitAddress(addr)!;
-    return relayKeys.has(addr) || relayKeys.has(`@${a.domain}`);
-  };
+  const relayKeys = new Map(m.relayhosts.map((x) => [x.key, x]));
+  const hasNexthop = (addr: string) => relayKeys.has(addr) || relayKeys.has(`@${splitAddress(addr)!.domain}`);
+  /** What canonical lookup does to an address (or @domain): address key first, then @domain. */
+  const step = (addr: string): Translation | undefined => byFrom.get(addr) ?? (addr.startsWith("@") ? undefined : domainRewrite.get(splitAddress(addr)!.domain));
+  /** The address after one canonical rewrite: a domain entry keeps the local part. */
+  const rewrite = (t: Translation, addr: string) => (t.kind === "domain" && !addr.startsWith("@") ? `${splitAddress(addr)!.local}${t.to}` : t.to);
+
   for (const t of m.translations) {
+    if (t.kind === "exception") {
+      if (!domainRewrite.has(t.fromDomain)) {
+        r.warn(t, 1, `exception "${t.from}" shadows nothing: no "@${t.fromDomain}" rewrite in ${files.translations}`,
+          "remove the line, or add the domain rewrite it is an exception to");
+      }
+    } else {
+      // Postfix applies canonical maps recursively: the result is looked up again.
+      const trail = [t.from, t.to];
+      let addr = t.to;
+      for (let next = step(addr); next && next.kind !== "exception" && trail.length <= 11; next = step(addr)) {
+        addr = rewrite(next, addr);
+        trail.push(addr);
+        if (trail.slice(0, -1).includes(addr)) break;
+      }
+      if (trail.length > 2) {
+        const cycle = trail.slice(0, -1).includes(trail[trail.length - 1]);
+        r.error(t, t.from.length + 2, cycle
+          ? `rewrite cycle: ${trail.join(" -> ")} (Postfix gives up after 10 rounds)`
+          : `rewrite chain: ${trail.join(" -> ")}; Postfix looks the result up again, so ${t.from} ends as ${addr}`,
+        cycle ? "a new address must never be rewritten back; remove one direction" : `map ${t.from} straight to its final address, or make ${t.to} an exception`);
+      }
+    }
     if (!hasNexthop(t.to)) {
-      err(problems, t, `"${t.from}" is rewritten to "${t.to}", but ${files.relayhosts} has no next hop for it`,
-        `add \`@${t.toDomain} [tenant-mx-host]\` (or \`${t.to} [host]\`) to ${files.relayhosts}; without it mail goes straight to the recipient's MX`);
+      r.error(t, t.from.length + 2, `"${t.from}" becomes "${t.to}", but ${files.relayhosts} has no next hop for it`,
+        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") to ${files.relayhosts}; without it mail goes straight to the recipient's MX`);
     }
   }
+  const allowedDomains = new Set<string>();
   for (const s of m.allowedSenders) {
     if (s.action !== "OK") continue;
     if (s.key === "<>") {
       if (!relayKeys.has("<>")) {
-        err(problems, s, "the null sender <> is allowed but has no next hop",
-          `add \`<> [tenant-mx-host]\` to ${files.relayhosts}, or remove the line so bounces are refused (the default)`);
+        r.error(s, 1, "the null sender <> is allowed but has no next hop",
+          `add "<> [tenant-mx-host]" to ${files.relayhosts}, or remove the line so bounces are refused (the default)`);
       }
       continue;
     }
     const a = splitAddress(s.key);
     const domain = a ? a.domain : s.key;
-    if (domain === "") continue; // "user@" keys: any domain; covered by the domain lines
-    const covered = a && a.local !== "" ? exact.has(s.key) || domainRewrite.has(domain) : domainRewrite.has(domain);
+    if (domain === "") continue; // "user@": any domain; the domain lines decide
+    if (domain.startsWith(".")) {
+      r.error(s, 1, `"${s.key}" allows every subdomain of ${domain.slice(1)}, but "@${domain.slice(1)}" in ${files.translations} does not match subdomains`,
+        `list each subdomain you rewrite, e.g. "sub${domain}" with "@sub${domain} @new.example" in ${files.translations}`);
+      continue;
+    }
+    allowedDomains.add(domain);
+    const covered = a && a.local !== "" ? byFrom.has(s.key) || domainRewrite.has(domain) : domainRewrite.has(domain);
     if (!covered) {
-      err(problems, s, `allowed sender "${s.key}" has no translation in ${files.translations}`,
-        `add \`@${domain} @new-domain\` to ${files.translations} (or map the address to itself as an exception)`);
+      r.error(s, 1, `allowed sender "${s.key}" has no translation in ${files.translations}; it would leave under the old name`,
+        `add "@${domain} @new-domain" to ${files.translations} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`);
+    }
+  }
+  for (const t of m.translations) {
+    if (t.kind !== "exception" && !allowedDomains.has(t.fromDomain) && !m.allowedSenders.some((s) => s.key === t.from && s.action === "OK")) {
+      r.warn(t, 1, `"${t.from}" is rewritten but ${t.fromDomain} is not in ${files.allowedSenders}, so such mail is refused before rewriting`,
+        `add "${t.fromDomain} OK" to ${files.allowedSenders}, or remove the line`);
+    }
+  }
+  // The relayhost lookup sees the sender after rewriting: an old-domain key never matches.
+  for (const x of m.relayhosts) {
+    if (x.key === "<>") continue;
+    const rewritten = step(x.key);
+    if (rewritten && rewritten.kind !== "exception") {
+      r.error(x, 1, `"${x.key}" is an OLD sender: it is rewritten to "${rewritten.to}" before this lookup, so the line never matches`,
+        `key it by the new sender, e.g. "${rewritten.to.startsWith("@") ? rewritten.to : "@" + rewritten.toDomain}"`);
+      continue;
+    }
+    const used = m.translations.some((t) => t.to === x.key || (x.key.startsWith("@") && t.toDomain === x.key.slice(1)));
+    if (!used) {
+      r.warn(x, 1, `no translation in ${files.translations} produces "${x.key}", so this next hop is never used`, "remove the line or add the translation that needs it");
     }
   }
 }
 
-export function parseMaps(texts: Record<keyof typeof MAP_FILES, string>, files: Record<keyof typeof MAP_FILES, string>): RelayMaps {
-  const problems: Problem[] = [];
-  const lines = (k: keyof typeof MAP_FILES) => logicalLines(texts[k], files[k], problems);
-  const translations = parseTranslations(lines("translations"), problems);
-  const allowedSenders = parseAllowedSenders(lines("allowedSenders"), problems);
-  const { relayhosts, tenants } = parseRelayhosts(lines("relayhosts"), problems);
-  const clientRanges = parseClientRanges(lines("clientRanges"), problems);
-  if (clientRanges.length === 0 && !problems.some((p) => p.file === files.clientRanges)) {
-    problems.push({ file: files.clientRanges, line: 1, col: 1, severity: "error",
-      message: "no client range is allowed to relay", hint: "list tenant A's outbound ranges, e.g. `192.0.2.0/24 OK`" });
-  }
+export function parseMaps(texts: Record<MapKind, string>, files: Files, opts: ValidationOptions = {}): RelayMaps {
+  const r = new Report();
+  const lines = (k: MapKind, norm: (s: string) => string) => {
+    const ls = logicalLines(texts[k], files[k], r);
+    const dropped = duplicates(ls, norm, r, k === "clientRanges" ? "network" : "key: keys are case-insensitive");
+    return ls.filter((l) => !dropped.has(l));
+  };
+  const lower = (s: string) => s.toLowerCase();
+  const translations = parseTranslations(lines("translations", lower), r);
+  const allowedSenders = parseAllowedSenders(lines("allowedSenders", lower), r);
+  const { relayhosts, tenants } = parseRelayhosts(lines("relayhosts", lower), r);
+  const clientRanges = parseClientRanges(lines("clientRanges", cidrKey), r, {
+    widestV4: opts.widestV4 ?? DEFAULT_WIDEST.v4, widestV6: opts.widestV6 ?? DEFAULT_WIDEST.v6,
+  });
+  const empty = (k: MapKind, what: string, hint: string) => {
+    if (!r.problems.some((p) => p.file === files[k])) r.error({ file: files[k], line: 1 }, 1, what, hint);
+  };
+  if (clientRanges.length === 0) empty("clientRanges", "no client range is allowed to relay", "list tenant A's outbound ranges, e.g. 192.0.2.0/24 OK");
+  if (translations.length === 0) empty("translations", "no translation: the relay would rewrite nothing", "add e.g. @old.example @new.example");
+  if (allowedSenders.length === 0) empty("allowedSenders", "no allowed sender: the relay would refuse everything", "add e.g. old.example OK");
+  if (relayhosts.length === 0) empty("relayhosts", "no next hop: nothing could reach a tenant", "add e.g. @new.example [new-example.mail.protection.outlook.com]");
   const model = { translations, allowedSenders, relayhosts, tenants, clientRanges };
-  if (!problems.some((p) => p.severity === "error")) crossCheck(model, files, problems);
-  if (problems.some((p) => p.severity === "error")) throw new MapValidationError(problems);
-  return { ...model, warnings: problems };
+  if (r.errors === 0) crossCheck(model, files, r);
+  const sorted = [...r.problems].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
+  if (r.errors > 0 || (opts.strict && sorted.length > 0)) {
+    throw new MapValidationError(opts.strict ? sorted.map((p) => ({ ...p, severity: "error" as const })) : sorted);
+  }
+  return { ...model, warnings: sorted };
 }
 
-/** Reads maps/ from disk; file names in messages are relative to the project (maps/translate_domains). */
-export function loadMaps(dir: string, displayDir = "maps"): RelayMaps {
-  const texts = {} as Record<keyof typeof MAP_FILES, string>;
-  const files = {} as Record<keyof typeof MAP_FILES, string>;
+export function readMapTexts(dir: string, displayDir = "maps"): { texts: Record<MapKind, string>; files: Files } {
+  const texts = {} as Record<MapKind, string>;
+  const files = {} as Files;
   const problems: Problem[] = [];
-  for (const [k, name] of Object.entries(MAP_FILES) as [keyof typeof MAP_FILES, string][]) {
+  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) {
     files[k] = `${displayDir}/${name}`;
     try {
       texts[k] = fs.readFileSync(path.join(dir, name), "utf8");
@@ -346,5 +542,11 @@ export function loadMaps(dir: string, displayDir = "maps"): RelayMaps {
     }
   }
   if (problems.length) throw new MapValidationError(problems);
-  return parseMaps(texts, files);
+  return { texts, files };
+}
+
+/** Reads maps/ from disk; file names in messages are relative to the project (maps/translate_domains). */
+export function loadMaps(dir: string, opts: ValidationOptions = {}, displayDir = "maps"): RelayMaps {
+  const { texts, files } = readMapTexts(dir, displayDir);
+  return parseMaps(texts, files, opts);
 }

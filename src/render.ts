@@ -78,14 +78,28 @@ function table(name: string, purpose: string, source: string, rows: Row[]): stri
   return template("postfix-table.hbs")({ name, purpose, source, rows: rows.map((r) => ({ comment: "", ...r })), width });
 }
 
+/** The operator's four maps as Postfix tables, rendered from the model (the round trip of maps/). */
+export function renderOperatorMaps(maps: RelayMaps): Record<"translate_domains" | "allowed_senders" | "per_sender_relayhosts" | "allow_relay_by_ip", string> {
+  const src = (k: keyof typeof MAP_FILES) => `maps/${MAP_FILES[k]}`;
+  return {
+    translate_domains: table("translate_domains", "sender_canonical_maps, old sender -> new sender", src("translations"),
+      maps.translations.map((t) => ({ key: t.from, value: t.to }))),
+    allowed_senders: table("allowed_senders", "check_sender_access, keyed by the sender BEFORE rewriting", src("allowedSenders"),
+      maps.allowedSenders.map((s) => ({ key: s.key, value: s.action }))),
+    per_sender_relayhosts: table("per_sender_relayhosts", "sender_dependent_relayhost_maps, keyed by the sender AFTER rewriting",
+      src("relayhosts"), maps.relayhosts.map((r) => ({ key: r.key, value: r.nexthop }))),
+    allow_relay_by_ip: table("allow_relay_by_ip", "cidr table in mynetworks: clients allowed to relay", src("clientRanges"),
+      maps.clientRanges.map((c) => ({ key: c.cidr, value: c.action }))),
+  };
+}
+
 /** Postfix files every node gets: main.cf, master.cf and the maps (sources of the .cdb files). */
 export function renderPostfix(ctx: RenderContext): Record<string, string> {
   const { cfg, maps } = ctx;
   const src = (k: keyof typeof MAP_FILES) => `maps/${MAP_FILES[k]}`;
-  const senders: Row[] = maps.allowedSenders.map((s) => ({ key: s.key, value: s.action }));
-  if (!maps.allowedSenders.some((s) => s.key === "<>")) {
-    senders.push({ key: "<>", value: NULL_SENDER_REJECT, comment: "generated: the null sender is refused (README, \"Null sender\")" });
-  }
+  const operator = renderOperatorMaps(maps);
+  const nullSender = maps.allowedSenders.some((s) => s.key === "<>") ? ""
+    : `# generated: the null sender is refused (README, "Null sender")\n${"<>".padEnd(Math.min(40, Math.max(2, ...maps.allowedSenders.map((s) => s.key.length))))} ${NULL_SENDER_REJECT}\n`;
   const withCert = new Set(ctx.clientCertTenants ?? []);
   const tenants = maps.tenants.map((t) => ({
     transport: tenantTransport(t.id),
@@ -109,13 +123,8 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
   return {
     "main.cf": template("main.cf.hbs")(vars),
     "master.cf": template("master.cf.hbs")(vars),
-    translate_domains: table("translate_domains", "sender_canonical_maps, old sender -> new sender", src("translations"),
-      maps.translations.map((t) => ({ key: t.from, value: t.to }))),
-    allowed_senders: table("allowed_senders", "check_sender_access, keyed by the sender BEFORE rewriting", src("allowedSenders"), senders),
-    per_sender_relayhosts: table("per_sender_relayhosts", "sender_dependent_relayhost_maps, keyed by the sender AFTER rewriting",
-      src("relayhosts"), maps.relayhosts.map((r) => ({ key: r.key, value: r.nexthop }))),
-    allow_relay_by_ip: table("allow_relay_by_ip", "cidr table in mynetworks: clients allowed to relay", src("clientRanges"),
-      maps.clientRanges.map((c) => ({ key: c.cidr, value: c.action }))),
+    ...operator,
+    allowed_senders: operator.allowed_senders + nullSender,
     tls_policy: table("tls_policy", "smtp_tls_policy_maps: verified TLS to every tenant next hop", src("relayhosts"),
       maps.tenants.map((t) => ({ key: t.nexthop, value: "secure" }))),
     tenant_transports: table("tenant_transports", "sender_dependent_default_transport_maps: each tenant's own smtp transport (client certificate, IPv4)",

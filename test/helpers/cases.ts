@@ -1,0 +1,56 @@
+// Bad-map cases: test/fixtures/bad-maps/*.case hold the maps they change (the rest is a small good
+// baseline) and, after "== expected", the exact report the validator must print.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { MAP_FILES, type MapKind, MapValidationError, formatProblem, parseMaps } from "../../src/maps";
+import { ROOT } from "./stack";
+
+export const CASE_DIR = path.join(ROOT, "test", "fixtures", "bad-maps");
+
+export const BASELINE: Record<string, string> = {
+  translate_domains: "@old.example @new.example\n",
+  allowed_senders: "old.example OK\n",
+  per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
+  allow_relay_by_ip: "192.0.2.0/24 OK\n",
+};
+
+export interface Case {
+  name: string;
+  maps: Record<string, string>;
+  expected: string[];
+}
+
+export function readCase(file: string): Case {
+  const sections: Record<string, string> = {};
+  let current = "";
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    const m = /^== (\S+)$/.exec(line);
+    if (m) {
+      current = m[1];
+      sections[current] = "";
+    } else if (current) sections[current] += `${line}\n`;
+  }
+  const { expected = "", ...maps } = sections;
+  for (const k of Object.keys(maps)) maps[k] = maps[k].replace(/\n$/, "");
+  return { name: path.basename(file, ".case"), maps, expected: expected.split("\n").filter(Boolean) };
+}
+
+export function listCases(): string[] {
+  return fs.readdirSync(CASE_DIR).filter((f) => f.endsWith(".case")).sort().map((f) => path.join(CASE_DIR, f));
+}
+
+/** Runs the validator on a case; returns every line it reports (errors and warnings). */
+export function report(c: Case): string[] {
+  const texts = {} as Record<MapKind, string>;
+  const files = {} as Record<MapKind, string>;
+  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) {
+    texts[k] = c.maps[name] ?? BASELINE[name];
+    files[k] = `maps/${name}`;
+  }
+  try {
+    return parseMaps(texts, files).warnings.map(formatProblem);
+  } catch (e) {
+    if (e instanceof MapValidationError) return e.problems.map(formatProblem);
+    throw e;
+  }
+}

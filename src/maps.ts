@@ -475,12 +475,15 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
         `add "@${domain} @new-domain" to ${files.translations} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`);
     }
   }
+  const allowedKeys = new Set(m.allowedSenders.filter((s) => s.action === "OK").map((s) => s.key));
   for (const t of m.translations) {
-    if (t.kind !== "exception" && !allowedDomains.has(t.fromDomain) && !m.allowedSenders.some((s) => s.key === t.from && s.action === "OK")) {
+    if (t.kind !== "exception" && !allowedDomains.has(t.fromDomain) && !allowedKeys.has(t.from)) {
       r.warn(t, 1, `"${t.from}" is rewritten but ${t.fromDomain} is not in ${files.allowedSenders}, so such mail is refused before rewriting`,
         `add "${t.fromDomain} OK" to ${files.allowedSenders}, or remove the line`);
     }
   }
+  const producedAddresses = new Set(m.translations.map((t) => t.to));
+  const producedDomains = new Set(m.translations.map((t) => t.toDomain));
   // The relayhost lookup sees the sender after rewriting: an old-domain key never matches.
   for (const x of m.relayhosts) {
     if (x.key === "<>") continue;
@@ -490,7 +493,7 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
         `key it by the new sender, e.g. "${rewritten.to.startsWith("@") ? rewritten.to : "@" + rewritten.toDomain}"`);
       continue;
     }
-    const used = m.translations.some((t) => t.to === x.key || (x.key.startsWith("@") && t.toDomain === x.key.slice(1)));
+    const used = producedAddresses.has(x.key) || (x.key.startsWith("@") && producedDomains.has(x.key.slice(1)));
     if (!used) {
       r.warn(x, 1, `no translation in ${files.translations} produces "${x.key}", so this next hop is never used`, "remove the line or add the translation that needs it");
     }

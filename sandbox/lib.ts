@@ -1,5 +1,5 @@
 // Small, shared pieces for driving the sandbox: shell, namespaces, SSH to nodes, swaks, sinks.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { RUN_AS_ROOT } from "../src/deploy";
@@ -100,4 +100,60 @@ export async function waitForMessage(t: Topology, messageId: string, timeoutMs =
 export function header(eml: string, name: string): string | undefined {
   const head = eml.split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, " ");
   return new RegExp(`^${name}:[ \\t]*(.*)$`, "im").exec(head)?.[1].trim();
+}
+
+export interface LoadSummary {
+  prefix: string;
+  count: number;
+  accepted: number;
+  failed: string[];
+  retries: number;
+  errors: Record<string, number>;
+  seconds: number;
+  perSecond: number;
+}
+
+/** Runs sandbox/load.ts from tenant A's client against a node, in the background. */
+export function startLoad(t: Topology, node: SandboxNode, opts: { count: number; prefix: string; connections?: number; deadline?: number; size?: number }): Promise<LoadSummary> {
+  const root = path.join(__dirname, "..");
+  const args = ["netns", "exec", t.clients.allowed.netns, path.join(root, "node_modules", ".bin", "tsx"), path.join(root, "sandbox", "load.ts"),
+    "--server", node.ipv4, "--name", node.fqdn, "--ca", path.join(t.dir, "pebble", "root.pem"), "--count", String(opts.count),
+    "--prefix", opts.prefix, "--connections", String(opts.connections ?? 4), "--deadline", String(opts.deadline ?? 240), "--size", String(opts.size ?? 2000)];
+  return new Promise((resolve, reject) => {
+    const child = spawn("ip", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    child.on("close", (code) => {
+      const line = out.trim().split("\n").pop() ?? "";
+      try {
+        resolve(JSON.parse(line) as LoadSummary);
+      } catch {
+        reject(new Error(`load to ${node.name} failed (exit ${code}): ${err || out}`));
+      }
+    });
+  });
+}
+
+/** How many times each Message-ID with this prefix reached any tenant sink. */
+export function arrivals(t: Topology, prefix: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const s of t.sinks) {
+    for (const r of readSink(s.dir)) {
+      if (r.messageId?.startsWith(`<${prefix}-`)) counts.set(r.messageId, (counts.get(r.messageId) ?? 0) + 1);
+    }
+  }
+  return counts;
+}
+
+/** Waits (bounded) until `expected` distinct Message-IDs with this prefix have arrived. */
+export async function waitForArrivals(t: Topology, prefix: string, expected: number, timeoutMs: number): Promise<Map<string, number>> {
+  const deadline = Date.now() + timeoutMs;
+  let counts = arrivals(t, prefix);
+  while (counts.size < expected && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 1000));
+    counts = arrivals(t, prefix);
+  }
+  return counts;
 }

@@ -37,6 +37,8 @@ export interface Topology {
   nodes: SandboxNode[];
   clients: { allowed: Host; outsider: Host };
   sinks: Sink[];
+  /** Stands in for the rest of the Internet: MX and A of recipient domains. Mail here is a relay leak. */
+  trap: Host & { host: string; dir: string; domains: string[] };
 }
 
 /** Each network the sandbox router (the wan namespace) serves: gateway and prefix. */
@@ -87,6 +89,8 @@ export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps)
       outsider: { netns: "hr-outsider", veth: "vco", ipv4: "198.51.100.200", ipv6: "2001:db8:bad::10" },
     },
     sinks,
+    trap: { netns: "hr-trap", veth: "vtr", ipv4: "198.51.100.66", ipv6: "2001:db8:5::66", host: "mx.partner.example",
+      dir: path.join(dir, "trap"), domains: ["partner.example", "elsewhere.example", "relay-target.example"] },
   };
 }
 
@@ -100,5 +104,6 @@ export function topologyJson(t: Topology): unknown {
     sinks: t.sinks.map((s) => ({ nexthop: s.nexthop, netns: s.netns, ipv4: s.ipv4, ipv6: s.ipv6, dir: s.dir })),
     dns: t.dns,
     acme: t.acme,
+    trap: { ...host(t.trap), dir: t.trap.dir, domains: t.trap.domains },
   };
 }

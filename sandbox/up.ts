@@ -95,6 +95,7 @@ function networkScript(t: Topology): string {
   lines.push(...plain(allowed.netns, allowed.veth, allowed.ipv4, allowed.ipv6, "192.0.2.1", "2001:db8:a::1"));
   lines.push(...plain(outsider.netns, outsider.veth, outsider.ipv4, outsider.ipv6, "198.51.100.1", "2001:db8:bad::1"));
   for (const s of t.sinks) lines.push(...plain(s.netns, s.veth, s.ipv4, s.ipv6, "198.51.100.1", "2001:db8:5::1"));
+  lines.push(...plain(t.trap.netns, t.trap.veth, t.trap.ipv4, t.trap.ipv6, "198.51.100.1", "2001:db8:5::1"));
   for (const n of t.nodes) {
     // The node's interface is named as on OVH; it gets its addresses from the rendered file via ifup.
     lines.push(`ip netns add ${n.netns}`, `ip -n ${wan} link add ${n.veth} type veth peer name ens3 netns ${n.netns}`,
@@ -119,11 +120,14 @@ function startDns(t: Topology, stacks: StackInput[]): void {
   }
   for (const s of t.sinks) hosts.push(`${s.ipv4} ${s.host}`, `${s.ipv6} ${s.host}`);
   hosts.push(`${t.acme.ipv4} ${t.acme.host}`);
+  hosts.push(`${t.trap.ipv4} ${t.trap.host}`, `${t.trap.ipv6} ${t.trap.host}`);
+  for (const d of t.trap.domains) hosts.push(`${t.trap.ipv4} ${d}`, `${t.trap.ipv6} ${d}`);
   const file = path.join(t.dir, "dns", "hosts");
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, hosts.join("\n") + "\n");
   must(inNetns(t.wan.netns, `dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --addn-hosts=${q(file)} ` +
     `--listen-address=${t.dns.ipv4},${t.dns.ipv6} --bind-interfaces --except-interface=lo --user=root ` +
+    t.trap.domains.map((d) => `--mx-host=${d},${t.trap.host},10 `).join("") +
     `--pid-file=${q(path.join(t.dir, "dns", "dnsmasq.pid"))} --log-facility=${q(path.join(t.dir, "dns", "dnsmasq.log"))} --log-queries`),
   "starting dnsmasq");
 }
@@ -140,6 +144,14 @@ export function startSink(t: Topology, s: Sink, tls: SinkTls = "valid"): void {
   const certs = tls === "none" ? "" : `--key ${q(`${pki}/privkey.pem`)} --cert ${q(`${pki}/fullchain.pem`)}`;
   startDetached(path.join(s.dir, "sink.out"), `exec ip netns exec ${s.netns} ${q(tsx)} ${q(path.join(ROOT, "sandbox", "sink.ts"))} ` +
     `--name ${q(s.host)} --dir ${q(s.dir)} ${certs} --nodes ${q(JSON.stringify(byAddress))}`);
+}
+
+/** The trap: a plain SMTP sink for every non-tenant recipient domain (no TLS, like many MXs). */
+function startTrap(t: Topology): void {
+  const tsx = path.join(ROOT, "node_modules", ".bin", "tsx");
+  fs.mkdirSync(t.trap.dir, { recursive: true });
+  startDetached(path.join(t.trap.dir, "sink.out"), `exec ip netns exec ${t.trap.netns} ${q(tsx)} ${q(path.join(ROOT, "sandbox", "sink.ts"))} ` +
+    `--name ${q(t.trap.host)} --dir ${q(t.trap.dir)}`);
 }
 
 /** Stops a tenant sink: its MX is down, nodes must queue (defer) mail for it. */
@@ -236,11 +248,12 @@ export async function up(dir: string, opts: { install?: boolean } = {}): Promise
   must(sh(`ssh-keygen -q -t ed25519 -N '' -C header-rewrite-sandbox -f ${q(path.join(dir, "keys", "deploy"))}`), "ssh-keygen");
   makePki(t);
   fs.writeFileSync(path.join(dir, "topology.json"), JSON.stringify(topologyJson(t), null, 2) + "\n");
-  log(`namespaces: ${[t.wan.netns, ...t.nodes.map((n) => n.netns), ...t.sinks.map((s) => s.netns), t.clients.allowed.netns, t.clients.outsider.netns].join(" ")}`);
+  log(`namespaces: ${[t.wan.netns, ...t.nodes.map((n) => n.netns), ...t.sinks.map((s) => s.netns), t.trap.netns, t.clients.allowed.netns, t.clients.outsider.netns].join(" ")}`);
   must(sh(networkScript(t)), "building the sandbox network");
   startDns(t, stacks);
   await startPebble(t);
   for (const s of t.sinks) startSink(t, s);
+  startTrap(t);
   const contexts = new Map(t.nodes.map((n) => [n.name, nodeContext(t, n, stacks, maps)]));
   for (const n of t.nodes) startNode(t, n, contexts.get(n.name)!);
   for (const n of t.nodes) {

@@ -34,6 +34,9 @@ export interface StackConfig {
   forceIPv4ToTenants: boolean;
   widestClientRangeV4: number;
   widestClientRangeV6: number;
+  clientConnectionCountLimit: number;
+  clientConnectionRateLimit: number;
+  clientMessageRateLimit: number;
 }
 
 /** Secret keys the program reads; never rendered into files. */
@@ -77,6 +80,10 @@ const DEFAULTS = {
   // maps/allow_relay_by_ip refuses anything wider (Exchange Online's widest published range is a /14).
   widestClientRangeV4: 8,
   widestClientRangeV6: 32,
+  // anvil limits per client address, for tenant A too: a burst beyond them gets 421 and is retried.
+  clientConnectionCountLimit: 50,
+  clientConnectionRateLimit: 300,
+  clientMessageRateLimit: 1200,
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -110,6 +117,9 @@ export const SCHEMA = {
     forceIPv4ToTenants: { type: "boolean", description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)" },
     widestClientRangeV4: { type: "integer", minimum: 1, maximum: 32, description: "Widest IPv4 prefix accepted in maps/allow_relay_by_ip" },
     widestClientRangeV6: { type: "integer", minimum: 1, maximum: 128, description: "Widest IPv6 prefix accepted in maps/allow_relay_by_ip" },
+    clientConnectionCountLimit: { type: "integer", minimum: 1, description: "Simultaneous connections per client address (anvil)" },
+    clientConnectionRateLimit: { type: "integer", minimum: 1, description: "Connections per client address per minute (anvil)" },
+    clientMessageRateLimit: { type: "integer", minimum: 1, description: "Messages per client address per minute (anvil)" },
   },
 } as const;
 

@@ -116,6 +116,7 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
     // Stamped once per message (DATA stage) so tenant A's transport rule can skip relayed mail.
     loopGuardTable: `static:{PREPEND ${cfg.loopGuardHeader}: ${ctx.node.fqdn}}`,
     messageSizeLimit: cfg.messageSizeLimit,
+    limits: { connections: cfg.clientConnectionCountLimit, connectionRate: cfg.clientConnectionRateLimit, messageRate: cfg.clientMessageRateLimit },
     // Local delivery (postmaster mail) must never be the smaller limit, or Postfix stops with a fatal error.
     mailboxSizeLimit: Math.max(51200000, 2 * cfg.messageSizeLimit),
     debugPeers: cfg.debugPeers.join(", "),

@@ -9,6 +9,8 @@ import { up } from "../sandbox/up";
 import { sandbox } from "./sandbox/harness";
 import { relayTests } from "./sandbox/relay";
 import { tlsTests } from "./sandbox/tls";
+import { noLossTests } from "./sandbox/noloss";
+import { securityTests } from "./sandbox/security";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
 let t: Topology;
@@ -21,3 +23,6 @@ afterAll(() => down(DIR, { quiet: true }));
 
 describe("sandbox: relaying through two real nodes", () => relayTests(sb));
 describe("sandbox: TLS in and out", () => tlsTests(sb));
+describe("sandbox: no message lost", () => noLossTests(sb));
+// Last: its rate-limit burst uses up tenant A's connection budget on one node for a minute.
+describe("sandbox: security battery", () => securityTests(sb));

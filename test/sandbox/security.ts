@@ -1,0 +1,159 @@
+// Security battery on the sandbox: classic open-relay address forms, spoofing, size and rate limits.
+// A "trap" host answers for every recipient domain (MX and A): anything arriving there leaked.
+import { expect, it } from "vitest";
+import { type Result, inNetns, onNode, readSink, waitForMessage } from "../../sandbox/lib";
+import { type Sandbox, refusal } from "./harness";
+
+/** The reply to RCPT TO as swaks printed it. */
+function rcptReply(r: Result): string {
+  const lines = r.stdout.split("\n");
+  const i = lines.findIndex((l) => /^ [~-]> RCPT TO:/.test(l));
+  if (i < 0) return `(no RCPT: ${refusal(r) ?? lines.filter((l) => /^<[~-]?\*/.test(l)).join(" ") ?? "?"})`;
+  return (lines.slice(i + 1).find((l) => /^<[~-]/.test(l)) ?? "").replace(/^<[~-]\*? +/, "");
+}
+
+export function securityTests(sb: Sandbox): void {
+  const { send } = sb;
+
+  it("open relay: 22 classic address forms from the allowed client and the outsider; nothing reaches anyone but the sender's tenant", async () => {
+    const n = sb.t.nodes[0];
+    const forms = [
+      `user%partner.example@${n.fqdn}`, `user%partner.example@[${n.ipv4}]`, `"user@partner.example"@${n.fqdn}`,
+      `"user%partner.example"@${n.fqdn}`, `partner.example!user@${n.fqdn}`, "partner.example!user",
+      `@${n.fqdn}:user@partner.example`, `@${n.fqdn},@partner.example:user@relay-target.example`, `user@partner.example@${n.fqdn}`,
+      "user@partner.example.", `user@[${sb.t.trap.ipv4}]`, `user@[IPv6:${sb.t.trap.ipv6}]`, "USER@PARTNER.EXAMPLE",
+      `user@${n.fqdn.toUpperCase()}`, "user@bücher.example", "user@xn--bcher-kva.example", `${"a".repeat(300)}@partner.example`,
+      `user@${"b".repeat(70)}.example`, "user@localhost", "user@[127.0.0.1]", `user@sub.${n.fqdn}`, '"user@partner.example"',
+    ];
+    expect(forms.length).toBeGreaterThanOrEqual(20);
+    const rows: string[][] = [];
+    for (const to of forms) {
+      const inside = send(n, { from: "alice@old.example", to });
+      const outside = send(n, { from: "alice@old.example", to, netns: sb.t.clients.outsider.netns });
+      const out = rcptReply(outside.r);
+      // From outside, every form is refused at RCPT (or before): the outsider cannot relay at all.
+      expect(out, `outsider, RCPT TO:<${to}>\n${outside.r.stdout}`).toMatch(/^5\d\d /);
+      rows.push([to.length > 46 ? `${to.slice(0, 43)}...` : to, rcptReply(inside.r).slice(0, 60), out.slice(0, 44)]);
+    }
+    // Give anything accepted time to be routed, then make sure none of it went anywhere but a tenant.
+    for (let i = 0; i < 50 && sb.t.nodes.some((x) => sb.queue(x).some((e) => e.recipients.some((rc) => !rc.delay_reason))); i++) {
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    await new Promise((res) => setTimeout(res, 2000));
+    const leaked = readSink(sb.t.trap.dir);
+    const w = [46, 60, 44];
+    console.log(["form (RCPT TO)", "allowed client: reply", "outsider: reply"].map((h, i) => h.padEnd(w[i])).join(" | "));
+    for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join(" | "));
+    console.log(`trap (the rest of the Internet) received ${leaked.length} message(s)`);
+    expect(leaked, JSON.stringify(leaked, null, 2)).toEqual([]);
+  }, 120_000);
+
+  it("spoofing: an allowed sender from the outsider, a foreign sender from tenant A, and a forged header From are refused", () => {
+    const n = sb.t.nodes[0];
+    const cases: [string, Result, RegExp][] = [
+      ["outsider sends as alice@old.example", send(n, { from: "alice@old.example", netns: sb.t.clients.outsider.netns, quitAfter: "RCPT" }).r, /^554 5\.7\.1 .*Client host rejected/],
+      ["tenant A sends as eve@elsewhere.example", send(n, { from: "eve@elsewhere.example", quitAfter: "RCPT" }).r, /^554 5\.7\.1 .*Sender address rejected/],
+      ["envelope eve@elsewhere.example, header From alice@old.example", send(n, { from: "eve@elsewhere.example", headers: ["From: alice@old.example"] }).r, /^554 5\.7\.1 .*Sender address rejected/],
+    ];
+    for (const [label, r, want] of cases) {
+      expect(refusal(r), `${label}\n${r.stdout}`).toMatch(want);
+      console.log(`${label}: ${refusal(r)}`);
+    }
+  });
+
+  it("size: a message over message_size_limit gets 552 (declared or sent), and nothing reaches a sink", () => {
+    const n = sb.t.nodes[0];
+    const limit = Number(onNode(n, "postconf -h message_size_limit").stdout.trim());
+    expect(limit).toBe(150 * 1024 * 1024);
+    const before = sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
+    // Declared: the client announces the size in MAIL FROM (as Exchange Online does).
+    const declared = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+import smtplib, ssl
+s = smtplib.SMTP("${n.ipv4}", 25, local_hostname="client.example", timeout=30)
+s.starttls(context=ssl._create_unverified_context()); s.ehlo("client.example")
+print(s.mail("alice@old.example", ["SIZE=${limit + 1}"]))
+EOF`);
+    expect(declared.stdout).toMatch(/\(552, b'5\.3\.4 Message size exceeds fixed limit'\)/);
+    // Sent: 1 MiB over the limit, streamed in full.
+    const sent = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+import smtplib, ssl
+body = b"From: alice@old.example\\r\\nTo: rcpt@partner.example\\r\\nSubject: too big\\r\\n\\r\\n" + (b"x" * 998 + b"\\r\\n") * ((${limit} + 1048576) // 1000)
+s = smtplib.SMTP("${n.ipv4}", 25, local_hostname="client.example", timeout=120)
+s.starttls(context=ssl._create_unverified_context()); s.ehlo("client.example")
+try:
+    s.sendmail("alice@old.example", ["rcpt@partner.example"], body)
+    print("accepted")
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode())
+EOF`, undefined, 180_000);
+    expect(sent.stdout.trim(), sent.stderr).toMatch(/^552 5\.3\.4 Message size exceeds fixed limit/);
+    expect(sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0)).toBe(before);
+    console.log(`declared SIZE=${limit + 1}: 552 at MAIL FROM; ${((limit + 1048576) / 1048576).toFixed(0)} MiB sent: ${sent.stdout.trim()}`);
+  }, 200_000);
+
+  it("rate limits: connections beyond the per-client limit get 421 and the retried message is delivered", async () => {
+    const n = sb.t.nodes[1] ?? sb.t.nodes[0];
+    const limit = Number(onNode(n, "postconf -h smtpd_client_connection_count_limit").stdout.trim());
+    // Hold `limit` connections open from tenant A's client, then try one more, then retry after release.
+    const burst = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+import smtplib, socket, time
+held = []
+for i in range(${limit}):
+    s = socket.create_connection(("${n.ipv4}", 25), timeout=10)
+    s.recv(512)
+    held.append(s)
+time.sleep(0.5)
+try:
+    c = smtplib.SMTP("${n.ipv4}", 25, local_hostname="client.example", timeout=10)
+    print("extra:", c.ehlo("client.example")[0])
+except smtplib.SMTPConnectError as e:
+    print("extra:", e.smtp_code, e.smtp_error.decode())
+except smtplib.SMTPServerDisconnected as e:
+    print("extra: disconnected", e)
+for s in held: s.close()
+EOF`, undefined, 60_000);
+    expect(burst.stdout, burst.stderr).toMatch(/extra: 421 4\.7\.0 .*Error: too many connections/);
+    console.log(`${limit} connections held; connection ${limit + 1}: ${burst.stdout.trim().split("\n").pop()}`);
+    // The sender's retry after the burst goes through.
+    let delivered = false;
+    for (let attempt = 0; attempt < 10 && !delivered; attempt++) {
+      const { r, id } = send(n, { from: "alice@old.example" });
+      if (r.status === 0) delivered = !!(await waitForMessage(sb.t, id));
+      else await new Promise((res) => setTimeout(res, 1000));
+    }
+    expect(delivered).toBe(true);
+  }, 120_000);
+
+  // Last in the battery: it uses up tenant A's connection rate on one node for a minute.
+  it("rate limits: a burst beyond the connection rate gets 421, and mail retried after the window is delivered", async () => {
+    const n = sb.t.nodes[1] ?? sb.t.nodes[0];
+    const rate = Number(onNode(n, "postconf -h smtpd_client_connection_rate_limit").stdout.trim());
+    const messages = Number(onNode(n, "postconf -h smtpd_client_message_rate_limit").stdout.trim());
+    expect(rate).toBeGreaterThan(0);
+    expect(messages).toBeGreaterThan(0);
+    const burst = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+import socket
+replies = {}
+for i in range(${rate} + 5):
+    s = socket.create_connection(("${n.ipv4}", 25), timeout=10)
+    code = s.recv(512).decode(errors="replace")[:3]
+    replies[code] = replies.get(code, 0) + 1
+    s.sendall(b"QUIT\r\n"); s.close()
+print(replies)
+EOF`, undefined, 120_000);
+    expect(burst.stdout, burst.stderr).toMatch(/'421': [1-9]/);
+    console.log(`${rate + 5} connections in a burst (limit ${rate}/min): ${burst.stdout.trim()}`);
+    const { r } = send(n, { from: "alice@old.example", quitAfter: "RCPT" });
+    expect(r.stdout).toMatch(/421 4\.7\.0 .*too many connection/);
+    // A real sender (Exchange Online) queues on 421 and retries; after the window it goes through.
+    const started = Date.now();
+    let delivered = false;
+    while (!delivered && Date.now() - started < 90_000) {
+      await new Promise((res) => setTimeout(res, 5000));
+      const { r: retry, id } = send(n, { from: "alice@old.example" });
+      if (retry.status === 0) delivered = !!(await waitForMessage(sb.t, id));
+    }
+    expect(delivered).toBe(true);
+    console.log(`throttled message delivered on retry after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  }, 180_000);
+}

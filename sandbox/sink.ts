@@ -64,6 +64,9 @@ function main(): void {
     disabledCommands: values.key ? ["AUTH"] : ["AUTH", "STARTTLS"],
     size: 200 * 1024 * 1024,
     logger: false,
+    // No reverse lookup of clients: a namespace has only the sandbox's DNS, and a lookup through the
+    // machine's resolver would stall each connection (and aim at an address outside the sandbox).
+    disableReverseLookup: true,
     onSecure(socket, session, callback) {
       const s = socket as TLSSocket;
       tlsBySession.set(session.id, {

@@ -19,6 +19,8 @@ export interface SandboxNode extends Host {
   name: string;
   stack: string;
   fqdn: string;
+  /** "stock": a plain Debian Postfix relay for benchmarks (npm run bench), not a header-rewrite node. */
+  kind?: "relay" | "stock";
 }
 
 export interface Sink extends Host {
@@ -62,7 +64,7 @@ export function loadStacks(): { stacks: StackInput[]; maps: RelayMaps } {
   return { stacks, maps: loadMaps(path.join(ROOT, "maps")) };
 }
 
-export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps): Topology {
+export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps, opts: { stockNode?: boolean } = {}): Topology {
   const nodes: SandboxNode[] = [];
   for (const { stack, cfg } of stacks) {
     for (const name of cfg.nodes) {
@@ -72,6 +74,11 @@ export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps)
         ipv4: `203.0.113.${10 + i}`, ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
       });
     }
+  }
+  if (opts.stockNode) {
+    const i = nodes.length;
+    nodes.push({ name: "stock1", stack: stacks[0].stack, fqdn: nodeFqdn(stacks[0].cfg, "stock1"), netns: "hr-stock1", veth: `vn${i}`,
+      ipv4: `203.0.113.${10 + i}`, ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`, kind: "stock" });
   }
   const sinks: Sink[] = maps.tenants.map((t, i) => ({
     nexthop: t.nexthop, host: t.host, tenantId: t.id, netns: `hr-sink-${t.id}`, veth: `vs${i}`,

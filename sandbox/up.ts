@@ -114,7 +114,7 @@ function startDns(t: Topology, stacks: StackInput[]): void {
   const hosts: string[] = [];
   for (const n of t.nodes) hosts.push(`${n.ipv4} ${n.fqdn}`, `${n.ipv6} ${n.fqdn}`);
   // The shared service name carries every node of every stack (each stack adds its own records).
-  for (const n of t.nodes) {
+  for (const n of t.nodes.filter((x) => x.kind !== "stock")) {
     const svc = serviceFqdn(stacks.find((s) => s.stack === n.stack)!.cfg);
     hosts.push(`${n.ipv4} ${svc}`, `${n.ipv6} ${svc}`);
   }
@@ -238,12 +238,33 @@ export function deployNode(t: Topology, n: SandboxNode, ctx: RenderContext,
   return last;
 }
 
-export async function up(dir: string, opts: { install?: boolean } = {}): Promise<Topology> {
+/**
+ * A stock Debian Postfix relaying everything from tenant A's range to tenant B over TLS: Debian's own
+ * main.cf plus the few settings a relay needs. The baseline header-rewrite is measured against.
+ */
+export function stockPostfixScript(n: SandboxNode, nexthop: string): string {
+  const live = `/etc/letsencrypt/live/${n.fqdn}`;
+  return `#!/bin/bash
+set -euo pipefail
+cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+cp /usr/share/postfix/master.cf.dist /etc/postfix/master.cf
+postconf -e "myhostname = ${n.fqdn}" "mydestination = \\$myhostname, localhost" "compatibility_level = 3.6" \
+  "mynetworks = 127.0.0.0/8 [::1]/128 192.0.2.0/24 [2001:db8:a::]/48" "relayhost = ${nexthop}" \
+  "smtpd_tls_cert_file = ${live}/fullchain.pem" "smtpd_tls_key_file = ${live}/privkey.pem" "smtpd_tls_security_level = may" \
+  "smtp_tls_security_level = secure" "smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt" "inet_protocols = ipv4" \
+  "maillog_file = /var/log/postfix.log" "alias_maps = " "alias_database = " "message_size_limit = 157286400"
+/usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1 || true
+postfix start
+echo "stock Postfix on ${n.fqdn} relays to ${nexthop}"
+`;
+}
+
+export async function up(dir: string, opts: { install?: boolean; stockNode?: boolean } = {}): Promise<Topology> {
   requireRoot();
   if (opts.install !== false) installDeps();
   down(dir, { quiet: true });
   const { stacks, maps } = loadStacks();
-  const t = planTopology(dir, stacks, maps);
+  const t = planTopology(dir, stacks, maps, { stockNode: opts.stockNode });
   fs.mkdirSync(path.join(dir, "keys"), { recursive: true });
   must(sh(`ssh-keygen -q -t ed25519 -N '' -C header-rewrite-sandbox -f ${q(path.join(dir, "keys", "deploy"))}`), "ssh-keygen");
   makePki(t);
@@ -261,7 +282,9 @@ export async function up(dir: string, opts: { install?: boolean } = {}): Promise
   }
   for (const s of t.sinks) await waitForSink(t, s);
   for (const n of t.nodes) {
-    const r = deployNode(t, n, contexts.get(n.name)!);
+    const r = n.kind === "stock"
+      ? [runStep(t, n, nodeSteps(contexts.get(n.name)!).scripts.certificate), runStep(t, n, stockPostfixScript(n, maps.tenants[0].nexthop))].find((x) => x.status !== 0) ?? { status: 0, stdout: `stock Postfix on ${n.fqdn}`, stderr: "" }
+      : deployNode(t, n, contexts.get(n.name)!);
     if (r.status !== 0) throw new Error(`deploy to ${n.name} failed:\n${r.stderr}${r.stdout}`);
     log(r.stdout.trim().split("\n").pop() ?? "");
   }

@@ -2,6 +2,7 @@
 // Mocks are process-global: use one stack per test file.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { performance } from "node:perf_hooks";
 import * as pulumi from "@pulumi/pulumi";
 
 export const ROOT = path.join(__dirname, "..", "..");
@@ -22,6 +23,8 @@ export interface StackRun {
   calls: { token: string; args: Record<string, any> }[];
   program: Record<string, any>;
   byType(type: string): Registered[];
+  /** performance.now() when the last resource was registered (evaluation time without settling). */
+  lastRegistrationAt: number;
   one(type: string, name: string): Registered;
 }
 
@@ -35,11 +38,12 @@ export const EXT_NET = {
   v6: { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1" },
 };
 
-export async function runStack(stack: string, overrides: Record<string, string> = {}): Promise<StackRun> {
+export async function runStack(stack: string, overrides: Record<string, string> = {}, projectDir = ROOT): Promise<StackRun> {
   const resources: Registered[] = [];
   const options = new Map<string, { opts: Registered["opts"]; resource: pulumi.Resource }>();
   const calls: StackRun["calls"] = [];
   let ports = 0;
+  let lastRegistrationAt = 0;
   await pulumi.runtime.setMocks({
     newResource(args) {
       const state: Record<string, any> = { ...args.inputs };
@@ -48,6 +52,7 @@ export async function runStack(stack: string, overrides: Record<string, string> 
         state.allFixedIps = [`203.0.113.${n}`, `[2001:db8:ffff::${n.toString(16)}]`];
       }
       if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
+      lastRegistrationAt = performance.now();
       resources.push({ type: args.type, name: args.name, inputs: args.inputs, order: resources.length,
         opts: options.get(`${args.type}::${args.name}`)?.opts ?? { dependsOn: [] },
         resource: options.get(`${args.type}::${args.name}`)?.resource });
@@ -80,7 +85,7 @@ export async function runStack(stack: string, overrides: Record<string, string> 
       });
       return undefined;
     });
-    program = await import("../../index");
+    program = await import(path.join(projectDir, "index.ts"));
     return {};
   });
   // Let every apply and registration settle.
@@ -92,7 +97,7 @@ export async function runStack(stack: string, overrides: Record<string, string> 
   }
   const byType = (type: string) => resources.filter((r) => r.type === type);
   return {
-    resources, calls, program, byType,
+    resources, calls, program, byType, lastRegistrationAt,
     one(type, name) {
       const r = resources.find((x) => x.type === type && x.name === name);
       if (!r) throw new Error(`no ${type} named ${name}; have ${resources.map((x) => `${x.type}:${x.name}`).join(", ")}`);

@@ -70,12 +70,11 @@ export const NULL_SENDER_REJECT =
 interface Row {
   key: string;
   value: string;
-  comment?: string;
 }
 
 function table(name: string, purpose: string, source: string, rows: Row[]): string {
   const width = Math.min(40, Math.max(0, ...rows.map((r) => r.key.length)));
-  return template("postfix-table.hbs")({ name, purpose, source, rows: rows.map((r) => ({ comment: "", ...r })), width });
+  return template("postfix-table.hbs")({ name, purpose, source, rows, width });
 }
 
 /** The operator's four maps as Postfix tables, rendered from the model (the round trip of maps/). */

@@ -3,7 +3,7 @@
 // Reports the median of several runs and peak memory. Not a test: nothing here can fail a build.
 import { performance } from "node:perf_hooks";
 import * as path from "node:path";
-import { MAP_FILES, type MapKind, parseMaps } from "../src/maps";
+import { type MapKind, mapDisplayNames, parseMaps } from "../src/maps";
 import { parseStackConfig, readStackFile } from "../src/config";
 import { nodeIdentity } from "../src/render";
 import { nodeSteps } from "../src/deploy";
@@ -26,7 +26,7 @@ function bigMaps(n: number): Record<MapKind, string> {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function main(): void {
-  const files = Object.fromEntries(Object.entries(MAP_FILES).map(([k, v]) => [k, `maps/${v}`])) as Record<MapKind, string>;
+  const files = mapDisplayNames();
   const texts = bigMaps(N);
   const { raw, region, file } = readStackFile(ROOT, "lon");
   const cfg = parseStackConfig(raw, region, file);

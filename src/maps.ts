@@ -530,12 +530,16 @@ export function parseMaps(texts: Record<MapKind, string>, files: Files, opts: Va
   return { ...model, warnings: sorted };
 }
 
+/** How each map is named in messages: "maps/translate_domains", … */
+export function mapDisplayNames(displayDir = "maps"): Files {
+  return Object.fromEntries(Object.entries(MAP_FILES).map(([k, name]) => [k, `${displayDir}/${name}`])) as Files;
+}
+
 export function readMapTexts(dir: string, displayDir = "maps"): { texts: Record<MapKind, string>; files: Files } {
   const texts = {} as Record<MapKind, string>;
-  const files = {} as Files;
+  const files = mapDisplayNames(displayDir);
   const problems: Problem[] = [];
   for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) {
-    files[k] = `${displayDir}/${name}`;
     try {
       texts[k] = fs.readFileSync(path.join(dir, name), "utf8");
     } catch {

@@ -6,12 +6,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { MAP_FILES, type MapKind, MapValidationError, type RelayMaps, parseMaps } from "../src/maps";
+import { MAP_FILES, type MapKind, MapValidationError, type RelayMaps, mapDisplayNames, parseMaps } from "../src/maps";
 import { renderOperatorMaps } from "../src/render";
 import { BASELINE, listCases, readCase, report } from "./helpers/cases";
 import { ROOT } from "./helpers/stack";
 
-const FILES = Object.fromEntries(Object.entries(MAP_FILES).map(([k, n]) => [k, `maps/${n}`])) as Record<MapKind, string>;
+const FILES = mapDisplayNames();
 const byName = (texts: Record<string, string>) =>
   Object.fromEntries(Object.entries(MAP_FILES).map(([k, n]) => [k, texts[n] ?? BASELINE[n]])) as Record<MapKind, string>;
 

@@ -7,6 +7,7 @@ import { parseStackConfig, readStackFile } from "../src/config";
 import { MAP_FILES, loadMaps } from "../src/maps";
 import { nodeIdentity, renderPostfix } from "../src/render";
 import { deployPostfixScript } from "../src/deploy";
+import { overlayPostfixFiles } from "../sandbox/overlay";
 import { BASELINE, report } from "./helpers/cases";
 import { ROOT } from "./helpers/stack";
 import { NodeNamespace } from "./helpers/node";
@@ -47,8 +48,7 @@ describe("the validator and Postfix agree", () => {
 
   beforeAll(async () => {
     n = await NodeNamespace.start(node.fqdn);
-    const files = renderPostfix({ stack: "lon", cfg, maps: loadMaps(path.join(ROOT, "maps")), node });
-    files["main.cf"] += "maillog_file = /var/log/postfix.log\n";
+    const files = overlayPostfixFiles(renderPostfix({ stack: "lon", cfg, maps: loadMaps(path.join(ROOT, "maps")), node }));
     const r = n.run("bash -s", deployPostfixScript(node, files));
     expect(r.status, r.stderr).toBe(0);
   });

@@ -6,6 +6,7 @@ import { parseStackConfig, readStackFile } from "../src/config";
 import { loadMaps } from "../src/maps";
 import { nodeIdentity, renderPostfix } from "../src/render";
 import { deployPostfixScript } from "../src/deploy";
+import { overlayPostfixFiles } from "../sandbox/overlay";
 import { ROOT } from "./helpers/stack";
 import { editedMaps } from "./helpers/maps";
 import { NodeNamespace, type Result } from "./helpers/node";
@@ -15,13 +16,9 @@ const cfg = parseStackConfig(raw, region, file);
 const maps = loadMaps(path.join(ROOT, "maps"));
 const node = nodeIdentity(cfg, "lon1");
 
-/** The only difference to production here: Postfix logs to a file the test can show. */
-function testOverlay(files: Record<string, string>): Record<string, string> {
-  return { ...files, "main.cf": files["main.cf"] + "\n# test overlay: log to a file\nmaillog_file = /var/log/postfix.log\n" };
-}
-
+/** The only difference to production here (the sandbox's overlay): Postfix logs to a file the test can show. */
 function bundle(m = maps): Record<string, string> {
-  return testOverlay(renderPostfix({ stack: "lon", cfg, maps: m, node }));
+  return overlayPostfixFiles(renderPostfix({ stack: "lon", cfg, maps: m, node }));
 }
 
 describe("rendered config on a real Postfix node (lon1)", () => {

@@ -2,7 +2,7 @@
 // baseline) and, after "== expected", the exact report the validator must print.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { MAP_FILES, type MapKind, MapValidationError, formatProblem, parseMaps } from "../../src/maps";
+import { MAP_FILES, type MapKind, MapValidationError, formatProblem, mapDisplayNames, parseMaps } from "../../src/maps";
 import { ROOT } from "./stack";
 
 export const CASE_DIR = path.join(ROOT, "test", "fixtures", "bad-maps");
@@ -42,13 +42,9 @@ export function listCases(): string[] {
 /** Runs the validator on a case; returns every line it reports (errors and warnings). */
 export function report(c: Case): string[] {
   const texts = {} as Record<MapKind, string>;
-  const files = {} as Record<MapKind, string>;
-  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) {
-    texts[k] = c.maps[name] ?? BASELINE[name];
-    files[k] = `maps/${name}`;
-  }
+  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) texts[k] = c.maps[name] ?? BASELINE[name];
   try {
-    return parseMaps(texts, files).warnings.map(formatProblem);
+    return parseMaps(texts, mapDisplayNames()).warnings.map(formatProblem);
   } catch (e) {
     if (e instanceof MapValidationError) return e.problems.map(formatProblem);
     throw e;

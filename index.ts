@@ -11,17 +11,29 @@ const stack = pulumi.getStack();
 
 // 1. Validate everything before a single resource is registered.
 const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack);
-const maps = loadMaps(path.join(__dirname, "maps"), { widestV4: cfg.widestClientRangeV4, widestV6: cfg.widestClientRangeV6 });
+const maps = loadMaps(path.join(__dirname, "maps"), {
+  widestV4: cfg.widestClientRangeV4,
+  widestV6: cfg.widestClientRangeV6,
+});
 const project = new pulumi.Config();
 const deployPrivateKey = project.requireSecret("deploySshPrivateKey");
-const secrets = pulumi.secret(pulumi.all([
-  project.getSecretObject<Record<string, string>>("clientCertificates"),
-  project.getSecretObject<DnsOvhCredentials>("acmeDnsOvhCredentials"),
-]).apply(([clientCertificates, dnsCredentials]) => ({ clientCertificates: clientCertificates ?? {}, dnsCredentials })));
+const secrets = pulumi.secret(
+  pulumi
+    .all([
+      project.getSecretObject<Record<string, string>>("clientCertificates"),
+      project.getSecretObject<DnsOvhCredentials>("acmeDnsOvhCredentials"),
+    ])
+    .apply(([clientCertificates, dnsCredentials]) => ({
+      clientCertificates: clientCertificates ?? {},
+      dnsCredentials,
+    })),
+);
 
 // 2. Regional resources, then one relay node per configured name (render + deploy happen inside).
 const region = createRegion(stack, cfg, maps);
-const nodes = cfg.nodes.map((name) => new RelayNode(name, { stack, cfg, maps, region, deployPrivateKey, secrets }));
+const nodes = cfg.nodes.map(
+  (name) => new RelayNode(name, { stack, cfg, maps, region, deployPrivateKey, secrets }),
+);
 
 // 3. What operators need next: addresses, names, and the smart hosts for the M365 connector.
 export const nodeAddresses = Object.fromEntries(
@@ -29,4 +41,6 @@ export const nodeAddresses = Object.fromEntries(
 );
 export const serviceName = serviceFqdn(cfg);
 export const smartHosts = nodes.map((n) => n.fqdn);
-export const postfixBundles = Object.fromEntries(nodes.map((n) => [n.fqdn, n.bundleHash.apply((h) => h.slice(0, 12))]));
+export const postfixBundles = Object.fromEntries(
+  nodes.map((n) => [n.fqdn, n.bundleHash.apply((h) => h.slice(0, 12))]),
+);

@@ -18,7 +18,8 @@ function bigMaps(n: number): Record<MapKind, string> {
   return {
     translations: t.join("\n") + "\n",
     allowedSenders: "old.example OK\nlegacy.example OK\n",
-    relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
+    relayhosts:
+      "@new.example [new-example.mail.protection.outlook.com]\n@other.example [other-example.mail.protection.outlook.com]\n",
     clientRanges: "192.0.2.0/24 OK\n2001:db8:a::/48 OK\n",
   };
 }
@@ -46,9 +47,15 @@ function main(): void {
     peak = Math.max(peak, process.memoryUsage().rss);
   }
   const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
-  console.log(`bench:maps  ${N.toLocaleString("en")} translation entries, ${RUNS} runs, node ${process.version}`);
-  console.log(`  validate (parse + all rules):      median ${median(validate).toFixed(0)} ms  (runs: ${validate.map((x) => x.toFixed(0)).join(", ")})`);
-  console.log(`  render + deploy script for a node: median ${median(render).toFixed(0)} ms  (runs: ${render.map((x) => x.toFixed(0)).join(", ")})`);
+  console.log(
+    `bench:maps  ${N.toLocaleString("en")} translation entries, ${RUNS} runs, node ${process.version}`,
+  );
+  console.log(
+    `  validate (parse + all rules):      median ${median(validate).toFixed(0)} ms  (runs: ${validate.map((x) => x.toFixed(0)).join(", ")})`,
+  );
+  console.log(
+    `  render + deploy script for a node: median ${median(render).toFixed(0)} ms  (runs: ${render.map((x) => x.toFixed(0)).join(", ")})`,
+  );
   console.log(`  deploy script size ${mb(scriptBytes)} MiB; peak RSS ${mb(peak)} MiB`);
 }
 

@@ -9,11 +9,14 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const run = await runStack(stack, {}, projectDir);
   const ms = run.lastRegistrationAt - t0;
-  const digest = (v: unknown) => crypto.createHash("sha256").update(JSON.stringify(v)).digest("hex").slice(0, 16);
-  const commands = Object.fromEntries(run.byType("command:remote:Command").map((c) => {
-    const { connection: _c, ...inputs } = c.inputs;
-    return [c.name, digest(inputs)];
-  }));
+  const digest = (v: unknown) =>
+    crypto.createHash("sha256").update(JSON.stringify(v)).digest("hex").slice(0, 16);
+  const commands = Object.fromEntries(
+    run.byType("command:remote:Command").map((c) => {
+      const { connection: _c, ...inputs } = c.inputs;
+      return [c.name, digest(inputs)];
+    }),
+  );
   process.stdout.write(JSON.stringify({ stack, ms, resources: run.resources.length, commands }) + "\n");
   process.exit(0);
 }

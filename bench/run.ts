@@ -26,10 +26,15 @@ const say = (s: string) => {
   lines.push(s);
 };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs: number[], unit: string, digits = 1) => `median ${median(xs).toFixed(digits)} ${unit} (runs: ${xs.map((x) => x.toFixed(digits)).join(", ")})`;
+const fmt = (xs: number[], unit: string, digits = 1) =>
+  `median ${median(xs).toFixed(digits)} ${unit} (runs: ${xs.map((x) => x.toFixed(digits)).join(", ")})`;
 
 function mocksEval(stack: string, dir: string): { ms: number; commands: Record<string, string> } {
-  const r = spawnSync(path.join(ROOT, "node_modules", ".bin", "tsx"), [path.join(ROOT, "bench", "mocks-eval.ts"), stack, dir], { encoding: "utf8" });
+  const r = spawnSync(
+    path.join(ROOT, "node_modules", ".bin", "tsx"),
+    [path.join(ROOT, "bench", "mocks-eval.ts"), stack, dir],
+    { encoding: "utf8" },
+  );
   if (r.status !== 0) throw new Error(`mocks evaluation of ${stack} failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
@@ -43,13 +48,20 @@ function partA(): void {
   const a = mocksEval("lon", ROOT).commands;
   const b = mocksEval("lon", ROOT).commands;
   const rerun = Object.keys(a).filter((k) => a[k] !== b[k]);
-  say(`- redeploy with nothing changed: ${rerun.length} of ${Object.keys(a).length} remote commands have different inputs, so \`pulumi up\` runs ${rerun.length}`);
+  say(
+    `- redeploy with nothing changed: ${rerun.length} of ${Object.keys(a).length} remote commands have different inputs, so \`pulumi up\` runs ${rerun.length}`,
+  );
   const copy = fs.mkdtempSync(path.join(os.tmpdir(), "hr-bench-project-"));
-  for (const f of ["index.ts", "Pulumi.yaml", "Pulumi.lon.yaml", "src", "templates", "maps"]) fs.cpSync(path.join(ROOT, f), path.join(copy, f), { recursive: true });
+  for (const f of ["index.ts", "Pulumi.yaml", "Pulumi.lon.yaml", "src", "templates", "maps"])
+    fs.cpSync(path.join(ROOT, f), path.join(copy, f), { recursive: true });
   fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(copy, "node_modules"));
   fs.appendFileSync(path.join(copy, "maps", "translate_domains"), "bob@old.example robert@new.example\n");
   const c = mocksEval("lon", copy).commands;
-  say(`- one-line edit of maps/translate_domains: commands with new inputs: ${Object.keys(a).filter((k) => a[k] !== c[k]).join(", ")}`);
+  say(
+    `- one-line edit of maps/translate_domains: commands with new inputs: ${Object.keys(a)
+      .filter((k) => a[k] !== c[k])
+      .join(", ")}`,
+  );
 }
 
 /** End-to-end throughput: from the first connection to the last message at the sink. */
@@ -57,7 +69,8 @@ async function throughput(t: Topology, n: SandboxNode, label: string): Promise<n
   const prefix = `bench-${label}-${Date.now()}`;
   const t0 = performance.now();
   const summary = await startLoad(t, n, { count: MESSAGES, prefix, connections: 4, deadline: 180 });
-  if (summary.failed.length) throw new Error(`${label}: ${summary.failed.length} messages failed: ${summary.failed[0]}`);
+  if (summary.failed.length)
+    throw new Error(`${label}: ${summary.failed.length} messages failed: ${summary.failed[0]}`);
   const counts = await waitForArrivals(t, prefix, MESSAGES, 180_000);
   if (counts.size !== MESSAGES) throw new Error(`${label}: only ${counts.size} of ${MESSAGES} arrived`);
   return MESSAGES / ((performance.now() - t0) / 1000);
@@ -66,11 +79,16 @@ async function throughput(t: Topology, n: SandboxNode, label: string): Promise<n
 /** The committed maps plus extra translation lines. */
 function mapsWith(extra: string[]) {
   const { texts, files } = readMapTexts(path.join(ROOT, "maps"));
-  return parseMaps({ ...texts, translations: texts.translations + extra.map((l) => `${l}\n`).join("") }, files);
+  return parseMaps(
+    { ...texts, translations: texts.translations + extra.map((l) => `${l}\n`).join("") },
+    files,
+  );
 }
 
 function sizedMaps(extraOverrides: number) {
-  return mapsWith(Array.from({ length: extraOverrides }, (_, i) => `user${i}@old.example first${i}.last${i}@new.example`));
+  return mapsWith(
+    Array.from({ length: extraOverrides }, (_, i) => `user${i}@old.example first${i}.last${i}@new.example`),
+  );
 }
 
 async function partB(): Promise<void> {
@@ -84,7 +102,10 @@ async function partB(): Promise<void> {
     // that the figures show the pipeline and not anvil throttling (the stock baseline has none).
     const unthrottled = (maps: typeof committed) => {
       const ctx = nodeContext(t, relay, stacks, maps);
-      return { ...ctx, cfg: { ...ctx.cfg, clientMessageRateLimit: 1_000_000, clientConnectionRateLimit: 1_000_000 } };
+      return {
+        ...ctx,
+        cfg: { ...ctx.cfg, clientMessageRateLimit: 1_000_000, clientConnectionRateLimit: 1_000_000 },
+      };
     };
     const lifted = deployNode(t, relay, unthrottled(committed));
     if (lifted.status !== 0) throw new Error(lifted.stderr);
@@ -93,12 +114,23 @@ async function partB(): Promise<void> {
     const base: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       // Alternate the order so drift on a noisy machine hits both sides alike.
-      if (i % 2 === 0) { ours.push(await throughput(t, relay, "ours")); base.push(await throughput(t, stock, "stock")); }
-      else { base.push(await throughput(t, stock, "stock")); ours.push(await throughput(t, relay, "ours")); }
+      if (i % 2 === 0) {
+        ours.push(await throughput(t, relay, "ours"));
+        base.push(await throughput(t, stock, "stock"));
+      } else {
+        base.push(await throughput(t, stock, "stock"));
+        ours.push(await throughput(t, relay, "ours"));
+      }
     }
-    say(`- throughput, ${MESSAGES} messages per run, 4 connections, end to end (client -> relay -> verified TLS -> sink):`);
-    say(`  - header-rewrite (${relay.name}: rewrite, sender and client checks, per-tenant transport, TLS in and out; anvil rate limits lifted): ${fmt(ours, "msg/s")}`);
-    say(`  - stock Debian Postfix (${stock.name}: Debian main.cf + relayhost, TLS in and out): ${fmt(base, "msg/s")}`);
+    say(
+      `- throughput, ${MESSAGES} messages per run, 4 connections, end to end (client -> relay -> verified TLS -> sink):`,
+    );
+    say(
+      `  - header-rewrite (${relay.name}: rewrite, sender and client checks, per-tenant transport, TLS in and out; anvil rate limits lifted): ${fmt(ours, "msg/s")}`,
+    );
+    say(
+      `  - stock Debian Postfix (${stock.name}: Debian main.cf + relayhost, TLS in and out): ${fmt(base, "msg/s")}`,
+    );
     say(`  - ratio header-rewrite / stock: ${(median(ours) / median(base)).toFixed(2)}`);
 
     const big = sizedMaps(100_000);
@@ -112,9 +144,13 @@ async function partB(): Promise<void> {
     };
     const bigRuns = await withMaps(big, "100k");
     const smallRuns = await withMaps(small, "10");
-    say(`- maps with ${big.translations.length.toLocaleString("en")} translation entries: ${fmt(bigRuns, "msg/s")}`);
+    say(
+      `- maps with ${big.translations.length.toLocaleString("en")} translation entries: ${fmt(bigRuns, "msg/s")}`,
+    );
     say(`- maps with ${small.translations.length} translation entries: ${fmt(smallRuns, "msg/s")}`);
-    say(`- per-message cost ratio 100k / 10 entries (time per message): ${(median(smallRuns) / median(bigRuns)).toFixed(2)}`);
+    say(
+      `- per-message cost ratio 100k / 10 entries (time per message): ${(median(smallRuns) / median(bigRuns)).toFixed(2)}`,
+    );
 
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -123,11 +159,16 @@ async function partB(): Promise<void> {
       const t0 = performance.now();
       const r = deployNode(t, relay, unthrottled(maps));
       if (r.status !== 0) throw new Error(r.stderr);
-      const live = onNode(relay, "postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim();
+      const live = onNode(
+        relay,
+        "postmap -q bob@old.example cdb:/etc/postfix/translate_domains",
+      ).stdout.trim();
       if (live !== want) throw new Error(`map change not live: ${live}`);
       times.push((performance.now() - t0) / 1000);
     }
-    say(`- deploy step start -> one-line map change live (SSH, stage, postmap, checks, switch, reload): ${fmt(times, "s")}`);
+    say(
+      `- deploy step start -> one-line map change live (SSH, stage, postmap, checks, switch, reload): ${fmt(times, "s")}`,
+    );
   } finally {
     down(dir, { quiet: true });
   }
@@ -140,7 +181,10 @@ async function main(): Promise<void> {
   if (process.getuid?.() === 0) await partB();
   else say("\n(part B needs root: sudo npm run bench)");
   const out = path.join(ROOT, "bench", "RESULTS.md");
-  fs.writeFileSync(out, `${lines.join("\n")}\n\nReproduce: \`sudo npm run bench\` (BENCH_RUNS=${RUNS}, BENCH_MESSAGES=${MESSAGES}); maps alone: \`npm run bench:maps\`.\n`);
+  fs.writeFileSync(
+    out,
+    `${lines.join("\n")}\n\nReproduce: \`sudo npm run bench\` (BENCH_RUNS=${RUNS}, BENCH_MESSAGES=${MESSAGES}); maps alone: \`npm run bench:maps\`.\n`,
+  );
   console.log(`\nwritten to ${path.relative(ROOT, out)}`);
 }
 

@@ -13,8 +13,17 @@ export interface Result {
 }
 
 export function sh(command: string, input?: string, timeoutMs = 120_000): Result {
-  const r = spawnSync("bash", ["-c", command], { input, encoding: "utf8", timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
-  return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
+  const r = spawnSync("bash", ["-c", command], {
+    input,
+    encoding: "utf8",
+    timeout: timeoutMs,
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return {
+    status: r.status ?? -1,
+    stdout: r.stdout ?? "",
+    stderr: (r.stderr ?? "") + (r.error ? String(r.error) : ""),
+  };
 }
 
 export function must(r: Result, what: string): Result {
@@ -35,9 +44,21 @@ export function keyFile(t: Topology): string {
 }
 
 /** SSH as the image's user from the deployer's seat (the wan namespace), like remote.Command. */
-export function ssh(t: Topology, node: SandboxNode, command: string, input?: string, timeoutMs = 300_000): Result {
-  const opts = "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5";
-  return inNetns(t.wan.netns, `ssh -i ${q(keyFile(t))} ${opts} debian@${node.ipv4} ${q(command)}`, input, timeoutMs);
+export function ssh(
+  t: Topology,
+  node: SandboxNode,
+  command: string,
+  input?: string,
+  timeoutMs = 300_000,
+): Result {
+  const opts =
+    "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5";
+  return inNetns(
+    t.wan.netns,
+    `ssh -i ${q(keyFile(t))} ${opts} debian@${node.ipv4} ${q(command)}`,
+    input,
+    timeoutMs,
+  );
 }
 
 /** Runs a deploy script on a node exactly as the Pulumi program's remote.Command does. */
@@ -66,7 +87,11 @@ export function onNode(node: SandboxNode, command: string, input?: string, timeo
 export function nodeLog(t: Topology, node: SandboxNode, lines = 40): string {
   const f = path.join(t.dir, "nodes", node.name, "log", "postfix.log");
   if (!fs.existsSync(f)) return `(${node.name}: no postfix log)`;
-  return fs.readFileSync(f, "utf8").split("\n").slice(-lines - 1).join("\n");
+  return fs
+    .readFileSync(f, "utf8")
+    .split("\n")
+    .slice(-lines - 1)
+    .join("\n");
 }
 
 /** swaks from one of the sandbox's client hosts. */
@@ -76,7 +101,10 @@ export function swaks(netns: string, args: string, timeoutMs = 60_000): Result {
 
 export function readSink(dir: string): SinkRecord[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).filter((f) => /^[^.].*\.json$/.test(f)).sort()
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^[^.].*\.json$/.test(f))
+    .sort()
     .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as SinkRecord);
 }
 
@@ -85,11 +113,17 @@ export function sinkMessage(dir: string, record: SinkRecord): string {
 }
 
 /** Waits (bounded) until a message with this Message-ID has reached any sink. */
-export async function waitForMessage(t: Topology, messageId: string, timeoutMs = 60_000): Promise<{ sink: string; record: SinkRecord; eml: string } | undefined> {
+export async function waitForMessage(
+  t: Topology,
+  messageId: string,
+  timeoutMs = 60_000,
+): Promise<{ sink: string; record: SinkRecord; eml: string } | undefined> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     for (const s of t.sinks) {
-      const record = readSink(s.dir).find((r) => r.messageId === `<${messageId}>` || r.messageId === messageId);
+      const record = readSink(s.dir).find(
+        (r) => r.messageId === `<${messageId}>` || r.messageId === messageId,
+      );
       if (record) return { sink: s.nexthop, record, eml: sinkMessage(s.dir, record) };
     }
     await new Promise((r) => setTimeout(r, 200));
@@ -114,11 +148,35 @@ export interface LoadSummary {
 }
 
 /** Runs sandbox/load.ts from tenant A's client against a node, in the background. */
-export function startLoad(t: Topology, node: SandboxNode, opts: { count: number; prefix: string; connections?: number; deadline?: number; size?: number }): Promise<LoadSummary> {
+export function startLoad(
+  t: Topology,
+  node: SandboxNode,
+  opts: { count: number; prefix: string; connections?: number; deadline?: number; size?: number },
+): Promise<LoadSummary> {
   const root = path.join(__dirname, "..");
-  const args = ["netns", "exec", t.clients.allowed.netns, path.join(root, "node_modules", ".bin", "tsx"), path.join(root, "sandbox", "load.ts"),
-    "--server", node.ipv4, "--name", node.fqdn, "--ca", path.join(t.dir, "pebble", "root.pem"), "--count", String(opts.count),
-    "--prefix", opts.prefix, "--connections", String(opts.connections ?? 4), "--deadline", String(opts.deadline ?? 240), "--size", String(opts.size ?? 2000)];
+  const args = [
+    "netns",
+    "exec",
+    t.clients.allowed.netns,
+    path.join(root, "node_modules", ".bin", "tsx"),
+    path.join(root, "sandbox", "load.ts"),
+    "--server",
+    node.ipv4,
+    "--name",
+    node.fqdn,
+    "--ca",
+    path.join(t.dir, "pebble", "root.pem"),
+    "--count",
+    String(opts.count),
+    "--prefix",
+    opts.prefix,
+    "--connections",
+    String(opts.connections ?? 4),
+    "--deadline",
+    String(opts.deadline ?? 240),
+    "--size",
+    String(opts.size ?? 2000),
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn("ip", args, { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -148,7 +206,12 @@ export function arrivals(t: Topology, prefix: string): Map<string, number> {
 }
 
 /** Waits (bounded) until `expected` distinct Message-IDs with this prefix have arrived. */
-export async function waitForArrivals(t: Topology, prefix: string, expected: number, timeoutMs: number): Promise<Map<string, number>> {
+export async function waitForArrivals(
+  t: Topology,
+  prefix: string,
+  expected: number,
+  timeoutMs: number,
+): Promise<Map<string, number>> {
   const deadline = Date.now() + timeoutMs;
   let counts = arrivals(t, prefix);
   while (counts.size < expected && Date.now() < deadline) {

@@ -9,19 +9,37 @@ import nodemailer from "nodemailer";
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      server: { type: "string" }, name: { type: "string" }, ca: { type: "string" }, count: { type: "string", default: "100" },
-      prefix: { type: "string", default: "load" }, from: { type: "string", default: "alice@old.example" },
-      to: { type: "string", default: "rcpt@partner.example" }, connections: { type: "string", default: "4" },
-      deadline: { type: "string", default: "240" }, size: { type: "string", default: "2000" },
+      server: { type: "string" },
+      name: { type: "string" },
+      ca: { type: "string" },
+      count: { type: "string", default: "100" },
+      prefix: { type: "string", default: "load" },
+      from: { type: "string", default: "alice@old.example" },
+      to: { type: "string", default: "rcpt@partner.example" },
+      connections: { type: "string", default: "4" },
+      deadline: { type: "string", default: "240" },
+      size: { type: "string", default: "2000" },
     },
   });
   const count = Number(values.count);
   const deadline = Date.now() + Number(values.deadline) * 1000;
   const transport = nodemailer.createTransport({
-    host: values.server, port: 25, secure: false, requireTLS: true, pool: true,
-    maxConnections: Number(values.connections), maxMessages: 200, name: "client.example",
-    tls: { servername: values.name, ca: values.ca ? fs.readFileSync(values.ca) : undefined, minVersion: "TLSv1.2" },
-    connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000,
+    host: values.server,
+    port: 25,
+    secure: false,
+    requireTLS: true,
+    pool: true,
+    maxConnections: Number(values.connections),
+    maxMessages: 200,
+    name: "client.example",
+    tls: {
+      servername: values.name,
+      ca: values.ca ? fs.readFileSync(values.ca) : undefined,
+      minVersion: "TLSv1.2",
+    },
+    connectionTimeout: 10_000,
+    greetingTimeout: 10_000,
+    socketTimeout: 30_000,
   });
   const filler = "x".repeat(76) + "\r\n";
   const body = filler.repeat(Math.max(1, Math.ceil(Number(values.size) / filler.length)));
@@ -33,11 +51,17 @@ async function main(): Promise<void> {
     const messageId = `<${values.prefix}-${i}@load.sandbox.example>`;
     for (let attempt = 0; ; attempt++) {
       try {
-        await transport.sendMail({ from: values.from, to: values.to, subject: `${values.prefix} ${i}`, messageId, text: body });
+        await transport.sendMail({
+          from: values.from,
+          to: values.to,
+          subject: `${values.prefix} ${i}`,
+          messageId,
+          text: body,
+        });
         return;
       } catch (e) {
         const err = e as { responseCode?: number; code?: string; message: string };
-        const key = err.responseCode ? String(err.responseCode) : err.code ?? "error";
+        const key = err.responseCode ? String(err.responseCode) : (err.code ?? "error");
         errors[key] = (errors[key] ?? 0) + 1;
         const permanent = err.responseCode !== undefined && err.responseCode >= 500;
         if (permanent || Date.now() > deadline) {
@@ -56,7 +80,18 @@ async function main(): Promise<void> {
   await Promise.all(workers);
   transport.close();
   const seconds = (Date.now() - started) / 1000;
-  console.log(JSON.stringify({ prefix: values.prefix, count, accepted: count - failed.length, failed, retries, errors, seconds, perSecond: (count - failed.length) / seconds }));
+  console.log(
+    JSON.stringify({
+      prefix: values.prefix,
+      count,
+      accepted: count - failed.length,
+      failed,
+      retries,
+      errors,
+      seconds,
+      perSecond: (count - failed.length) / seconds,
+    }),
+  );
 }
 
 main().catch((e) => {

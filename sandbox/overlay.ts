@@ -16,7 +16,8 @@ export const OVERLAY_DESCRIPTION = [
 /** Steps of deploy.nodeSteps() that the sandbox runs over SSH, in order. */
 export const SANDBOX_STEPS = ["certificate", "client-certificates", "postfix"] as const;
 
-export const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
+export const MAILLOG_LINE =
+  "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
 
 export function overlayConfig(cfg: StackConfig, deployPublicKey: string, acmeDirectory: string): StackConfig {
   return { ...cfg, deploySshPublicKey: deployPublicKey, acmeServer: acmeDirectory };

@@ -32,26 +32,44 @@ function certInfo(socket: TLSSocket): SinkRecord["clientCertificate"] {
   if (!cert || !cert.subject) return null;
   let chainLength = 0;
   const seen = new Set<string>();
-  for (let c: typeof cert | undefined = cert; c && c.fingerprint256 && !seen.has(c.fingerprint256); c = c.issuerCertificate as typeof cert) {
+  for (
+    let c: typeof cert | undefined = cert;
+    c && c.fingerprint256 && !seen.has(c.fingerprint256);
+    c = c.issuerCertificate as typeof cert
+  ) {
     seen.add(c.fingerprint256);
     chainLength++;
   }
-  const dn = (o: Record<string, string | string[]>) => Object.entries(o).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("+") : v}`).join(", ");
-  return { subject: dn(cert.subject as never), issuer: dn(cert.issuer as never), chainLength, serial: cert.serialNumber };
+  const dn = (o: Record<string, string | string[]>) =>
+    Object.entries(o)
+      .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("+") : v}`)
+      .join(", ");
+  return {
+    subject: dn(cert.subject as never),
+    issuer: dn(cert.issuer as never),
+    chainLength,
+    serial: cert.serialNumber,
+  };
 }
 
 function main(): void {
   const { values } = parseArgs({
     options: {
-      name: { type: "string" }, dir: { type: "string" }, listen: { type: "string", default: "::" },
-      key: { type: "string" }, cert: { type: "string" }, nodes: { type: "string" }, port: { type: "string", default: "25" },
+      name: { type: "string" },
+      dir: { type: "string" },
+      listen: { type: "string", default: "::" },
+      key: { type: "string" },
+      cert: { type: "string" },
+      nodes: { type: "string" },
+      port: { type: "string", default: "25" },
     },
   });
   const dir = values.dir!;
   fs.mkdirSync(dir, { recursive: true });
   const nodes = JSON.parse(values.nodes ?? "{}") as Record<string, string>;
   const tlsBySession = new Map<string, TlsInfo>();
-  const log = (msg: string) => fs.appendFileSync(path.join(dir, "sink.log"), `${new Date().toISOString()} ${msg}\n`);
+  const log = (msg: string) =>
+    fs.appendFileSync(path.join(dir, "sink.log"), `${new Date().toISOString()} ${msg}\n`);
 
   const server = new SMTPServer({
     name: values.name,
@@ -104,7 +122,9 @@ function main(): void {
         fs.renameSync(path.join(dir, `.${id}.eml`), path.join(dir, `${id}.eml`));
         fs.writeFileSync(path.join(dir, `.${id}.json`), JSON.stringify(record, null, 2) + "\n");
         fs.renameSync(path.join(dir, `.${id}.json`), path.join(dir, `${id}.json`));
-        log(`accepted ${id} from ${client} (${record.node ?? "?"}) ${record.mailFrom} -> ${record.rcptTo.join(",")} tls=${record.tls?.protocol ?? "none"}`);
+        log(
+          `accepted ${id} from ${client} (${record.node ?? "?"}) ${record.mailFrom} -> ${record.rcptTo.join(",")} tls=${record.tls?.protocol ?? "none"}`,
+        );
         callback(null, `Queued as ${id}`);
       });
     },
@@ -114,7 +134,9 @@ function main(): void {
   });
   server.on("error", (e) => log(`error: ${e.message}`));
   // "::" takes IPv4 and IPv6 alike; the sink's namespace holds only its own addresses.
-  server.listen(Number(values.port), values.listen, () => log(`listening on [${values.listen}]:${values.port}`));
+  server.listen(Number(values.port), values.listen, () =>
+    log(`listening on [${values.listen}]:${values.port}`),
+  );
   process.on("SIGTERM", () => server.close(() => process.exit(0)));
 }
 

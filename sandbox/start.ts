@@ -18,18 +18,50 @@ export interface Probe {
 }
 
 /** Sends one message from tenant A's client through a node and finds it at the sinks. */
-export async function probe(t: Topology, n: SandboxNode, from = "alice@old.example", expectSender = "a.smith@new.example"): Promise<Probe> {
+export async function probe(
+  t: Topology,
+  n: SandboxNode,
+  from = "alice@old.example",
+  expectSender = "a.smith@new.example",
+): Promise<Probe> {
   const id = `probe-${n.name}-${crypto.randomBytes(6).toString("hex")}@sandbox.example`;
-  const r = swaks(t.clients.allowed.netns, `--server ${n.ipv4} --tls --from ${from} --to someone@partner.example ` +
-    `--header 'From: Alice Example <${from}>' --header 'Message-Id: <${id}>' --header 'Subject: sandbox probe via ${n.name}'`);
+  const r = swaks(
+    t.clients.allowed.netns,
+    `--server ${n.ipv4} --tls --from ${from} --to someone@partner.example ` +
+      `--header 'From: Alice Example <${from}>' --header 'Message-Id: <${id}>' --header 'Subject: sandbox probe via ${n.name}'`,
+  );
   const base = { node: n.name, senderIn: from };
   if (r.status !== 0) {
-    return { ...base, senderOut: "-", headerFromOut: "-", sink: "-", tls: "-", verdict: "FAIL", detail: r.stdout.split("\n").filter((l) => /^<[~-]\*/.test(l)).join(" ") };
+    return {
+      ...base,
+      senderOut: "-",
+      headerFromOut: "-",
+      sink: "-",
+      tls: "-",
+      verdict: "FAIL",
+      detail: r.stdout
+        .split("\n")
+        .filter((l) => /^<[~-]\*/.test(l))
+        .join(" "),
+    };
   }
   const got = await waitForMessage(t, id, 60_000);
-  if (!got) return { ...base, senderOut: "-", headerFromOut: "-", sink: "(none in 60 s)", tls: "-", verdict: "FAIL", detail: "not delivered" };
+  if (!got)
+    return {
+      ...base,
+      senderOut: "-",
+      headerFromOut: "-",
+      sink: "(none in 60 s)",
+      tls: "-",
+      verdict: "FAIL",
+      detail: "not delivered",
+    };
   const fromOut = header(got.eml, "From") ?? "";
-  const ok = got.record.mailFrom === expectSender && fromOut.includes(`<${expectSender}>`) && got.record.node === n.name && !!got.record.tls;
+  const ok =
+    got.record.mailFrom === expectSender &&
+    fromOut.includes(`<${expectSender}>`) &&
+    got.record.node === n.name &&
+    !!got.record.tls;
   return {
     ...base,
     senderOut: got.record.mailFrom,
@@ -42,7 +74,15 @@ export async function probe(t: Topology, n: SandboxNode, from = "alice@old.examp
 }
 
 export function table(rows: Probe[]): string {
-  const head = ["node", "sender in", "sender out", "header From out", "tenant sink reached", "TLS", "verdict"];
+  const head = [
+    "node",
+    "sender in",
+    "sender out",
+    "header From out",
+    "tenant sink reached",
+    "TLS",
+    "verdict",
+  ];
   const data = rows.map((r) => [r.node, r.senderIn, r.senderOut, r.headerFromOut, r.sink, r.tls, r.verdict]);
   const w = head.map((h, i) => Math.max(h.length, ...data.map((d) => d[i].length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(w[i])).join(" | ")} |`;

@@ -64,40 +64,75 @@ export function loadStacks(): { stacks: StackInput[]; maps: RelayMaps } {
   return { stacks, maps: loadMaps(path.join(ROOT, "maps")) };
 }
 
-export function planTopology(dir: string, stacks: StackInput[], maps: RelayMaps, opts: { stockNode?: boolean } = {}): Topology {
+export function planTopology(
+  dir: string,
+  stacks: StackInput[],
+  maps: RelayMaps,
+  opts: { stockNode?: boolean } = {},
+): Topology {
   const nodes: SandboxNode[] = [];
   for (const { stack, cfg } of stacks) {
     for (const name of cfg.nodes) {
       const i = nodes.length;
       nodes.push({
-        name, stack, fqdn: nodeFqdn(cfg, name), netns: `hr-${name}`, veth: `vn${i}`,
-        ipv4: `203.0.113.${10 + i}`, ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
+        name,
+        stack,
+        fqdn: nodeFqdn(cfg, name),
+        netns: `hr-${name}`,
+        veth: `vn${i}`,
+        ipv4: `203.0.113.${10 + i}`,
+        ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
       });
     }
   }
   if (opts.stockNode) {
     const i = nodes.length;
-    nodes.push({ name: "stock1", stack: stacks[0].stack, fqdn: nodeFqdn(stacks[0].cfg, "stock1"), netns: "hr-stock1", veth: `vn${i}`,
-      ipv4: `203.0.113.${10 + i}`, ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`, kind: "stock" });
+    nodes.push({
+      name: "stock1",
+      stack: stacks[0].stack,
+      fqdn: nodeFqdn(stacks[0].cfg, "stock1"),
+      netns: "hr-stock1",
+      veth: `vn${i}`,
+      ipv4: `203.0.113.${10 + i}`,
+      ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
+      kind: "stock",
+    });
   }
   const sinks: Sink[] = maps.tenants.map((t, i) => ({
-    nexthop: t.nexthop, host: t.host, tenantId: t.id, netns: `hr-sink-${t.id}`, veth: `vs${i}`,
-    ipv4: `198.51.100.${20 + i}`, ipv6: `2001:db8:5::${(0x20 + i).toString(16)}`,
+    nexthop: t.nexthop,
+    host: t.host,
+    tenantId: t.id,
+    netns: `hr-sink-${t.id}`,
+    veth: `vs${i}`,
+    ipv4: `198.51.100.${20 + i}`,
+    ipv6: `2001:db8:5::${(0x20 + i).toString(16)}`,
     dir: path.join(dir, "sinks", t.id),
   }));
   return {
     dir,
     wan: { netns: "hr-wan" },
     dns: { ipv4: "198.51.100.53", ipv6: "2001:db8:5::53" },
-    acme: { host: "acme.sandbox.example", ipv4: "198.51.100.14", directory: "https://acme.sandbox.example:14000/dir", management: "https://acme.sandbox.example:15000" },
+    acme: {
+      host: "acme.sandbox.example",
+      ipv4: "198.51.100.14",
+      directory: "https://acme.sandbox.example:14000/dir",
+      management: "https://acme.sandbox.example:15000",
+    },
     nodes,
     clients: {
       allowed: { netns: "hr-tenant-a", veth: "vca", ipv4: "192.0.2.10", ipv6: "2001:db8:a::10" },
       outsider: { netns: "hr-outsider", veth: "vco", ipv4: "198.51.100.200", ipv6: "2001:db8:bad::10" },
     },
     sinks,
-    trap: { netns: "hr-trap", veth: "vtr", ipv4: "198.51.100.66", ipv6: "2001:db8:5::66", host: "mx.partner.example",
-      dir: path.join(dir, "trap"), domains: ["partner.example", "elsewhere.example", "relay-target.example"] },
+    trap: {
+      netns: "hr-trap",
+      veth: "vtr",
+      ipv4: "198.51.100.66",
+      ipv6: "2001:db8:5::66",
+      host: "mx.partner.example",
+      dir: path.join(dir, "trap"),
+      domains: ["partner.example", "elsewhere.example", "relay-target.example"],
+    },
   };
 }
 
@@ -106,9 +141,22 @@ export function topologyJson(t: Topology): unknown {
   const host = (h: Host) => ({ netns: h.netns, ipv4: h.ipv4, ipv6: h.ipv6 });
   return {
     dir: t.dir,
-    nodes: t.nodes.map((n) => ({ name: n.name, stack: n.stack, netns: n.netns, fqdn: n.fqdn, ipv4: n.ipv4, ipv6: n.ipv6 })),
+    nodes: t.nodes.map((n) => ({
+      name: n.name,
+      stack: n.stack,
+      netns: n.netns,
+      fqdn: n.fqdn,
+      ipv4: n.ipv4,
+      ipv6: n.ipv6,
+    })),
     clients: { allowed: host(t.clients.allowed), outsider: host(t.clients.outsider) },
-    sinks: t.sinks.map((s) => ({ nexthop: s.nexthop, netns: s.netns, ipv4: s.ipv4, ipv6: s.ipv6, dir: s.dir })),
+    sinks: t.sinks.map((s) => ({
+      nexthop: s.nexthop,
+      netns: s.netns,
+      ipv4: s.ipv4,
+      ipv6: s.ipv6,
+      dir: s.dir,
+    })),
     dns: t.dns,
     acme: t.acme,
     trap: { ...host(t.trap), dir: t.trap.dir, domains: t.trap.domains },

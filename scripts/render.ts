@@ -18,7 +18,11 @@ export function placeholderAddresses(index: number): NodeAddresses {
   };
 }
 
-export function renderStack(stack: string, outDir: string, given: Record<string, NodeAddresses> = {}): string[] {
+export function renderStack(
+  stack: string,
+  outDir: string,
+  given: Record<string, NodeAddresses> = {},
+): string[] {
   const { raw, region, file } = readStackFile(ROOT, stack);
   const cfg = parseStackConfig(raw, region, file);
   const maps = loadMaps(path.join(ROOT, "maps"));
@@ -28,8 +32,18 @@ export function renderStack(stack: string, outDir: string, given: Record<string,
     const addrs = given[name] ?? placeholderAddresses(i);
     const steps = nodeSteps(ctx);
     const files: Record<string, string> = {
-      "ADDRESSES.json": JSON.stringify({ ...addrs, placeholder: !given[name],
-        note: given[name] ? "given with --addresses" : "PLACEHOLDER documentation-range addresses: the real ones come from the OVH port" }, null, 2) + "\n",
+      "ADDRESSES.json":
+        JSON.stringify(
+          {
+            ...addrs,
+            placeholder: !given[name],
+            note: given[name]
+              ? "given with --addresses"
+              : "PLACEHOLDER documentation-range addresses: the real ones come from the OVH port",
+          },
+          null,
+          2,
+        ) + "\n",
       "cloud-init/user-data": renderUserData(ctx, addrs),
       "network/interfaces": renderInterfaces(ctx, addrs),
       "deploy/1-cloud-init.sh": steps.scripts["cloud-init"],
@@ -48,15 +62,22 @@ export function renderStack(stack: string, outDir: string, given: Record<string,
 }
 
 function main(): void {
-  const { values } = parseArgs({ options: { stack: { type: "string" }, out: { type: "string" }, addresses: { type: "string" } } });
+  const { values } = parseArgs({
+    options: { stack: { type: "string" }, out: { type: "string" }, addresses: { type: "string" } },
+  });
   if (!values.stack || !values.out) {
-    console.error(`usage: npm run render -- --stack <${listStacks(ROOT).join("|")}> --out <dir> [--addresses file.json]`);
+    console.error(
+      `usage: npm run render -- --stack <${listStacks(ROOT).join("|")}> --out <dir> [--addresses file.json]`,
+    );
     process.exit(2);
   }
-  const given = values.addresses ? (JSON.parse(fs.readFileSync(values.addresses, "utf8")) as Record<string, NodeAddresses>) : {};
+  const given = values.addresses
+    ? (JSON.parse(fs.readFileSync(values.addresses, "utf8")) as Record<string, NodeAddresses>)
+    : {};
   const written = renderStack(values.stack, values.out, given);
   console.log(`rendered ${written.length} files for stack ${values.stack} into ${values.out}`);
-  if (Object.keys(given).length === 0) console.log("addresses are documentation-range PLACEHOLDERS (see ADDRESSES.json in each node directory)");
+  if (Object.keys(given).length === 0)
+    console.log("addresses are documentation-range PLACEHOLDERS (see ADDRESSES.json in each node directory)");
 }
 
 if (require.main === module) {

@@ -7,7 +7,10 @@ import { MapValidationError, formatProblem, readMapTexts, parseMaps } from "../s
 
 const ROOT = path.join(__dirname, "..");
 
-export function validate(strict: boolean, mapsDir = path.join(ROOT, "maps")): { ok: boolean; lines: string[] } {
+export function validate(
+  strict: boolean,
+  mapsDir = path.join(ROOT, "maps"),
+): { ok: boolean; lines: string[] } {
   const lines = new Set<string>();
   let ok = true;
   for (const stack of listStacks(ROOT)) {
@@ -15,7 +18,11 @@ export function validate(strict: boolean, mapsDir = path.join(ROOT, "maps")): { 
       const { raw, region, file } = readStackFile(ROOT, stack);
       const cfg = parseStackConfig(raw, region, file);
       const { texts, files } = readMapTexts(mapsDir);
-      const maps = parseMaps(texts, files, { widestV4: cfg.widestClientRangeV4, widestV6: cfg.widestClientRangeV6, strict });
+      const maps = parseMaps(texts, files, {
+        widestV4: cfg.widestClientRangeV4,
+        widestV6: cfg.widestClientRangeV6,
+        strict,
+      });
       for (const w of maps.warnings) lines.add(formatProblem(w));
     } catch (e) {
       ok = false;
@@ -28,11 +35,17 @@ export function validate(strict: boolean, mapsDir = path.join(ROOT, "maps")): { 
 }
 
 if (require.main === module) {
-  const { values } = parseArgs({ options: { strict: { type: "boolean", default: false }, maps: { type: "string" } } });
+  const { values } = parseArgs({
+    options: { strict: { type: "boolean", default: false }, maps: { type: "string" } },
+  });
   const { ok, lines } = validate(values.strict ?? false, values.maps ? path.resolve(values.maps) : undefined);
   for (const l of lines) console.log(l);
   const errors = lines.filter((l) => / error: /.test(l)).length;
   const warnings = lines.filter((l) => / warning: /.test(l)).length;
-  console.log(ok ? `maps/ is valid for stacks ${listStacks(ROOT).join(", ")} (${warnings} warning(s))` : `maps/: ${errors} error(s), ${warnings} warning(s); nothing may be deployed`);
+  console.log(
+    ok
+      ? `maps/ is valid for stacks ${listStacks(ROOT).join(", ")} (${warnings} warning(s))`
+      : `maps/: ${errors} error(s), ${warnings} warning(s); nothing may be deployed`,
+  );
   process.exit(ok ? 0 : 1);
 }

@@ -20,8 +20,10 @@ function family(cidr: string): 4 | 6 {
 /** Every inbound rule of the security group, as data (tested directly and rendered into rules). */
 export function firewallRules(cfg: StackConfig, maps: RelayMaps): Firewall[] {
   const rules: Firewall[] = [];
-  for (const r of maps.clientRanges) rules.push({ cidr: r.cidr, family: r.family, port: 25, why: "smtp from allow-listed clients" });
-  for (const c of cfg.adminCidrs) rules.push({ cidr: c, family: family(c), port: 22, why: "ssh from admins and the deployer" });
+  for (const r of maps.clientRanges)
+    rules.push({ cidr: r.cidr, family: r.family, port: 25, why: "smtp from allow-listed clients" });
+  for (const c of cfg.adminCidrs)
+    rules.push({ cidr: c, family: family(c), port: 22, why: "ssh from admins and the deployer" });
   if (cfg.acmeChallenge === "http-01") {
     rules.push({ cidr: "0.0.0.0/0", family: 4, port: 80, why: "ACME http-01 challenge" });
     rules.push({ cidr: "::/0", family: 6, port: 80, why: "ACME http-01 challenge" });
@@ -47,27 +49,48 @@ export function createRegion(stack: string, cfg: StackConfig, maps: RelayMaps): 
     description: "header-rewrite relay nodes: SMTP from tenant A, SSH from admins",
     region,
   });
-  const ruleName = (r: Firewall) => `${stack}-tcp${r.port}-${r.cidr.replace(/[^0-9a-f]+/gi, "-").replace(/-$/, "")}`;
+  const ruleName = (r: Firewall) =>
+    `${stack}-tcp${r.port}-${r.cidr.replace(/[^0-9a-f]+/gi, "-").replace(/-$/, "")}`;
   for (const r of firewallRules(cfg, maps)) {
-    new openstack.networking.SecGroupRule(ruleName(r), {
-      direction: "ingress",
-      ethertype: r.family === 4 ? "IPv4" : "IPv6",
-      protocol: "tcp",
-      portRangeMin: r.port,
-      portRangeMax: r.port,
-      remoteIpPrefix: r.cidr,
-      securityGroupId: securityGroup.id,
-      description: r.why,
-      region,
-    }, { parent: securityGroup });
+    new openstack.networking.SecGroupRule(
+      ruleName(r),
+      {
+        direction: "ingress",
+        ethertype: r.family === 4 ? "IPv4" : "IPv6",
+        protocol: "tcp",
+        portRangeMin: r.port,
+        portRangeMax: r.port,
+        remoteIpPrefix: r.cidr,
+        securityGroupId: securityGroup.id,
+        description: r.why,
+        region,
+      },
+      { parent: securityGroup },
+    );
   }
   // Path MTU discovery and reachability checks need ICMP in both families.
-  new openstack.networking.SecGroupRule(`${stack}-icmp`, {
-    direction: "ingress", ethertype: "IPv4", protocol: "icmp", securityGroupId: securityGroup.id, region,
-  }, { parent: securityGroup });
-  new openstack.networking.SecGroupRule(`${stack}-icmpv6`, {
-    direction: "ingress", ethertype: "IPv6", protocol: "ipv6-icmp", securityGroupId: securityGroup.id, region,
-  }, { parent: securityGroup });
+  new openstack.networking.SecGroupRule(
+    `${stack}-icmp`,
+    {
+      direction: "ingress",
+      ethertype: "IPv4",
+      protocol: "icmp",
+      securityGroupId: securityGroup.id,
+      region,
+    },
+    { parent: securityGroup },
+  );
+  new openstack.networking.SecGroupRule(
+    `${stack}-icmpv6`,
+    {
+      direction: "ingress",
+      ethertype: "IPv6",
+      protocol: "ipv6-icmp",
+      securityGroupId: securityGroup.id,
+      region,
+    },
+    { parent: securityGroup },
+  );
   const network = openstack.networking.getNetworkOutput({ name: PUBLIC_NETWORK, region });
   return { keypair, securityGroup, network };
 }

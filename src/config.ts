@@ -47,13 +47,26 @@ export const SECRET_KEYS = [
 ] as const;
 
 /** Secret keys a stack may leave unset. */
-export const OPTIONAL_SECRET_KEYS = [`${PROJECT}:clientCertificates`, `${PROJECT}:acmeDnsOvhCredentials`] as const;
+export const OPTIONAL_SECRET_KEYS = [
+  `${PROJECT}:clientCertificates`,
+  `${PROJECT}:acmeDnsOvhCredentials`,
+] as const;
 
 /** Provider keys users set; the program does not read them but documents and tests them. */
 export const PROVIDER_KEYS = {
-  required: ["openstack:authUrl", "openstack:region", "openstack:tenantName", "openstack:userName",
-    "openstack:password", "openstack:userDomainName", "openstack:projectDomainName", "ovh:endpoint",
-    "ovh:applicationKey", "ovh:applicationSecret", "ovh:consumerKey"],
+  required: [
+    "openstack:authUrl",
+    "openstack:region",
+    "openstack:tenantName",
+    "openstack:userName",
+    "openstack:password",
+    "openstack:userDomainName",
+    "openstack:projectDomainName",
+    "ovh:endpoint",
+    "ovh:applicationKey",
+    "ovh:applicationSecret",
+    "ovh:consumerKey",
+  ],
   secret: ["openstack:password", "ovh:applicationSecret", "ovh:consumerKey"],
 } as const;
 
@@ -95,31 +108,99 @@ export const SCHEMA = {
   additionalProperties: false,
   required: ["nodes", "dnsZone", "adminCidrs", "deploySshPublicKey", "acmeEmail"],
   properties: {
-    nodes: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: label },
-      description: "Node names of this stack, e.g. [lon1]; each becomes <name>.<dnsZone>" },
+    nodes: {
+      type: "array",
+      minItems: 1,
+      uniqueItems: true,
+      items: { type: "string", pattern: label },
+      description: "Node names of this stack, e.g. [lon1]; each becomes <name>.<dnsZone>",
+    },
     dnsZone: { type: "string", pattern: fqdn, description: "OVH DNS zone holding node and service names" },
-    serviceName: { type: "string", pattern: label, description: "Shared name (label in the zone) that carries every node" },
+    serviceName: {
+      type: "string",
+      pattern: label,
+      description: "Shared name (label in the zone) that carries every node",
+    },
     flavor: { type: "string", minLength: 1, description: "OVH Public Cloud flavor" },
     image: { type: "string", minLength: 1, description: "Image name (Debian 12)" },
-    interfaceName: { type: "string", pattern: "^[a-z0-9]{2,15}$", description: "Public interface name inside the server" },
-    sshUser: { type: "string", pattern: "^[a-z_][a-z0-9_-]*$", description: "Login user of the image (sudo)" },
-    adminCidrs: { type: "array", minItems: 1, items: { type: "string" }, description: "Sources allowed to reach SSH (TCP 22); the deploying machine must be in one" },
-    adminSshKeys: { type: "array", items: { type: "string", pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$" }, description: "Extra admin public keys installed by cloud-init" },
-    deploySshPublicKey: { type: "string", pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$", description: "Public half of the deploy key (OpenStack keypair)" },
+    interfaceName: {
+      type: "string",
+      pattern: "^[a-z0-9]{2,15}$",
+      description: "Public interface name inside the server",
+    },
+    sshUser: {
+      type: "string",
+      pattern: "^[a-z_][a-z0-9_-]*$",
+      description: "Login user of the image (sudo)",
+    },
+    adminCidrs: {
+      type: "array",
+      minItems: 1,
+      items: { type: "string" },
+      description: "Sources allowed to reach SSH (TCP 22); the deploying machine must be in one",
+    },
+    adminSshKeys: {
+      type: "array",
+      items: { type: "string", pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$" },
+      description: "Extra admin public keys installed by cloud-init",
+    },
+    deploySshPublicKey: {
+      type: "string",
+      pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$",
+      description: "Public half of the deploy key (OpenStack keypair)",
+    },
     acmeChallenge: { enum: ["http-01", "dns-01"], description: "ACME challenge; http-01 opens TCP 80" },
     acmeEmail: { type: "string", pattern: "^[^@\\s]+@[^@\\s]+$", description: "ACME account e-mail" },
     acmeServer: { type: "string", pattern: "^https://", description: "ACME directory URL" },
-    messageSizeLimit: { type: "integer", minimum: 1048576, maximum: EXO_MAX_MESSAGE, description: "Postfix message_size_limit in bytes (Exchange Online maximum)" },
-    debugPeers: { type: "array", items: { type: "string" }, description: "debug_peer_list entries; empty means no verbose peer logging" },
-    loopGuardHeader: { type: "string", pattern: "^X-[A-Za-z0-9-]+$", description: "Header stamped on relayed mail for tenant A's transport-rule exception" },
+    messageSizeLimit: {
+      type: "integer",
+      minimum: 1048576,
+      maximum: EXO_MAX_MESSAGE,
+      description: "Postfix message_size_limit in bytes (Exchange Online maximum)",
+    },
+    debugPeers: {
+      type: "array",
+      items: { type: "string" },
+      description: "debug_peer_list entries; empty means no verbose peer logging",
+    },
+    loopGuardHeader: {
+      type: "string",
+      pattern: "^X-[A-Za-z0-9-]+$",
+      description: "Header stamped on relayed mail for tenant A's transport-rule exception",
+    },
     dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
     protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
-    forceIPv4ToTenants: { type: "boolean", description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)" },
-    widestClientRangeV4: { type: "integer", minimum: 1, maximum: 32, description: "Widest IPv4 prefix accepted in maps/allow_relay_by_ip" },
-    widestClientRangeV6: { type: "integer", minimum: 1, maximum: 128, description: "Widest IPv6 prefix accepted in maps/allow_relay_by_ip" },
-    clientConnectionCountLimit: { type: "integer", minimum: 1, description: "Simultaneous connections per client address (anvil)" },
-    clientConnectionRateLimit: { type: "integer", minimum: 1, description: "Connections per client address per minute (anvil)" },
-    clientMessageRateLimit: { type: "integer", minimum: 1, description: "Messages per client address per minute (anvil)" },
+    forceIPv4ToTenants: {
+      type: "boolean",
+      description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)",
+    },
+    widestClientRangeV4: {
+      type: "integer",
+      minimum: 1,
+      maximum: 32,
+      description: "Widest IPv4 prefix accepted in maps/allow_relay_by_ip",
+    },
+    widestClientRangeV6: {
+      type: "integer",
+      minimum: 1,
+      maximum: 128,
+      description: "Widest IPv6 prefix accepted in maps/allow_relay_by_ip",
+    },
+    clientConnectionCountLimit: {
+      type: "integer",
+      minimum: 1,
+      description: "Simultaneous connections per client address (anvil)",
+    },
+    clientConnectionRateLimit: {
+      type: "integer",
+      minimum: 1,
+      description: "Connections per client address per minute (anvil)",
+    },
+    clientMessageRateLimit: {
+      type: "integer",
+      minimum: 1,
+      description: "Messages per client address per minute (anvil)",
+    },
   },
 } as const;
 
@@ -128,13 +209,20 @@ const validate = ajv.compile(SCHEMA);
 
 export class ConfigError extends Error {
   constructor(source: string, problems: string[]) {
-    super(`${source}: invalid stack configuration; nothing was deployed:\n` + problems.map((p) => `  - ${p}`).join("\n"));
+    super(
+      `${source}: invalid stack configuration; nothing was deployed:\n` +
+        problems.map((p) => `  - ${p}`).join("\n"),
+    );
     this.name = "ConfigError";
   }
 }
 
 function describe(e: ErrorObject): string {
-  const key = e.instancePath.replace(/^\//, "").split("/")[0] || (e.params as { missingProperty?: string; additionalProperty?: string }).missingProperty || (e.params as { additionalProperty?: string }).additionalProperty || "";
+  const key =
+    e.instancePath.replace(/^\//, "").split("/")[0] ||
+    (e.params as { missingProperty?: string; additionalProperty?: string }).missingProperty ||
+    (e.params as { additionalProperty?: string }).additionalProperty ||
+    "";
   const full = `${PROJECT}:${key}`;
   switch (e.keyword) {
     case "required":
@@ -163,7 +251,11 @@ function decode(v: unknown): unknown {
 }
 
 /** Validates raw values (keys without namespace) and fills defaults. */
-export function parseStackConfig(raw: Record<string, unknown>, region: string | undefined, source: string): StackConfig {
+export function parseStackConfig(
+  raw: Record<string, unknown>,
+  region: string | undefined,
+  source: string,
+): StackConfig {
   const values: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(raw)) if (v !== undefined) values[k] = decode(v);
   const problems: string[] = [];
@@ -171,9 +263,13 @@ export function parseStackConfig(raw: Record<string, unknown>, region: string | 
   if (!region) problems.push("openstack:region is required (hint: UK1 for London, BHS5 for Beauharnois)");
   for (const [i, c] of ((Array.isArray(values.adminCidrs) ? values.adminCidrs : []) as unknown[]).entries()) {
     if (typeof c !== "string" || !ipaddr.isValidCIDR(c)) {
-      problems.push(`${PROJECT}:adminCidrs item ${i} "${String(c)}" is not a CIDR (hint: e.g. 198.51.100.7/32)`);
+      problems.push(
+        `${PROJECT}:adminCidrs item ${i} "${String(c)}" is not a CIDR (hint: e.g. 198.51.100.7/32)`,
+      );
     } else if (ipaddr.parseCIDR(c)[1] === 0) {
-      problems.push(`${PROJECT}:adminCidrs item ${i} "${c}" opens SSH to the whole Internet (hint: list your admin networks)`);
+      problems.push(
+        `${PROJECT}:adminCidrs item ${i} "${c}" opens SSH to the whole Internet (hint: list your admin networks)`,
+      );
     }
   }
   if (problems.length) throw new ConfigError(source, problems);
@@ -192,25 +288,40 @@ export function serviceFqdn(cfg: StackConfig): string {
 export const CONFIG_KEYS = Object.keys(SCHEMA.properties);
 
 /** Reads Pulumi.<stack>.yaml without the Pulumi CLI (for `npm run render`); secrets are not needed there. */
-export function readStackFile(root: string, stack: string): { raw: Record<string, unknown>; region?: string; file: string } {
+export function readStackFile(
+  root: string,
+  stack: string,
+): { raw: Record<string, unknown>; region?: string; file: string } {
   const file = path.join(root, `Pulumi.${stack}.yaml`);
-  if (!fs.existsSync(file)) throw new ConfigError(`Pulumi.${stack}.yaml`, [`no such stack file (hint: stacks are ${listStacks(root).join(", ")})`]);
+  if (!fs.existsSync(file))
+    throw new ConfigError(`Pulumi.${stack}.yaml`, [
+      `no such stack file (hint: stacks are ${listStacks(root).join(", ")})`,
+    ]);
   const doc = YAML.parse(fs.readFileSync(file, "utf8")) as { config?: Record<string, unknown> } | null;
   const config = doc?.config ?? {};
   const raw: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config)) {
-    if (k.startsWith(`${PROJECT}:`) && !(SECRET_KEYS as readonly string[]).includes(k)) raw[k.slice(PROJECT.length + 1)] = v;
+    if (k.startsWith(`${PROJECT}:`) && !(SECRET_KEYS as readonly string[]).includes(k))
+      raw[k.slice(PROJECT.length + 1)] = v;
   }
-  const region = typeof config["openstack:region"] === "string" ? (config["openstack:region"] as string) : undefined;
+  const region =
+    typeof config["openstack:region"] === "string" ? (config["openstack:region"] as string) : undefined;
   return { raw, region, file: path.basename(file) };
 }
 
 export function listStacks(root: string): string[] {
-  return fs.readdirSync(root).map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1]).filter((s): s is string => !!s).sort();
+  return fs
+    .readdirSync(root)
+    .map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1])
+    .filter((s): s is string => !!s)
+    .sort();
 }
 
 /** Reads and validates this stack's configuration through Pulumi (pulumi up / preview / mocks). */
-export function configFromPulumi(pulumiConfig: (ns?: string) => { get(key: string): string | undefined }, stack: string): StackConfig {
+export function configFromPulumi(
+  pulumiConfig: (ns?: string) => { get(key: string): string | undefined },
+  stack: string,
+): StackConfig {
   const project = pulumiConfig();
   const raw: Record<string, unknown> = {};
   for (const key of CONFIG_KEYS) raw[key] = project.get(key);

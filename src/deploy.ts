@@ -13,7 +13,8 @@ const EOF_MARK = "HEADER_REWRITE_EOF";
 
 /** Embeds a file as a quoted here-document, so it stays readable in `pulumi preview` diffs. */
 function heredoc(target: string, content: string): string {
-  if (content.split("\n").includes(EOF_MARK)) throw new Error(`${target}: a line equal to ${EOF_MARK} cannot be embedded`);
+  if (content.split("\n").includes(EOF_MARK))
+    throw new Error(`${target}: a line equal to ${EOF_MARK} cannot be embedded`);
   const body = content.endsWith("\n") ? content : content + "\n";
   return `cat > ${target} <<'${EOF_MARK}'\n${body}${EOF_MARK}\n`;
 }
@@ -56,24 +57,37 @@ export interface DnsOvhCredentials {
 export function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
   if (cfg.acmeChallenge === "dns-01" && !dns) {
-    throw new Error("header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 (hint: see README, \"Certificates\")");
+    throw new Error(
+      'header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 (hint: see README, "Certificates")',
+    );
   }
-  const challenge = cfg.acmeChallenge === "http-01"
-    ? "--standalone --preferred-challenges http"
-    : "--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini --dns-ovh-propagation-seconds 60";
-  const credentials = dns && cfg.acmeChallenge === "dns-01"
-    ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${heredoc("/etc/letsencrypt/ovh.ini", [
-      `dns_ovh_endpoint = ${dns.endpoint}`, `dns_ovh_application_key = ${dns.applicationKey}`,
-      `dns_ovh_application_secret = ${dns.applicationSecret}`, `dns_ovh_consumer_key = ${dns.consumerKey}`].join("\n"))})\n`
-    : "";
+  const challenge =
+    cfg.acmeChallenge === "http-01"
+      ? "--standalone --preferred-challenges http"
+      : "--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini --dns-ovh-propagation-seconds 60";
+  const credentials =
+    dns && cfg.acmeChallenge === "dns-01"
+      ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${heredoc(
+          "/etc/letsencrypt/ovh.ini",
+          [
+            `dns_ovh_endpoint = ${dns.endpoint}`,
+            `dns_ovh_application_key = ${dns.applicationKey}`,
+            `dns_ovh_application_secret = ${dns.applicationSecret}`,
+            `dns_ovh_consumer_key = ${dns.consumerKey}`,
+          ].join("\n"),
+        )})\n`
+      : "";
   return `#!/bin/bash
 # header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
 set -euo pipefail
 ${credentials}mkdir -p /etc/letsencrypt/renewal-hooks/deploy
-${heredoc("/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix", `#!/bin/sh
+${heredoc(
+  "/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix",
+  `#!/bin/sh
 # Reload Postfix after a renewal so it serves the new certificate; queued mail is untouched.
 if postfix status >/dev/null 2>&1; then postfix reload; fi
-`)}chmod 755 /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix
+`,
+)}chmod 755 /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix
 certbot certonly --non-interactive --agree-tos --email ${shq(cfg.acmeEmail)} \\
   --server ${shq(cfg.acmeServer)} --cert-name ${shq(node.fqdn)} ${names.map((n) => `-d ${shq(n)}`).join(" ")} \\
   --key-type ecdsa --keep-until-expiring ${challenge}
@@ -88,7 +102,9 @@ echo "certificate for ${names.join(", ")} is in place"
  */
 export function clientCertificatesScript(certs: Record<string, string>): string {
   const ids = Object.keys(certs).sort();
-  const writes = ids.map((id) => `${heredoc(`"$DIR/.${id}.pem.new"`, certs[id])}install_cert ${shq(id)}\n`).join("");
+  const writes = ids
+    .map((id) => `${heredoc(`"$DIR/.${id}.pem.new"`, certs[id])}install_cert ${shq(id)}\n`)
+    .join("");
   return `#!/bin/bash
 # header-rewrite: per-tenant client certificates (${ids.length ? ids.join(", ") : "none: every tenant gets the node certificate"}).
 set -euo pipefail
@@ -122,8 +138,13 @@ function sample<T>(items: T[], n: number): T[] {
 
 /** Key/value rows of a rendered Postfix table (comments and blank lines dropped). */
 export function tableRows(text: string): [string, string][] {
-  return text.split("\n").filter((l) => l && !l.startsWith("#"))
-    .map((l) => { const m = /^(\S+)\s+(.*)$/.exec(l)!; return [m[1], m[2]] as [string, string]; });
+  return text
+    .split("\n")
+    .filter((l) => l && !l.startsWith("#"))
+    .map((l) => {
+      const m = /^(\S+)\s+(.*)$/.exec(l)!;
+      return [m[1], m[2]] as [string, string];
+    });
 }
 
 /**
@@ -136,14 +157,18 @@ export function deployPostfixScript(node: NodeIdentity, files: Record<string, st
   const hash = bundleHash(files);
   const names = Object.keys(files).sort();
   const writes = names.map((n) => heredoc(`"$STAGE/${n}"`, files[n])).join("");
-  const probes = INDEXED_MAPS.filter((m) => files[m] !== undefined).map((m) => {
-    const rows = tableRows(files[m]);
-    const picked = sample(rows, PROBES_PER_MAP);
-    const keys = picked.map(([k]) => k).join("\n");
-    const want = picked.map(([k, v]) => `${k} ${v}`).join("\n");
-    return `check_map ${m} ${rows.length} <<'${EOF_MARK}'\n${keys}\n${EOF_MARK}\n` +
-      `[ "$(tr '\\t' ' ' < "$STAGE/.probe.${m}")" = ${shq(want)} ] || fail "${m}: staged lookups differ from the rendered map: $(diff <(printf '%s\\n' ${shq(want)}) <(tr '\\t' ' ' < "$STAGE/.probe.${m}") | head -5)"\n`;
-  }).join("");
+  const probes = INDEXED_MAPS.filter((m) => files[m] !== undefined)
+    .map((m) => {
+      const rows = tableRows(files[m]);
+      const picked = sample(rows, PROBES_PER_MAP);
+      const keys = picked.map(([k]) => k).join("\n");
+      const want = picked.map(([k, v]) => `${k} ${v}`).join("\n");
+      return (
+        `check_map ${m} ${rows.length} <<'${EOF_MARK}'\n${keys}\n${EOF_MARK}\n` +
+        `[ "$(tr '\\t' ' ' < "$STAGE/.probe.${m}")" = ${shq(want)} ] || fail "${m}: staged lookups differ from the rendered map: $(diff <(printf '%s\\n' ${shq(want)}) <(tr '\\t' ' ' < "$STAGE/.probe.${m}") | head -5)"\n`
+      );
+    })
+    .join("");
   const tls = tlsPaths(node.fqdn);
   return `#!/bin/bash
 # header-rewrite: staged, atomic Postfix deploy for ${node.fqdn}
@@ -165,8 +190,16 @@ command -v postmap >/dev/null || fail "Postfix is not installed (apt-get install
 for f in ${shq(tls.keyFile)} ${shq(tls.chainFile)}; do
   [ -s "$f" ] || fail "TLS file $f is missing: the certificate step must succeed first"
 done
-${files["master.cf"] ? [...files["master.cf"].matchAll(/smtp_tls_chain_files=(\S+)/g)].map((m) =>
-    `[ -s ${shq(m[1])} ] || fail "client certificate ${m[1]} is missing: the client-certificates step must succeed first"\n`).join("") : ""}
+${
+  files["master.cf"]
+    ? [...files["master.cf"].matchAll(/smtp_tls_chain_files=(\S+)/g)]
+        .map(
+          (m) =>
+            `[ -s ${shq(m[1])} ] || fail "client certificate ${m[1]} is missing: the client-certificates step must succeed first"\n`,
+        )
+        .join("")
+    : ""
+}
 mkdir -p "$RELEASES"
 STAGE=$(mktemp -d "$RELEASES/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -254,8 +287,11 @@ export interface NodeSecrets {
 export const STEP_ORDER = ["cloud-init", "certificate", "client-certificates", "postfix"] as const;
 
 /** Everything a node is pushed after boot, in order; used by the Pulumi program and the sandbox. */
-export function nodeSteps(ctx: RenderContext, overlay: (files: Record<string, string>) => Record<string, string> = (f) => f,
-  secrets: NodeSecrets = {}): NodeSteps {
+export function nodeSteps(
+  ctx: RenderContext,
+  overlay: (files: Record<string, string>) => Record<string, string> = (f) => f,
+  secrets: NodeSecrets = {},
+): NodeSteps {
   // The overlay hook exists for the local sandbox only (sandbox/overlay.ts); production passes none.
   const certs = secrets.clientCertificates ?? {};
   const postfixFiles = overlay(renderPostfix({ ...ctx, clientCertTenants: Object.keys(certs).sort() }));

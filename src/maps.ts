@@ -131,7 +131,13 @@ export function logicalLines(text: string, file: string, report: Report): MapLin
   const flush = () => {
     if (!current) return;
     const m = /^(\S+)(\s+)?([\s\S]*)$/.exec(current.text.trimEnd())!;
-    out.push({ file, line: current.start, key: m[1], value: m[3].replace(/\s+/g, " ").trim(), valueCol: m[1].length + (m[2]?.length ?? 0) + 1 });
+    out.push({
+      file,
+      line: current.start,
+      key: m[1],
+      value: m[3].replace(/\s+/g, " ").trim(),
+      valueCol: m[1].length + (m[2]?.length ?? 0) + 1,
+    });
     current = undefined;
   };
   text.split("\n").forEach((raw, i) => {
@@ -139,8 +145,12 @@ export function logicalLines(text: string, file: string, report: Report): MapLin
     if (/^\s*(#|$)/.test(line)) return; // comment or blank: does not end a logical line in Postfix either
     if (/^\s/.test(line)) {
       if (!current) {
-        report.error({ file, line: i + 1 }, 1, "continuation line (starts with whitespace) without a preceding entry",
-          "remove the leading whitespace or join it to the entry above");
+        report.error(
+          { file, line: i + 1 },
+          1,
+          "continuation line (starts with whitespace) without a preceding entry",
+          "remove the leading whitespace or join it to the entry above",
+        );
       } else {
         current.text += " " + line.trim();
       }
@@ -180,7 +190,8 @@ function domainHint(d: string): string {
 function addressProblem(a: string, allowDomainOnly: boolean): string | undefined {
   const s = splitAddress(a);
   if (!s) return "is not an address";
-  if (s.local === "") return allowDomainOnly ? (isDomain(s.domain) ? undefined : "has an invalid domain") : "has no local part";
+  if (s.local === "")
+    return allowDomainOnly ? (isDomain(s.domain) ? undefined : "has an invalid domain") : "has no local part";
   if (s.local.length > 64) return "has a local part longer than 64 characters";
   if (!LOCAL_PART.test(s.local)) return "has a local part that is not a plain dot-atom";
   return isDomain(s.domain) ? undefined : "has an invalid domain";
@@ -192,45 +203,88 @@ function parseTranslations(lines: MapLine[], r: Report): Translation[] {
     const from = l.key.toLowerCase();
     const to = l.value.toLowerCase();
     if (from.startsWith('"')) {
-      r.error(l, 1, "quoted local parts (\"a b\"@old.example) are not supported", "tenants send from plain addresses; write user@old.example");
+      r.error(
+        l,
+        1,
+        'quoted local parts ("a b"@old.example) are not supported',
+        "tenants send from plain addresses; write user@old.example",
+      );
       continue;
     }
     if (!from.includes("@")) {
       if (isDomain(from)) {
-        r.error(l, 1, `"${l.key}" is looked up as a local user name, not as a domain, and never matches a sender`,
-          `write "@${from}" to rewrite every address of that domain`);
+        r.error(
+          l,
+          1,
+          `"${l.key}" is looked up as a local user name, not as a domain, and never matches a sender`,
+          `write "@${from}" to rewrite every address of that domain`,
+        );
       } else {
-        r.error(l, 1, `"${l.key}" is a local user name; this relay has no local users`, `write the full address, e.g. "${from}@old.example"`);
+        r.error(
+          l,
+          1,
+          `"${l.key}" is a local user name; this relay has no local users`,
+          `write the full address, e.g. "${from}@old.example"`,
+        );
       }
       continue;
     }
     const keyProblem = addressProblem(from, true);
     if (keyProblem) {
-      r.error(l, 1, `key "${l.key}" ${keyProblem}`, from.startsWith("@") ? domainHint(from.slice(1)) : "write user@old.example or @old.example");
+      r.error(
+        l,
+        1,
+        `key "${l.key}" ${keyProblem}`,
+        from.startsWith("@") ? domainHint(from.slice(1)) : "write user@old.example or @old.example",
+      );
       continue;
     }
     if (!to) {
-      r.error(l, l.valueCol, `"${l.key}" has no replacement`, `write "${l.key} @new.example" or "${l.key} user@new.example"`);
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.key}" has no replacement`,
+        `write "${l.key} @new.example" or "${l.key} user@new.example"`,
+      );
       continue;
     }
     if (/\s/.test(to)) {
-      r.error(l, l.valueCol, `expected exactly one replacement address after "${l.key}", found "${l.value}"`, "one address per line; a comment must start its own line with #");
+      r.error(
+        l,
+        l.valueCol,
+        `expected exactly one replacement address after "${l.key}", found "${l.value}"`,
+        "one address per line; a comment must start its own line with #",
+      );
       continue;
     }
     const f = splitAddress(from)!;
     const valueProblem = addressProblem(to, true);
     if (valueProblem) {
-      r.error(l, l.valueCol, `replacement "${l.value}" ${valueProblem}`, "write @new.example (keeps the local part) or user@new.example");
+      r.error(
+        l,
+        l.valueCol,
+        `replacement "${l.value}" ${valueProblem}`,
+        "write @new.example (keeps the local part) or user@new.example",
+      );
       continue;
     }
     const t = splitAddress(to)!;
     if (f.local === "" && t.local !== "") {
-      r.error(l, l.valueCol, `the domain key "${l.key}" maps to one address "${l.value}": every sender of ${f.domain} would become ${to}`,
-        `write "@${f.domain} @${t.domain}" to keep local parts, or list addresses one by one`);
+      r.error(
+        l,
+        l.valueCol,
+        `the domain key "${l.key}" maps to one address "${l.value}": every sender of ${f.domain} would become ${to}`,
+        `write "@${f.domain} @${t.domain}" to keep local parts, or list addresses one by one`,
+      );
       continue;
     }
     if (f.local !== "" && t.local === "") {
-      r.error(l, l.valueCol, `the address key "${l.key}" maps to a bare domain "${l.value}"`, `write the full new address, e.g. "${f.local}${to}"`);
+      r.error(
+        l,
+        l.valueCol,
+        `the address key "${l.key}" maps to a bare domain "${l.value}"`,
+        `write the full new address, e.g. "${f.local}${to}"`,
+      );
       continue;
     }
     const kind: TranslationKind = from === to ? "exception" : f.local === "" ? "domain" : "address";
@@ -247,28 +301,59 @@ function parseAllowedSenders(lines: MapLine[], r: Report): AllowedSender[] {
   for (const l of lines) {
     const key = l.key.toLowerCase();
     if (key.startsWith("@")) {
-      r.error(l, 1, `"${l.key}" is not an access(5) key and never matches`, `write the bare domain "${key.slice(1)}" to allow every sender of that domain`);
+      r.error(
+        l,
+        1,
+        `"${l.key}" is not an access(5) key and never matches`,
+        `write the bare domain "${key.slice(1)}" to allow every sender of that domain`,
+      );
       continue;
     }
     if (key !== "<>") {
       const s = splitAddress(key);
       const bad = s
-        ? s.domain === "" ? (LOCAL_PART.test(s.local) ? undefined : "has a local part that is not a plain dot-atom") : addressProblem(key, false)
-        : isDomain(key.replace(/^\./, "")) ? undefined : "is not a domain, an address, user@ or <>";
+        ? s.domain === ""
+          ? LOCAL_PART.test(s.local)
+            ? undefined
+            : "has a local part that is not a plain dot-atom"
+          : addressProblem(key, false)
+        : isDomain(key.replace(/^\./, ""))
+          ? undefined
+          : "is not a domain, an address, user@ or <>";
       if (bad) {
-        r.error(l, 1, `key "${l.key}" ${bad}`, "use old.example, .old.example (subdomains), user@old.example, user@ or <>");
+        r.error(
+          l,
+          1,
+          `key "${l.key}" ${bad}`,
+          "use old.example, .old.example (subdomains), user@old.example, user@ or <>",
+        );
         continue;
       }
       if (s && s.domain === "") {
-        r.warn(l, 1, `"${l.key}" allows ${s.local} at every domain`, `write "${s.local}@old.example" unless every domain is meant`);
+        r.warn(
+          l,
+          1,
+          `"${l.key}" allows ${s.local} at every domain`,
+          `write "${s.local}@old.example" unless every domain is meant`,
+        );
       }
     }
     if (!l.value) {
-      r.error(l, l.valueCol, `"${l.key}" has no action`, "write OK to allow, or REJECT / a 5xx code with text to refuse");
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.key}" has no action`,
+        "write OK to allow, or REJECT / a 5xx code with text to refuse",
+      );
       continue;
     }
     if (!ACCESS_ACTION.test(l.value)) {
-      r.error(l, l.valueCol, `"${l.value}" is not an action this relay supports for "${l.key}"`, "write OK to allow, or REJECT / a 5xx code with text to refuse");
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.value}" is not an action this relay supports for "${l.key}"`,
+        "write OK to allow, or REJECT / a 5xx code with text to refuse",
+      );
       continue;
     }
     out.push({ file: l.file, line: l.line, key, action: /^ok$/i.test(l.value) ? "OK" : l.value });
@@ -280,7 +365,10 @@ const NEXTHOP = /^(\[)?([^\]\[:]+)(\])?(?::(\d+))?$/;
 
 /** A stable short id for a tenant next hop, used for transport names and file names. */
 export function tenantId(host: string): string {
-  return host.replace(/\.mail\.protection\.outlook\.com$/, "").replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
+  return host
+    .replace(/\.mail\.protection\.outlook\.com$/, "")
+    .replace(/[^a-z0-9]+/g, "_")
+    .replace(/^_|_$/g, "");
 }
 
 function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]; tenants: Tenant[] } {
@@ -290,29 +378,53 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
     const key = l.key.toLowerCase();
     if (key !== "<>") {
       if (!key.includes("@")) {
-        r.error(l, 1, `"${l.key}" is never looked up by sender_dependent_relayhost_maps`, `write "@${key}" for the whole domain`);
+        r.error(
+          l,
+          1,
+          `"${l.key}" is never looked up by sender_dependent_relayhost_maps`,
+          `write "@${key}" for the whole domain`,
+        );
         continue;
       }
       const bad = addressProblem(key, true);
       if (bad) {
-        r.error(l, 1, `key "${l.key}" ${bad}`, "key by the NEW sender after rewriting: @new.example or user@new.example");
+        r.error(
+          l,
+          1,
+          `key "${l.key}" ${bad}`,
+          "key by the NEW sender after rewriting: @new.example or user@new.example",
+        );
         continue;
       }
     }
     const value = l.value.toLowerCase();
     if (!value) {
-      r.error(l, l.valueCol, `"${l.key}" has no next hop`, "write the tenant's MX host in brackets, e.g. [new-example.mail.protection.outlook.com]");
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.key}" has no next hop`,
+        "write the tenant's MX host in brackets, e.g. [new-example.mail.protection.outlook.com]",
+      );
       continue;
     }
     const m = NEXTHOP.exec(value);
     if (!m || !!m[1] !== !!m[3]) {
-      r.error(l, l.valueCol, `"${l.value}" is not a next hop`, "write [host] or [host]:port, e.g. [new-example.mail.protection.outlook.com]");
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.value}" is not a next hop`,
+        "write [host] or [host]:port, e.g. [new-example.mail.protection.outlook.com]",
+      );
       continue;
     }
     const [, open, host, , port] = m;
     if (ipaddr.isValid(host)) {
-      r.error(l, l.valueCol, `"${l.value}" is an address; verified TLS ("secure") needs a host name to check the certificate against`,
-        "write the tenant's MX host name, e.g. [new-example.mail.protection.outlook.com]");
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.value}" is an address; verified TLS ("secure") needs a host name to check the certificate against`,
+        "write the tenant's MX host name, e.g. [new-example.mail.protection.outlook.com]",
+      );
       continue;
     }
     if (!isDomain(host)) {
@@ -320,12 +432,21 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
       continue;
     }
     if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
-      r.error(l, l.valueCol, `port ${port} of "${l.value}" is out of range`, "ports are 1-65535; Exchange Online listens on 25");
+      r.error(
+        l,
+        l.valueCol,
+        `port ${port} of "${l.value}" is out of range`,
+        "ports are 1-65535; Exchange Online listens on 25",
+      );
       continue;
     }
     if (!open) {
-      r.warn(l, l.valueCol, `"${l.value}" without brackets makes Postfix look up MX records of ${host}`,
-        `write "[${host}]${port ? `:${port}` : ""}" to connect to that host directly`);
+      r.warn(
+        l,
+        l.valueCol,
+        `"${l.value}" without brackets makes Postfix look up MX records of ${host}`,
+        `write "[${host}]${port ? `:${port}` : ""}" to connect to that host directly`,
+      );
     }
     const id = tenantId(host) + (port && port !== "25" ? `_${port}` : "") + (open ? "" : "_mx");
     if (!tenants.has(value)) tenants.set(value, { id, nexthop: value, host, port: port ? Number(port) : 25 });
@@ -334,12 +455,20 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
   return { relayhosts, tenants: [...tenants.values()].sort((x, y) => x.id.localeCompare(y.id)) };
 }
 
-function parseClientRanges(lines: MapLine[], r: Report, opts: Required<Pick<ValidationOptions, "widestV4" | "widestV6">>): ClientRange[] {
+function parseClientRanges(
+  lines: MapLine[],
+  r: Report,
+  opts: Required<Pick<ValidationOptions, "widestV4" | "widestV6">>,
+): ClientRange[] {
   const out: ClientRange[] = [];
   for (const l of lines) {
     if (l.key.startsWith("!") || /^(if|endif)$/i.test(l.key)) {
-      r.error(l, 1, `"${l.key}" (negation or if/endif) is not supported: "!net" matches every client outside net`,
-        "list only the networks that may relay");
+      r.error(
+        l,
+        1,
+        `"${l.key}" (negation or if/endif) is not supported: "!net" matches every client outside net`,
+        "list only the networks that may relay",
+      );
       continue;
     }
     const text = l.key.replace(/^\[([^\]]+)\](\/\d+)?$/, "$1$2");
@@ -356,28 +485,53 @@ function parseClientRanges(lines: MapLine[], r: Report, opts: Required<Pick<Vali
       continue;
     }
     if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
-      r.error(l, 1, `"${l.key}" is an IPv4-mapped IPv6 range; Postfix sees IPv4 clients as IPv4`,
-        `write it as IPv4: ${(addr as ipaddr.IPv6).toIPv4Address().toString()}/${Math.max(0, bits - 96)}`);
+      r.error(
+        l,
+        1,
+        `"${l.key}" is an IPv4-mapped IPv6 range; Postfix sees IPv4 clients as IPv4`,
+        `write it as IPv4: ${(addr as ipaddr.IPv6).toIPv4Address().toString()}/${Math.max(0, bits - 96)}`,
+      );
       continue;
     }
     const family = addr.kind() === "ipv4" ? 4 : 6;
-    const base = (family === 4 ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(`${addr.toString()}/${bits}`);
+    const base = (family === 4 ? ipaddr.IPv4 : ipaddr.IPv6).networkAddressFromCIDR(
+      `${addr.toString()}/${bits}`,
+    );
     if (base.toString() !== addr.toString()) {
-      r.error(l, 1, `"${l.key}" has host bits set; Postfix skips this line with a warning`, `write the network address: ${base.toString()}/${bits}`);
+      r.error(
+        l,
+        1,
+        `"${l.key}" has host bits set; Postfix skips this line with a warning`,
+        `write the network address: ${base.toString()}/${bits}`,
+      );
       continue;
     }
     if (bits === 0) {
-      r.error(l, 1, `"${l.key}" lets every client on the Internet relay (open relay)`, "list only your clients' ranges, e.g. Exchange Online's published outbound ranges");
+      r.error(
+        l,
+        1,
+        `"${l.key}" lets every client on the Internet relay (open relay)`,
+        "list only your clients' ranges, e.g. Exchange Online's published outbound ranges",
+      );
       continue;
     }
     const widest = family === 4 ? opts.widestV4 : opts.widestV6;
     if (bits < widest) {
-      r.error(l, 1, `"${l.key}" is wider than /${widest}, the widest client range this project accepts for IPv${family}`,
-        `split it into the ranges your clients really use (the bound is header-rewrite:widestClientRangeV${family})`);
+      r.error(
+        l,
+        1,
+        `"${l.key}" is wider than /${widest}, the widest client range this project accepts for IPv${family}`,
+        `split it into the ranges your clients really use (the bound is header-rewrite:widestClientRangeV${family})`,
+      );
       continue;
     }
     if (!l.value) {
-      r.error(l, l.valueCol, `"${l.key}" has no result; Postfix skips a cidr line without one`, `write "${l.key} OK"`);
+      r.error(
+        l,
+        l.valueCol,
+        `"${l.key}" has no result; Postfix skips a cidr line without one`,
+        `write "${l.key} OK"`,
+      );
       continue;
     }
     out.push({ file: l.file, line: l.line, cidr: `${base.toString()}/${bits}`, family, action: l.value });
@@ -386,7 +540,12 @@ function parseClientRanges(lines: MapLine[], r: Report, opts: Required<Pick<Vali
 }
 
 /** The same key twice (Postfix keys are case-insensitive) is a mistake whichever line wins. */
-function duplicates(lines: MapLine[], normalise: (k: string) => string, r: Report, why: string): Set<MapLine> {
+function duplicates(
+  lines: MapLine[],
+  normalise: (k: string) => string,
+  r: Report,
+  why: string,
+): Set<MapLine> {
   const seen = new Map<string, MapLine>();
   const dropped = new Set<MapLine>();
   for (const l of lines) {
@@ -394,7 +553,12 @@ function duplicates(lines: MapLine[], normalise: (k: string) => string, r: Repor
     const first = seen.get(k);
     if (first) {
       const variant = first.key !== l.key ? ` (same ${why} as "${first.key}")` : "";
-      r.error(l, 1, `duplicate key "${l.key}"${variant}, first on line ${first.line}`, "keep one line per key");
+      r.error(
+        l,
+        1,
+        `duplicate key "${l.key}"${variant}, first on line ${first.line}`,
+        "keep one line per key",
+      );
       dropped.add(l);
     } else seen.set(k, l);
   }
@@ -414,40 +578,62 @@ function cidrKey(k: string): string {
 /** Cross-map rules: what Postfix would accept but what would send mail the wrong way. */
 function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): void {
   const byFrom = new Map(m.translations.map((t) => [t.from, t]));
-  const domainRewrite = new Map(m.translations.filter((t) => t.kind === "domain").map((t) => [t.fromDomain, t]));
+  const domainRewrite = new Map(
+    m.translations.filter((t) => t.kind === "domain").map((t) => [t.fromDomain, t]),
+  );
   const relayKeys = new Map(m.relayhosts.map((x) => [x.key, x]));
   const hasNexthop = (addr: string) => relayKeys.has(addr) || relayKeys.has(`@${splitAddress(addr)!.domain}`);
   /** What canonical lookup does to an address (or @domain): address key first, then @domain. */
-  const step = (addr: string): Translation | undefined => byFrom.get(addr) ?? (addr.startsWith("@") ? undefined : domainRewrite.get(splitAddress(addr)!.domain));
+  const step = (addr: string): Translation | undefined =>
+    byFrom.get(addr) ?? (addr.startsWith("@") ? undefined : domainRewrite.get(splitAddress(addr)!.domain));
   /** The address after one canonical rewrite: a domain entry keeps the local part. */
-  const rewrite = (t: Translation, addr: string) => (t.kind === "domain" && !addr.startsWith("@") ? `${splitAddress(addr)!.local}${t.to}` : t.to);
+  const rewrite = (t: Translation, addr: string) =>
+    t.kind === "domain" && !addr.startsWith("@") ? `${splitAddress(addr)!.local}${t.to}` : t.to;
 
   for (const t of m.translations) {
     if (t.kind === "exception") {
       if (!domainRewrite.has(t.fromDomain)) {
-        r.warn(t, 1, `exception "${t.from}" shadows nothing: no "@${t.fromDomain}" rewrite in ${files.translations}`,
-          "remove the line, or add the domain rewrite it is an exception to");
+        r.warn(
+          t,
+          1,
+          `exception "${t.from}" shadows nothing: no "@${t.fromDomain}" rewrite in ${files.translations}`,
+          "remove the line, or add the domain rewrite it is an exception to",
+        );
       }
     } else {
       // Postfix applies canonical maps recursively: the result is looked up again.
       const trail = [t.from, t.to];
       let addr = t.to;
-      for (let next = step(addr); next && next.kind !== "exception" && trail.length <= 11; next = step(addr)) {
+      for (
+        let next = step(addr);
+        next && next.kind !== "exception" && trail.length <= 11;
+        next = step(addr)
+      ) {
         addr = rewrite(next, addr);
         trail.push(addr);
         if (trail.slice(0, -1).includes(addr)) break;
       }
       if (trail.length > 2) {
         const cycle = trail.slice(0, -1).includes(trail[trail.length - 1]);
-        r.error(t, t.from.length + 2, cycle
-          ? `rewrite cycle: ${trail.join(" -> ")} (Postfix gives up after 10 rounds)`
-          : `rewrite chain: ${trail.join(" -> ")}; Postfix looks the result up again, so ${t.from} ends as ${addr}`,
-        cycle ? "a new address must never be rewritten back; remove one direction" : `map ${t.from} straight to its final address, or make ${t.to} an exception`);
+        r.error(
+          t,
+          t.from.length + 2,
+          cycle
+            ? `rewrite cycle: ${trail.join(" -> ")} (Postfix gives up after 10 rounds)`
+            : `rewrite chain: ${trail.join(" -> ")}; Postfix looks the result up again, so ${t.from} ends as ${addr}`,
+          cycle
+            ? "a new address must never be rewritten back; remove one direction"
+            : `map ${t.from} straight to its final address, or make ${t.to} an exception`,
+        );
       }
     }
     if (!hasNexthop(t.to)) {
-      r.error(t, t.from.length + 2, `"${t.from}" becomes "${t.to}", but ${files.relayhosts} has no next hop for it`,
-        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") to ${files.relayhosts}; without it mail goes straight to the recipient's MX`);
+      r.error(
+        t,
+        t.from.length + 2,
+        `"${t.from}" becomes "${t.to}", but ${files.relayhosts} has no next hop for it`,
+        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") to ${files.relayhosts}; without it mail goes straight to the recipient's MX`,
+      );
     }
   }
   const allowedDomains = new Set<string>();
@@ -455,8 +641,12 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
     if (s.action !== "OK") continue;
     if (s.key === "<>") {
       if (!relayKeys.has("<>")) {
-        r.error(s, 1, "the null sender <> is allowed but has no next hop",
-          `add "<> [tenant-mx-host]" to ${files.relayhosts}, or remove the line so bounces are refused (the default)`);
+        r.error(
+          s,
+          1,
+          "the null sender <> is allowed but has no next hop",
+          `add "<> [tenant-mx-host]" to ${files.relayhosts}, or remove the line so bounces are refused (the default)`,
+        );
       }
       continue;
     }
@@ -464,22 +654,35 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
     const domain = a ? a.domain : s.key;
     if (domain === "") continue; // "user@": any domain; the domain lines decide
     if (domain.startsWith(".")) {
-      r.error(s, 1, `"${s.key}" allows every subdomain of ${domain.slice(1)}, but "@${domain.slice(1)}" in ${files.translations} does not match subdomains`,
-        `list each subdomain you rewrite, e.g. "sub${domain}" with "@sub${domain} @new.example" in ${files.translations}`);
+      r.error(
+        s,
+        1,
+        `"${s.key}" allows every subdomain of ${domain.slice(1)}, but "@${domain.slice(1)}" in ${files.translations} does not match subdomains`,
+        `list each subdomain you rewrite, e.g. "sub${domain}" with "@sub${domain} @new.example" in ${files.translations}`,
+      );
       continue;
     }
     allowedDomains.add(domain);
-    const covered = a && a.local !== "" ? byFrom.has(s.key) || domainRewrite.has(domain) : domainRewrite.has(domain);
+    const covered =
+      a && a.local !== "" ? byFrom.has(s.key) || domainRewrite.has(domain) : domainRewrite.has(domain);
     if (!covered) {
-      r.error(s, 1, `allowed sender "${s.key}" has no translation in ${files.translations}; it would leave under the old name`,
-        `add "@${domain} @new-domain" to ${files.translations} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`);
+      r.error(
+        s,
+        1,
+        `allowed sender "${s.key}" has no translation in ${files.translations}; it would leave under the old name`,
+        `add "@${domain} @new-domain" to ${files.translations} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`,
+      );
     }
   }
   const allowedKeys = new Set(m.allowedSenders.filter((s) => s.action === "OK").map((s) => s.key));
   for (const t of m.translations) {
     if (t.kind !== "exception" && !allowedDomains.has(t.fromDomain) && !allowedKeys.has(t.from)) {
-      r.warn(t, 1, `"${t.from}" is rewritten but ${t.fromDomain} is not in ${files.allowedSenders}, so such mail is refused before rewriting`,
-        `add "${t.fromDomain} OK" to ${files.allowedSenders}, or remove the line`);
+      r.warn(
+        t,
+        1,
+        `"${t.from}" is rewritten but ${t.fromDomain} is not in ${files.allowedSenders}, so such mail is refused before rewriting`,
+        `add "${t.fromDomain} OK" to ${files.allowedSenders}, or remove the line`,
+      );
     }
   }
   const producedAddresses = new Set(m.translations.map((t) => t.to));
@@ -489,22 +692,41 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
     if (x.key === "<>") continue;
     const rewritten = step(x.key);
     if (rewritten && rewritten.kind !== "exception") {
-      r.error(x, 1, `"${x.key}" is an OLD sender: it is rewritten to "${rewritten.to}" before this lookup, so the line never matches`,
-        `key it by the new sender, e.g. "${rewritten.to.startsWith("@") ? rewritten.to : "@" + rewritten.toDomain}"`);
+      r.error(
+        x,
+        1,
+        `"${x.key}" is an OLD sender: it is rewritten to "${rewritten.to}" before this lookup, so the line never matches`,
+        `key it by the new sender, e.g. "${rewritten.to.startsWith("@") ? rewritten.to : "@" + rewritten.toDomain}"`,
+      );
       continue;
     }
-    const used = producedAddresses.has(x.key) || (x.key.startsWith("@") && producedDomains.has(x.key.slice(1)));
+    const used =
+      producedAddresses.has(x.key) || (x.key.startsWith("@") && producedDomains.has(x.key.slice(1)));
     if (!used) {
-      r.warn(x, 1, `no translation in ${files.translations} produces "${x.key}", so this next hop is never used`, "remove the line or add the translation that needs it");
+      r.warn(
+        x,
+        1,
+        `no translation in ${files.translations} produces "${x.key}", so this next hop is never used`,
+        "remove the line or add the translation that needs it",
+      );
     }
   }
 }
 
-export function parseMaps(texts: Record<MapKind, string>, files: Files, opts: ValidationOptions = {}): RelayMaps {
+export function parseMaps(
+  texts: Record<MapKind, string>,
+  files: Files,
+  opts: ValidationOptions = {},
+): RelayMaps {
   const r = new Report();
   const lines = (k: MapKind, norm: (s: string) => string) => {
     const ls = logicalLines(texts[k], files[k], r);
-    const dropped = duplicates(ls, norm, r, k === "clientRanges" ? "network" : "key: keys are case-insensitive");
+    const dropped = duplicates(
+      ls,
+      norm,
+      r,
+      k === "clientRanges" ? "network" : "key: keys are case-insensitive",
+    );
     return ls.filter((l) => !dropped.has(l));
   };
   const lower = (s: string) => s.toLowerCase();
@@ -512,30 +734,60 @@ export function parseMaps(texts: Record<MapKind, string>, files: Files, opts: Va
   const allowedSenders = parseAllowedSenders(lines("allowedSenders", lower), r);
   const { relayhosts, tenants } = parseRelayhosts(lines("relayhosts", lower), r);
   const clientRanges = parseClientRanges(lines("clientRanges", cidrKey), r, {
-    widestV4: opts.widestV4 ?? DEFAULT_WIDEST.v4, widestV6: opts.widestV6 ?? DEFAULT_WIDEST.v6,
+    widestV4: opts.widestV4 ?? DEFAULT_WIDEST.v4,
+    widestV6: opts.widestV6 ?? DEFAULT_WIDEST.v6,
   });
   const empty = (k: MapKind, what: string, hint: string) => {
     if (!r.problems.some((p) => p.file === files[k])) r.error({ file: files[k], line: 1 }, 1, what, hint);
   };
-  if (clientRanges.length === 0) empty("clientRanges", "no client range is allowed to relay", "list tenant A's outbound ranges, e.g. 192.0.2.0/24 OK");
-  if (translations.length === 0) empty("translations", "no translation: the relay would rewrite nothing", "add e.g. @old.example @new.example");
-  if (allowedSenders.length === 0) empty("allowedSenders", "no allowed sender: the relay would refuse everything", "add e.g. old.example OK");
-  if (relayhosts.length === 0) empty("relayhosts", "no next hop: nothing could reach a tenant", "add e.g. @new.example [new-example.mail.protection.outlook.com]");
+  if (clientRanges.length === 0)
+    empty(
+      "clientRanges",
+      "no client range is allowed to relay",
+      "list tenant A's outbound ranges, e.g. 192.0.2.0/24 OK",
+    );
+  if (translations.length === 0)
+    empty(
+      "translations",
+      "no translation: the relay would rewrite nothing",
+      "add e.g. @old.example @new.example",
+    );
+  if (allowedSenders.length === 0)
+    empty(
+      "allowedSenders",
+      "no allowed sender: the relay would refuse everything",
+      "add e.g. old.example OK",
+    );
+  if (relayhosts.length === 0)
+    empty(
+      "relayhosts",
+      "no next hop: nothing could reach a tenant",
+      "add e.g. @new.example [new-example.mail.protection.outlook.com]",
+    );
   const model = { translations, allowedSenders, relayhosts, tenants, clientRanges };
   if (r.errors === 0) crossCheck(model, files, r);
-  const sorted = [...r.problems].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
+  const sorted = [...r.problems].sort(
+    (a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col,
+  );
   if (r.errors > 0 || (opts.strict && sorted.length > 0)) {
-    throw new MapValidationError(opts.strict ? sorted.map((p) => ({ ...p, severity: "error" as const })) : sorted);
+    throw new MapValidationError(
+      opts.strict ? sorted.map((p) => ({ ...p, severity: "error" as const })) : sorted,
+    );
   }
   return { ...model, warnings: sorted };
 }
 
 /** How each map is named in messages: "maps/translate_domains", … */
 export function mapDisplayNames(displayDir = "maps"): Files {
-  return Object.fromEntries(Object.entries(MAP_FILES).map(([k, name]) => [k, `${displayDir}/${name}`])) as Files;
+  return Object.fromEntries(
+    Object.entries(MAP_FILES).map(([k, name]) => [k, `${displayDir}/${name}`]),
+  ) as Files;
 }
 
-export function readMapTexts(dir: string, displayDir = "maps"): { texts: Record<MapKind, string>; files: Files } {
+export function readMapTexts(
+  dir: string,
+  displayDir = "maps",
+): { texts: Record<MapKind, string>; files: Files } {
   const texts = {} as Record<MapKind, string>;
   const files = mapDisplayNames(displayDir);
   const problems: Problem[] = [];
@@ -544,8 +796,14 @@ export function readMapTexts(dir: string, displayDir = "maps"): { texts: Record<
       texts[k] = fs.readFileSync(path.join(dir, name), "utf8");
     } catch {
       texts[k] = "";
-      problems.push({ file: files[k], line: 1, col: 1, severity: "error", message: "map file is missing",
-        hint: `create ${files[k]} in Postfix table syntax (see README, "Maps")` });
+      problems.push({
+        file: files[k],
+        line: 1,
+        col: 1,
+        severity: "error",
+        message: "map file is missing",
+        hint: `create ${files[k]} in Postfix table syntax (see README, "Maps")`,
+      });
     }
   }
   if (problems.length) throw new MapValidationError(problems);

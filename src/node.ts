@@ -26,7 +26,10 @@ export function splitFamilies(ips: string[]): { ipv4: string; ipv6: string } {
   const clean = ips.map((ip) => ip.replace(/^\[|\]$/g, ""));
   const ipv4 = clean.find((ip) => ipaddr.IPv4.isValidFourPartDecimal(ip));
   const ipv6 = clean.find((ip) => ipaddr.IPv6.isValid(ip));
-  if (!ipv4 || !ipv6) throw new Error(`Ext-Net port has no dual-stack addresses (got ${JSON.stringify(ips)}); OVH Public Cloud regions UK1 and BHS5 assign both`);
+  if (!ipv4 || !ipv6)
+    throw new Error(
+      `Ext-Net port has no dual-stack addresses (got ${JSON.stringify(ips)}); OVH Public Cloud regions UK1 and BHS5 assign both`,
+    );
   return { ipv4, ipv6: ipaddr.IPv6.parse(ipv6).toString() };
 }
 
@@ -55,19 +58,26 @@ export class RelayNode extends pulumi.ComponentResource {
     this.fqdn = node.fqdn;
 
     // The port comes first: its addresses are known before the server exists and outlive it.
-    this.port = new openstack.networking.Port(`${name}-port`, {
-      name: `header-rewrite-${name}`,
-      networkId: region.network.id,
-      securityGroupIds: [region.securityGroup.id],
-      adminStateUp: true,
-      region: cfg.region,
-    }, { ...parent, ...keep });
+    this.port = new openstack.networking.Port(
+      `${name}-port`,
+      {
+        name: `header-rewrite-${name}`,
+        networkId: region.network.id,
+        securityGroupIds: [region.securityGroup.id],
+        adminStateUp: true,
+        region: cfg.region,
+      },
+      { ...parent, ...keep },
+    );
     const families = this.port.allFixedIps.apply(splitFamilies);
     this.ipv4 = families.ipv4;
     this.ipv6 = families.ipv6;
 
     const subnet = (ipVersion: 4 | 6) =>
-      openstack.networking.getSubnetOutput({ networkId: region.network.id, ipVersion, region: cfg.region }, parent);
+      openstack.networking.getSubnetOutput(
+        { networkId: region.network.id, ipVersion, region: cfg.region },
+        parent,
+      );
     const addresses: pulumi.Output<NodeAddresses> = pulumi
       .all([families, subnet(4), subnet(6)])
       .apply(([f, s4, s6]) => ({
@@ -75,35 +85,51 @@ export class RelayNode extends pulumi.ComponentResource {
         ipv6: { address: f.ipv6, gateway: ipaddr.IPv6.parse(s6.gatewayIp).toString() },
       }));
 
-    this.server = new openstack.compute.Instance(name, {
-      name: node.fqdn,
-      imageName: cfg.image,
-      flavorName: cfg.flavor,
-      keyPair: region.keypair.name,
-      networks: [{ port: this.port.id }],
-      userData: addresses.apply((a) => renderUserData(ctx, a)),
-      region: cfg.region,
-      metadata: { project: "header-rewrite", stack, node: name },
-    }, { ...parent, ...keep, ignoreChanges: ["userData", "imageName", "imageId", "keyPair"] });
+    this.server = new openstack.compute.Instance(
+      name,
+      {
+        name: node.fqdn,
+        imageName: cfg.image,
+        flavorName: cfg.flavor,
+        keyPair: region.keypair.name,
+        networks: [{ port: this.port.id }],
+        userData: addresses.apply((a) => renderUserData(ctx, a)),
+        region: cfg.region,
+        metadata: { project: "header-rewrite", stack, node: name },
+      },
+      { ...parent, ...keep, ignoreChanges: ["userData", "imageName", "imageId", "keyPair"] },
+    );
 
     // Forward names first; OVH checks at once that a PTR resolves forward to its address.
     const record = (id: string, subdomain: string, fieldtype: "A" | "AAAA", target: pulumi.Input<string>) =>
-      new ovh.domain.ZoneRecord(id, { zone: cfg.dnsZone, subdomain, fieldtype, target, ttl: cfg.dnsTtl }, parent);
+      new ovh.domain.ZoneRecord(
+        id,
+        { zone: cfg.dnsZone, subdomain, fieldtype, target, ttl: cfg.dnsTtl },
+        parent,
+      );
     const a = record(`${name}-a`, name, "A", this.ipv4);
     const aaaa = record(`${name}-aaaa`, name, "AAAA", this.ipv6);
     this.records = [
-      a, aaaa,
+      a,
+      aaaa,
       record(`${name}-service-a`, cfg.serviceName, "A", this.ipv4),
       record(`${name}-service-aaaa`, cfg.serviceName, "AAAA", this.ipv6),
     ];
     const reverse = (id: string, ip: pulumi.Output<string>, bits: number, forward: ovh.domain.ZoneRecord) =>
-      new ovh.ip.Reverse(id, {
-        ip: pulumi.interpolate`${ip}/${bits}`,
-        ReverseIp: ip,
-        ReverseValue: `${node.fqdn}.`,
-        readinessTimeoutDuration: "5m",
-      }, { ...parent, dependsOn: [forward] });
-    this.reverses = [reverse(`${name}-ptr4`, this.ipv4, 32, a), reverse(`${name}-ptr6`, this.ipv6, 128, aaaa)];
+      new ovh.ip.Reverse(
+        id,
+        {
+          ip: pulumi.interpolate`${ip}/${bits}`,
+          ReverseIp: ip,
+          ReverseValue: `${node.fqdn}.`,
+          readinessTimeoutDuration: "5m",
+        },
+        { ...parent, dependsOn: [forward] },
+      );
+    this.reverses = [
+      reverse(`${name}-ptr4`, this.ipv4, 32, a),
+      reverse(`${name}-ptr6`, this.ipv6, 128, aaaa),
+    ];
 
     // Config push: every step is a script on stdin; any change of the script re-runs the step.
     const connection = {
@@ -123,15 +149,21 @@ export class RelayNode extends pulumi.ComponentResource {
     const step = (id: (typeof STEP_ORDER)[number], dependsOn: pulumi.Resource[]) => {
       const script = steps.apply((s) => s.scripts[id]);
       const stdin = secretSteps.has(id) ? script : pulumi.unsecret(script);
-      const create = pulumi.unsecret(script.apply((text) => `${RUN_AS_ROOT} # ${id} ${bundleHash({ text }).slice(0, 16)}`));
-      return new command.remote.Command(`${name}-${id}`, {
-        connection,
-        create,
-        update: create,
-        stdin,
-        // A replaced server starts empty: run the step again on the new one.
-        triggers: [this.server.id],
-      }, { ...parent, dependsOn });
+      const create = pulumi.unsecret(
+        script.apply((text) => `${RUN_AS_ROOT} # ${id} ${bundleHash({ text }).slice(0, 16)}`),
+      );
+      return new command.remote.Command(
+        `${name}-${id}`,
+        {
+          connection,
+          create,
+          update: create,
+          stdin,
+          // A replaced server starts empty: run the step again on the new one.
+          triggers: [this.server.id],
+        },
+        { ...parent, dependsOn },
+      );
     };
     this.bundleHash = pulumi.unsecret(steps.apply((s) => bundleHash(s.postfixFiles)));
     this.cloudInit = step("cloud-init", [this.server]);

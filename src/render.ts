@@ -16,7 +16,12 @@ const hbs = Handlebars.create();
 hbs.registerHelper("json", (v: unknown) => JSON.stringify(v));
 hbs.registerHelper("pad", (s: string, width: number) => s.padEnd(width));
 hbs.registerHelper("indent", (text: string, n: number) =>
-  text.replace(/\n$/, "").split("\n").map((l) => (l ? " ".repeat(n) + l : "")).join("\n"));
+  text
+    .replace(/\n$/, "")
+    .split("\n")
+    .map((l) => (l ? " ".repeat(n) + l : ""))
+    .join("\n"),
+);
 
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 function template(name: string): Handlebars.TemplateDelegate {
@@ -78,17 +83,35 @@ function table(name: string, purpose: string, source: string, rows: Row[]): stri
 }
 
 /** The operator's four maps as Postfix tables, rendered from the model (the round trip of maps/). */
-export function renderOperatorMaps(maps: RelayMaps): Record<"translate_domains" | "allowed_senders" | "per_sender_relayhosts" | "allow_relay_by_ip", string> {
+export function renderOperatorMaps(
+  maps: RelayMaps,
+): Record<"translate_domains" | "allowed_senders" | "per_sender_relayhosts" | "allow_relay_by_ip", string> {
   const src = (k: keyof typeof MAP_FILES) => `maps/${MAP_FILES[k]}`;
   return {
-    translate_domains: table("translate_domains", "sender_canonical_maps, old sender -> new sender", src("translations"),
-      maps.translations.map((t) => ({ key: t.from, value: t.to }))),
-    allowed_senders: table("allowed_senders", "check_sender_access, keyed by the sender BEFORE rewriting", src("allowedSenders"),
-      maps.allowedSenders.map((s) => ({ key: s.key, value: s.action }))),
-    per_sender_relayhosts: table("per_sender_relayhosts", "sender_dependent_relayhost_maps, keyed by the sender AFTER rewriting",
-      src("relayhosts"), maps.relayhosts.map((r) => ({ key: r.key, value: r.nexthop }))),
-    allow_relay_by_ip: table("allow_relay_by_ip", "cidr table in mynetworks: clients allowed to relay", src("clientRanges"),
-      maps.clientRanges.map((c) => ({ key: c.cidr, value: c.action }))),
+    translate_domains: table(
+      "translate_domains",
+      "sender_canonical_maps, old sender -> new sender",
+      src("translations"),
+      maps.translations.map((t) => ({ key: t.from, value: t.to })),
+    ),
+    allowed_senders: table(
+      "allowed_senders",
+      "check_sender_access, keyed by the sender BEFORE rewriting",
+      src("allowedSenders"),
+      maps.allowedSenders.map((s) => ({ key: s.key, value: s.action })),
+    ),
+    per_sender_relayhosts: table(
+      "per_sender_relayhosts",
+      "sender_dependent_relayhost_maps, keyed by the sender AFTER rewriting",
+      src("relayhosts"),
+      maps.relayhosts.map((r) => ({ key: r.key, value: r.nexthop })),
+    ),
+    allow_relay_by_ip: table(
+      "allow_relay_by_ip",
+      "cidr table in mynetworks: clients allowed to relay",
+      src("clientRanges"),
+      maps.clientRanges.map((c) => ({ key: c.cidr, value: c.action })),
+    ),
   };
 }
 
@@ -97,7 +120,8 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
   const { cfg, maps } = ctx;
   const src = (k: keyof typeof MAP_FILES) => `maps/${MAP_FILES[k]}`;
   const operator = renderOperatorMaps(maps);
-  const nullSender = maps.allowedSenders.some((s) => s.key === "<>") ? ""
+  const nullSender = maps.allowedSenders.some((s) => s.key === "<>")
+    ? ""
     : `# generated: the null sender is refused (README, "Null sender")\n${"<>".padEnd(Math.min(40, Math.max(2, ...maps.allowedSenders.map((s) => s.key.length))))} ${NULL_SENDER_REJECT}\n`;
   const withCert = new Set(ctx.clientCertTenants ?? []);
   const tenants = maps.tenants.map((t) => ({
@@ -115,7 +139,11 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
     // Stamped once per message (DATA stage) so tenant A's transport rule can skip relayed mail.
     loopGuardTable: `static:{PREPEND ${cfg.loopGuardHeader}: ${ctx.node.fqdn}}`,
     messageSizeLimit: cfg.messageSizeLimit,
-    limits: { connections: cfg.clientConnectionCountLimit, connectionRate: cfg.clientConnectionRateLimit, messageRate: cfg.clientMessageRateLimit },
+    limits: {
+      connections: cfg.clientConnectionCountLimit,
+      connectionRate: cfg.clientConnectionRateLimit,
+      messageRate: cfg.clientMessageRateLimit,
+    },
     // Local delivery (postmaster mail) must never be the smaller limit, or Postfix stops with a fatal error.
     mailboxSizeLimit: Math.max(51200000, 2 * cfg.messageSizeLimit),
     debugPeers: cfg.debugPeers.join(", "),
@@ -125,15 +153,29 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
     "master.cf": template("master.cf.hbs")(vars),
     ...operator,
     allowed_senders: operator.allowed_senders + nullSender,
-    tls_policy: table("tls_policy", "smtp_tls_policy_maps: verified TLS to every tenant next hop", src("relayhosts"),
-      maps.tenants.map((t) => ({ key: t.nexthop, value: "secure" }))),
-    tenant_transports: table("tenant_transports", "sender_dependent_default_transport_maps: each tenant's own smtp transport (client certificate, IPv4)",
-      src("relayhosts"), maps.relayhosts.map((r) => ({ key: r.key, value: tenantTransport(r.tenantId) }))),
+    tls_policy: table(
+      "tls_policy",
+      "smtp_tls_policy_maps: verified TLS to every tenant next hop",
+      src("relayhosts"),
+      maps.tenants.map((t) => ({ key: t.nexthop, value: "secure" })),
+    ),
+    tenant_transports: table(
+      "tenant_transports",
+      "sender_dependent_default_transport_maps: each tenant's own smtp transport (client certificate, IPv4)",
+      src("relayhosts"),
+      maps.relayhosts.map((r) => ({ key: r.key, value: tenantTransport(r.tenantId) })),
+    ),
   };
 }
 
 /** Maps that Postfix reads as indexed (cdb) files built with postmap; the rest are read as text. */
-export const INDEXED_MAPS = ["translate_domains", "allowed_senders", "per_sender_relayhosts", "tls_policy", "tenant_transports"] as const;
+export const INDEXED_MAPS = [
+  "translate_domains",
+  "allowed_senders",
+  "per_sender_relayhosts",
+  "tls_policy",
+  "tenant_transports",
+] as const;
 
 /** master.cf service name of a tenant's smtp transport. */
 export function tenantTransport(tenantId: string): string {
@@ -145,7 +187,15 @@ export function renderInterfaces(ctx: RenderContext, addrs: NodeAddresses): stri
 }
 
 export function nodePackages(cfg: StackConfig): string[] {
-  const pkgs = ["postfix", "postfix-cdb", "ca-certificates", "certbot", "unattended-upgrades", "swaks", "ifupdown"];
+  const pkgs = [
+    "postfix",
+    "postfix-cdb",
+    "ca-certificates",
+    "certbot",
+    "unattended-upgrades",
+    "swaks",
+    "ifupdown",
+  ];
   if (cfg.acmeChallenge === "dns-01") pkgs.push("python3-certbot-dns-ovh");
   return pkgs;
 }

@@ -18,19 +18,28 @@ const openssl = (args: string) => {
 
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-certs-"));
-  fs.writeFileSync(path.join(dir, "ext.cnf"), "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n[leaf]\nbasicConstraints=CA:FALSE\n");
+  fs.writeFileSync(
+    path.join(dir, "ext.cnf"),
+    "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n[leaf]\nbasicConstraints=CA:FALSE\n",
+  );
   const ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
   openssl(`req -x509 ${ec} -days 30 -subj /CN=root -keyout root.key -out root.pem`);
   openssl(`req ${ec} -subj /CN=int -keyout int.key -out int.csr`);
-  openssl(`x509 -req -in int.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -extensions ca -out int.pem`);
+  openssl(
+    `x509 -req -in int.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -extensions ca -out int.pem`,
+  );
   openssl(`req ${ec} -subj /CN=relay-client.example.net -keyout leaf.key -out leaf.csr`);
-  openssl(`x509 -req -in leaf.csr -CA int.pem -CAkey int.key -CAcreateserial -days 30 -extfile ext.cnf -extensions leaf -out leaf.pem`);
+  openssl(
+    `x509 -req -in leaf.csr -CA int.pem -CAkey int.key -CAcreateserial -days 30 -extfile ext.cnf -extensions leaf -out leaf.pem`,
+  );
   openssl(`req ${ec} -subj /CN=other -keyout other.key -out other.csr`);
 });
 
 describe("client certificate bundles", () => {
   it("accepts key + leaf + intermediate", () => {
-    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("int.pem"))).toEqual([]);
+    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("int.pem"))).toEqual(
+      [],
+    );
   });
   it("refuses a leaf without its intermediates, naming the Exchange Online error", () => {
     expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem"))).toEqual([
@@ -38,19 +47,26 @@ describe("client certificate bundles", () => {
     ]);
   });
   it("refuses a key that belongs to another certificate", () => {
-    expect(checkClientBundle("other_example", read("other.key") + read("leaf.pem") + read("int.pem"))[0])
-      .toContain("the private key does not belong to the first certificate");
+    expect(
+      checkClientBundle("other_example", read("other.key") + read("leaf.pem") + read("int.pem"))[0],
+    ).toContain("the private key does not belong to the first certificate");
   });
   it("refuses a chain in the wrong order", () => {
-    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("root.pem"))[0])
-      .toContain("certificate 2 did not issue certificate 1");
+    expect(
+      checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("root.pem"))[0],
+    ).toContain("certificate 2 did not issue certificate 1");
   });
   it("refuses a bundle without a key", () => {
-    expect(checkClientBundle("other_example", read("leaf.pem"))[0]).toContain("expected exactly one private key, found 0");
+    expect(checkClientBundle("other_example", read("leaf.pem"))[0]).toContain(
+      "expected exactly one private key, found 0",
+    );
   });
   it("refuses a tenant that is not in maps/per_sender_relayhosts", () => {
     const maps = loadMaps(path.join(ROOT, "maps"));
-    expect(() => checkClientCertificates({ nosuch: read("leaf.key") + read("leaf.pem") + read("int.pem") }, maps))
-      .toThrow("header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts (hint: tenants are new_example, other_example)");
+    expect(() =>
+      checkClientCertificates({ nosuch: read("leaf.key") + read("leaf.pem") + read("int.pem") }, maps),
+    ).toThrow(
+      "header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts (hint: tenants are new_example, other_example)",
+    );
   });
 });

@@ -34,7 +34,12 @@ describe("cloud-init accepts the user-data", () => {
   }
   it("and the same check rejects a broken one (the check can fail)", () => {
     const bad = path.join(out, "bad-user-data");
-    fs.writeFileSync(bad, fs.readFileSync(path.join(out, "lon1", "cloud-init", "user-data"), "utf8").replace("package_update: true", "package_update: 7"));
+    fs.writeFileSync(
+      bad,
+      fs
+        .readFileSync(path.join(out, "lon1", "cloud-init", "user-data"), "utf8")
+        .replace("package_update: true", "package_update: 7"),
+    );
     const r = run("cloud-init", ["schema", "-c", bad]);
     expect(r.status).not.toBe(0);
     expect(r.out).toMatch(/package_update/);
@@ -53,7 +58,10 @@ describe("ifupdown reads and applies the interfaces file", () => {
       expect(r.out).toContain("address: 2001:db8:20::20\n");
       expect(r.out).toContain("netmask: 128\n");
       expect(r.out).toContain("up: ip -6 route add default via 2001:db8:20::1 dev ens3\n");
-      expect(run("ifquery", ["-i", file, "--list", "-a"]).out.split("\n").filter(Boolean)).toEqual(["lo", "ens3"]);
+      expect(run("ifquery", ["-i", file, "--list", "-a"]).out.split("\n").filter(Boolean)).toEqual([
+        "lo",
+        "ens3",
+      ]);
     });
   }
 

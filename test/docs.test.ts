@@ -11,9 +11,15 @@ describe("README", () => {
   it("documents every config key, and marks exactly the secrets as secret", () => {
     const rows = readme.split("\n").filter((l) => l.startsWith("| `"));
     const row = (key: string) => rows.find((r) => r.split("|")[1].includes(`\`${key}\``));
-    for (const key of [...CONFIG_KEYS.map((k) => `${PROJECT}:${k}`), ...SECRET_KEYS, ...PROVIDER_KEYS.required]) {
+    for (const key of [
+      ...CONFIG_KEYS.map((k) => `${PROJECT}:${k}`),
+      ...SECRET_KEYS,
+      ...PROVIDER_KEYS.required,
+    ]) {
       expect(row(key), `README config table row for ${key}`).toBeTruthy();
-      const secret = (SECRET_KEYS as readonly string[]).includes(key) || (PROVIDER_KEYS.secret as readonly string[]).includes(key);
+      const secret =
+        (SECRET_KEYS as readonly string[]).includes(key) ||
+        (PROVIDER_KEYS.secret as readonly string[]).includes(key);
       expect(row(key)!.split("|")[2].includes("yes"), `${key} secret column`).toBe(secret);
     }
   });

@@ -6,14 +6,24 @@ import * as os from "node:os";
 import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { MAP_FILES, type MapKind, MapValidationError, type RelayMaps, mapDisplayNames, parseMaps } from "../src/maps";
+import {
+  MAP_FILES,
+  type MapKind,
+  MapValidationError,
+  type RelayMaps,
+  mapDisplayNames,
+  parseMaps,
+} from "../src/maps";
 import { renderOperatorMaps } from "../src/render";
 import { BASELINE, listCases, readCase, report } from "./helpers/cases";
 import { ROOT } from "./helpers/stack";
 
 const FILES = mapDisplayNames();
 const byName = (texts: Record<string, string>) =>
-  Object.fromEntries(Object.entries(MAP_FILES).map(([k, n]) => [k, texts[n] ?? BASELINE[n]])) as Record<MapKind, string>;
+  Object.fromEntries(Object.entries(MAP_FILES).map(([k, n]) => [k, texts[n] ?? BASELINE[n]])) as Record<
+    MapKind,
+    string
+  >;
 
 describe("bad maps corpus (test/fixtures/bad-maps)", () => {
   const cases = listCases();
@@ -28,7 +38,11 @@ describe("bad maps corpus (test/fixtures/bad-maps)", () => {
 });
 
 describe("npm run validate", () => {
-  const cli = (...args: string[]) => spawnSync("npx", ["tsx", path.join(ROOT, "scripts", "validate.ts"), ...args], { cwd: ROOT, encoding: "utf8" });
+  const cli = (...args: string[]) =>
+    spawnSync("npx", ["tsx", path.join(ROOT, "scripts", "validate.ts"), ...args], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
   const dirWith = (texts: Record<string, string>) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-maps-"));
     for (const n of Object.values(MAP_FILES)) fs.writeFileSync(path.join(dir, n), texts[n] ?? BASELINE[n]);
@@ -62,35 +76,44 @@ describe("npm run validate", () => {
 // overrides and exceptions, each new domain with its own tenant, a few client ranges.
 const label = fc.stringMatching(/^[a-z][a-z0-9]{0,6}$/);
 const local = fc.stringMatching(/^[a-z][a-z0-9._-]{0,8}[a-z0-9]$/).filter((s) => !/\.\./.test(s));
-const wellFormed = fc.record({
-  old: fc.uniqueArray(label, { minLength: 1, maxLength: 5 }),
-  fresh: fc.uniqueArray(label, { minLength: 1, maxLength: 3 }),
-  overrides: fc.array(fc.tuple(local, local, fc.nat(), fc.nat(), fc.boolean()), { maxLength: 6 }),
-  ranges: fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 16, max: 32 })), { minLength: 1, maxLength: 4, selector: (t) => t[0] }),
-  spacing: fc.constantFrom(" ", "\t", "   "),
-}).map(({ old, fresh, overrides, ranges, spacing }) => {
-  const oldD = old.map((l) => `${l}.old.example`);
-  const newD = fresh.map((l) => `${l}.new.example`);
-  const t: string[] = oldD.map((d, i) => `@${d}${spacing}@${newD[i % newD.length]}`);
-  const seen = new Set<string>();
-  const relay = newD.map((d) => `@${d} [${d.split(".")[0]}-tenant.mail.protection.outlook.com]`);
-  for (const [a, b, i, j, exception] of overrides) {
-    const from = `${a}@${oldD[i % oldD.length]}`;
-    if (seen.has(from)) continue;
-    seen.add(from);
-    if (exception) {
-      t.push(`${from} ${from}`);
-      relay.push(`${from} [${newD[0].split(".")[0]}-tenant.mail.protection.outlook.com]`);
-    } else t.push(`${from}${spacing}${b}@${newD[j % newD.length]}`);
-  }
-  const net = (octet: number, bits: number) => `198.51.${octet}.0/24`.replace("/24", `/${Math.max(24, bits)}`).replace(/\.0\/(\d+)$/, (_, p) => `.0/${p}`);
-  return {
-    translate_domains: `# generated\n${t.join("\n")}\n`,
-    allowed_senders: oldD.map((d) => `${d} OK`).join("\n") + "\n",
-    per_sender_relayhosts: relay.join("\n") + "\n",
-    allow_relay_by_ip: ranges.map(([o, b]) => `${net(o, b)} OK`).join("\n") + "\n",
-  };
-});
+const wellFormed = fc
+  .record({
+    old: fc.uniqueArray(label, { minLength: 1, maxLength: 5 }),
+    fresh: fc.uniqueArray(label, { minLength: 1, maxLength: 3 }),
+    overrides: fc.array(fc.tuple(local, local, fc.nat(), fc.nat(), fc.boolean()), { maxLength: 6 }),
+    ranges: fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 16, max: 32 })), {
+      minLength: 1,
+      maxLength: 4,
+      selector: (t) => t[0],
+    }),
+    spacing: fc.constantFrom(" ", "\t", "   "),
+  })
+  .map(({ old, fresh, overrides, ranges, spacing }) => {
+    const oldD = old.map((l) => `${l}.old.example`);
+    const newD = fresh.map((l) => `${l}.new.example`);
+    const t: string[] = oldD.map((d, i) => `@${d}${spacing}@${newD[i % newD.length]}`);
+    const seen = new Set<string>();
+    const relay = newD.map((d) => `@${d} [${d.split(".")[0]}-tenant.mail.protection.outlook.com]`);
+    for (const [a, b, i, j, exception] of overrides) {
+      const from = `${a}@${oldD[i % oldD.length]}`;
+      if (seen.has(from)) continue;
+      seen.add(from);
+      if (exception) {
+        t.push(`${from} ${from}`);
+        relay.push(`${from} [${newD[0].split(".")[0]}-tenant.mail.protection.outlook.com]`);
+      } else t.push(`${from}${spacing}${b}@${newD[j % newD.length]}`);
+    }
+    const net = (octet: number, bits: number) =>
+      `198.51.${octet}.0/24`
+        .replace("/24", `/${Math.max(24, bits)}`)
+        .replace(/\.0\/(\d+)$/, (_, p) => `.0/${p}`);
+    return {
+      translate_domains: `# generated\n${t.join("\n")}\n`,
+      allowed_senders: oldD.map((d) => `${d} OK`).join("\n") + "\n",
+      per_sender_relayhosts: relay.join("\n") + "\n",
+      allow_relay_by_ip: ranges.map(([o, b]) => `${net(o, b)} OK`).join("\n") + "\n",
+    };
+  });
 
 const strip = (m: RelayMaps) => ({
   translations: m.translations.map(({ kind, from, to }) => ({ kind, from, to })),
@@ -102,35 +125,79 @@ const strip = (m: RelayMaps) => ({
 
 describe("property-based", () => {
   it("well-formed maps round-trip through parse -> render -> parse", () => {
-    fc.assert(fc.property(wellFormed, (texts) => {
-      const first = parseMaps(byName(texts), FILES);
-      const again = parseMaps(byName(renderOperatorMaps(first)), FILES);
-      expect(strip(again)).toEqual(strip(first));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(wellFormed, (texts) => {
+        const first = parseMaps(byName(texts), FILES);
+        const again = parseMaps(byName(renderOperatorMaps(first)), FILES);
+        expect(strip(again)).toEqual(strip(first));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("random bytes in any map never crash the parser with anything but a validation error", () => {
     const kinds = Object.values(MAP_FILES);
-    fc.assert(fc.property(fc.constantFrom(...kinds), fc.uint8Array({ maxLength: 400 }), fc.boolean(), (name, bytes, asLatin1) => {
-      const text = Buffer.from(bytes).toString(asLatin1 ? "latin1" : "utf8");
-      try {
-        parseMaps(byName({ [name]: text }), FILES);
-      } catch (e) {
-        if (!(e instanceof MapValidationError)) throw e;
-        for (const p of e.problems) expect(p.line).toBeGreaterThanOrEqual(1);
-      }
-    }), { numRuns: 1000 });
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...kinds),
+        fc.uint8Array({ maxLength: 400 }),
+        fc.boolean(),
+        (name, bytes, asLatin1) => {
+          const text = Buffer.from(bytes).toString(asLatin1 ? "latin1" : "utf8");
+          try {
+            parseMaps(byName({ [name]: text }), FILES);
+          } catch (e) {
+            if (!(e instanceof MapValidationError)) throw e;
+            for (const p of e.problems) expect(p.line).toBeGreaterThanOrEqual(1);
+          }
+        },
+      ),
+      { numRuns: 1000 },
+    );
   });
 
   it("random map-like lines (keys, @, brackets, CIDRs) never crash either", () => {
-    const token = fc.constantFrom("@", "old.example", "@old.example", "[", "]", ":", "25", "/", "0.0.0.0/0", "::/0", "192.0.2.0/24",
-      "OK", "<>", "REJECT", " ", "\t", "\n", "#", "a", "-", ".", "\"", "!", "ceo@old.example", "[x.example]", "2001:db8::/32");
-    fc.assert(fc.property(fc.constantFrom(...Object.values(MAP_FILES)), fc.array(token, { maxLength: 60 }), (name, parts) => {
-      try {
-        parseMaps(byName({ [name]: parts.join("") }), FILES);
-      } catch (e) {
-        if (!(e instanceof MapValidationError)) throw e;
-      }
-    }), { numRuns: 2000 });
+    const token = fc.constantFrom(
+      "@",
+      "old.example",
+      "@old.example",
+      "[",
+      "]",
+      ":",
+      "25",
+      "/",
+      "0.0.0.0/0",
+      "::/0",
+      "192.0.2.0/24",
+      "OK",
+      "<>",
+      "REJECT",
+      " ",
+      "\t",
+      "\n",
+      "#",
+      "a",
+      "-",
+      ".",
+      '"',
+      "!",
+      "ceo@old.example",
+      "[x.example]",
+      "2001:db8::/32",
+    );
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...Object.values(MAP_FILES)),
+        fc.array(token, { maxLength: 60 }),
+        (name, parts) => {
+          try {
+            parseMaps(byName({ [name]: parts.join("") }), FILES);
+          } catch (e) {
+            if (!(e instanceof MapValidationError)) throw e;
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });

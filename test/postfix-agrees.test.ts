@@ -24,7 +24,10 @@ describe("the validator and Postfix agree", () => {
   const rawMaps = (texts: Record<string, string>) => {
     const all = { ...BASELINE, ...texts };
     for (const [name, text] of Object.entries(all)) {
-      const r = n.run(`cat > /etc/postfix/${name} && { [ ${name} = allow_relay_by_ip ] || postmap cdb:/etc/postfix/${name}; }`, text);
+      const r = n.run(
+        `cat > /etc/postfix/${name} && { [ ${name} = allow_relay_by_ip ] || postmap cdb:/etc/postfix/${name}; }`,
+        text,
+      );
       expect(r.status, r.stderr).toBe(0);
     }
     expect(sh("postfix reload").status).toBe(0);
@@ -33,13 +36,22 @@ describe("the validator and Postfix agree", () => {
     expect(verdict.length, "the validator objects to this input").toBeGreaterThan(0);
     return verdict;
   };
-  const send = (from: string) => sh(`swaks --server 127.0.0.1 --tls --helo client.example --from '${from}' --to rcpt@partner.example --header 'From: ${from}' 2>&1`);
+  const send = (from: string) =>
+    sh(
+      `swaks --server 127.0.0.1 --tls --helo client.example --from '${from}' --to rcpt@partner.example --header 'From: ${from}' 2>&1`,
+    );
   const queued = async (r: { stdout: string }) => {
     const id = /queued as (\w+)/.exec(r.stdout)?.[1];
     expect(id, r.stdout).toBeTruthy();
     for (let i = 0; i < 100; i++) {
-      const e = sh("postqueue -j").stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l)).find((x) => x.queue_id === id);
-      if (e?.recipients?.[0]?.delay_reason) return e as { sender: string; recipients: { delay_reason: string }[] };
+      const e = sh("postqueue -j")
+        .stdout.trim()
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l))
+        .find((x) => x.queue_id === id);
+      if (e?.recipients?.[0]?.delay_reason)
+        return e as { sender: string; recipients: { delay_reason: string }[] };
       await new Promise((res) => setTimeout(res, 100));
     }
     throw new Error(`message ${id} not deferred yet`);
@@ -48,37 +60,45 @@ describe("the validator and Postfix agree", () => {
 
   beforeAll(async () => {
     n = await NodeNamespace.start(node.fqdn);
-    const files = overlayPostfixFiles(renderPostfix({ stack: "lon", cfg, maps: loadMaps(path.join(ROOT, "maps")), node }));
+    const files = overlayPostfixFiles(
+      renderPostfix({ stack: "lon", cfg, maps: loadMaps(path.join(ROOT, "maps")), node }),
+    );
     const r = n.run("bash -s", deployPostfixScript(node, files));
     expect(r.status, r.stderr).toBe(0);
   });
   afterAll(() => n?.stop());
 
-  it("access(5): \"@old.example\" never matches, so its senders are refused", () => {
+  it('access(5): "@old.example" never matches, so its senders are refused', () => {
     const v = rawMaps({ allowed_senders: "@old.example OK\n" });
     expect(refused(send("bob@old.example"))).toBe(true);
     console.log(`Postfix refuses bob@old.example; validator: ${v[0]}`);
   });
 
-  it("access(5): \"old.example\" does not allow sub.old.example here (parent_domain_matches_subdomains)", () => {
+  it('access(5): "old.example" does not allow sub.old.example here (parent_domain_matches_subdomains)', () => {
     rawMaps({ allowed_senders: "old.example OK\nuser@ OK\n" }); // warning-only input: user@ at any domain
     expect(refused(send("bob@sub.old.example"))).toBe(true);
-    expect(refused(send("user@elsewhere.example")), "user@ allows user at every domain, as the warning says").toBe(false);
+    expect(
+      refused(send("user@elsewhere.example")),
+      "user@ allows user at every domain, as the warning says",
+    ).toBe(false);
   });
 
-  it("canonical(5): a bare \"old.example\" key is a local user name and rewrites nothing", async () => {
+  it('canonical(5): a bare "old.example" key is a local user name and rewrites nothing', async () => {
     rawMaps({ translate_domains: "old.example new.example\n" });
     expect((await queued(send("bob@old.example"))).sender).toBe("bob@old.example");
   });
 
-  it("canonical(5): \"@old.example\" does not match subdomains", async () => {
+  it('canonical(5): "@old.example" does not match subdomains', async () => {
     rawMaps({ allowed_senders: "old.example OK\n.old.example OK\n" });
     expect((await queued(send("bob@sub.old.example"))).sender).toBe("bob@sub.old.example");
   });
 
   it("canonical(5): results are rewritten again, so a chain ends at its last link", async () => {
-    rawMaps({ translate_domains: "@old.example @new.example\n@new.example @newer.example\n",
-      per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n@newer.example [newer-example.mail.protection.outlook.com]\n" });
+    rawMaps({
+      translate_domains: "@old.example @new.example\n@new.example @newer.example\n",
+      per_sender_relayhosts:
+        "@new.example [new-example.mail.protection.outlook.com]\n@newer.example [newer-example.mail.protection.outlook.com]\n",
+    });
     expect((await queued(send("bob@old.example"))).sender).toBe("bob@newer.example");
   });
 
@@ -95,7 +115,7 @@ describe("the validator and Postfix agree", () => {
     expect((await queued(send("bob@old.example"))).recipients[0].delay_reason).toMatch(/type=MX/);
   });
 
-  it("cidr: host bits and missing results make Postfix skip the line; \"!net\" and /0 match everyone else", () => {
+  it('cidr: host bits and missing results make Postfix skip the line; "!net" and /0 match everyone else', () => {
     const q = (table: string, ip: string) => {
       n.run(`cat > /tmp/t.cidr`, table);
       const r = sh(`postmap -q ${ip} cidr:/tmp/t.cidr 2>&1; echo rc=$?`);
@@ -118,6 +138,8 @@ describe("the validator and Postfix agree", () => {
     const text = "@old.example @new.example\n@OLD.example @other.example\n";
     n.run("cat > /tmp/dup", text);
     expect(sh("postmap cdb:/tmp/dup 2>&1").stdout).toContain('duplicate entry: "@old.example"');
-    expect(report({ name: "raw", maps: { [MAP_FILES.translations]: text }, expected: [] })[0]).toContain("duplicate key");
+    expect(report({ name: "raw", maps: { [MAP_FILES.translations]: text }, expected: [] })[0]).toContain(
+      "duplicate key",
+    );
   });
 });

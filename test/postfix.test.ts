@@ -25,7 +25,8 @@ describe("rendered config on a real Postfix node (lon1)", () => {
   let n: NodeNamespace;
   const sh = (cmd: string, input?: string): Result => n.run(cmd, input);
   const deploy = (files: Record<string, string>) => sh("bash -s", deployPostfixScript(node, files));
-  const explain = (r: Result) => `exit ${r.status}\n${r.stdout}\n${r.stderr}\n--- postfix log ---\n${n.log().split("\n").slice(-30).join("\n")}`;
+  const explain = (r: Result) =>
+    `exit ${r.status}\n${r.stdout}\n${r.stderr}\n--- postfix log ---\n${n.log().split("\n").slice(-30).join("\n")}`;
   const swaks = (args: string) => sh(`swaks --server 127.0.0.1 --tls --helo client.example ${args} 2>&1`);
   const live = () => sh("readlink /etc/postfix").stdout.trim();
 
@@ -67,17 +68,26 @@ describe("rendered config on a real Postfix node (lon1)", () => {
       expect(q(key, map), `${key} in ${map}`).toBe(want);
       console.log(`lookup ${key} in ${map} -> ${want}`);
     }
-    expect(sh("postmap -q 198.51.100.1 cidr:/etc/postfix/allow_relay_by_ip").status, "outside range not listed").toBe(1);
+    expect(
+      sh("postmap -q 198.51.100.1 cidr:/etc/postfix/allow_relay_by_ip").status,
+      "outside range not listed",
+    ).toBe(1);
   });
 
   it("a relayed message leaves with the new sender, rewritten headers, the loop guard, toward tenant B", async () => {
-    const r = swaks("--from bob@old.example --to carol@partner.example --header 'From: Bob Example <bob@OLD.example>' --header 'Reply-To: bob@old.example' --header 'Cc: dave@old.example'");
+    const r = swaks(
+      "--from bob@old.example --to carol@partner.example --header 'From: Bob Example <bob@OLD.example>' --header 'Reply-To: bob@old.example' --header 'Cc: dave@old.example'",
+    );
     expect(r.status, explain(r)).toBe(0);
     const id = /250 2\.0\.0 Ok: queued as (\w+)/.exec(r.stdout)?.[1];
     expect(id, r.stdout).toBeTruthy();
     let entry: any;
     for (let i = 0; i < 100; i++) {
-      const lines = sh("postqueue -j").stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+      const lines = sh("postqueue -j")
+        .stdout.trim()
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
       entry = lines.find((e) => e.queue_id === id);
       if (entry?.recipients?.[0]?.delay_reason) break;
       await new Promise((res) => setTimeout(res, 100));
@@ -90,7 +100,9 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     expect(headers).toMatch(/^Reply-To: bob@new\.example$/m);
     expect(headers).toMatch(/^Cc: dave@old\.example$/m);
     expect(headers).toMatch(/^X-Header-Rewrite-Relayed: lon1\.example\.net$/m);
-    console.log(`queued ${id}: sender ${entry.sender}, next hop in: ${entry.recipients[0].delay_reason.slice(0, 90)}`);
+    console.log(
+      `queued ${id}: sender ${entry.sender}, next hop in: ${entry.recipients[0].delay_reason.slice(0, 90)}`,
+    );
   });
 
   it("refuses a sender that is not allow-listed, a subdomain of an allowed domain, and the null sender", () => {
@@ -104,7 +116,9 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     };
     expect(refusal("eve@elsewhere.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
     expect(refusal("bob@sub.old.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
-    expect(refusal("<>")).toMatch(/^550 5\.7\.1 <>: Sender address rejected: Null sender \(bounce or auto-reply\) is not relayed/);
+    expect(refusal("<>")).toMatch(
+      /^550 5\.7\.1 <>: Sender address rejected: Null sender \(bounce or auto-reply\) is not relayed/,
+    );
   });
 
   it("a broken deploy fails with Postfix's message and the old config stays live and relaying", () => {
@@ -134,7 +148,9 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     const r = deploy(bundle(edited));
     expect(r.status, explain(r)).toBe(0);
     expect(live()).not.toBe(before);
-    expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe("robert@new.example");
+    expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe(
+      "robert@new.example",
+    );
     expect(sh("postfix status").status).toBe(0);
     for (let i = 0; i < 5; i++) {
       await new Promise((res) => setTimeout(res, 1100));

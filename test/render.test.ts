@@ -48,7 +48,9 @@ describe("render", () => {
 
   it("main.cf for lon1 matches the reviewed golden file", () => {
     const golden = fs.readFileSync(path.join(ROOT, "test", "golden", "lon1.main.cf"), "utf8");
-    expect(renderPostfix(ctx)["main.cf"], "update test/golden/lon1.main.cf after reviewing the diff").toBe(golden);
+    expect(renderPostfix(ctx)["main.cf"], "update test/golden/lon1.main.cf after reviewing the diff").toBe(
+      golden,
+    );
   });
 
   it("main.cf fixes every seed mistake", () => {
@@ -69,7 +71,8 @@ describe("render", () => {
     expect(main).not.toMatch(/^debug_peer/m);
     expect(main).not.toContain("static:all");
     expect(main).toContain("PREPEND X-Header-Rewrite-Relayed: lon1.example.net");
-    for (const m of main.matchAll(/(cdb|cidr):(\S+)/g)) expect(m[2].startsWith("${config_directory}/")).toBe(true);
+    for (const m of main.matchAll(/(cdb|cidr):(\S+)/g))
+      expect(m[2].startsWith("${config_directory}/")).toBe(true);
   });
 
   it("debug peer logging appears only when configured", () => {
@@ -107,15 +110,23 @@ describe("stack configuration errors name the file, the key and the fix", () => 
   it("missing key", () => {
     const { nodes: _n, ...rest } = base.raw;
     expect(attempt(rest)).toContain("Pulumi.lon.yaml: invalid stack configuration");
-    expect(attempt(rest)).toContain("header-rewrite:nodes is required (hint: pulumi config set header-rewrite:nodes");
+    expect(attempt(rest)).toContain(
+      "header-rewrite:nodes is required (hint: pulumi config set header-rewrite:nodes",
+    );
   });
   it("misspelt key", () => {
     expect(attempt({ ...base.raw, node: ["x"] })).toContain("header-rewrite:node is not a known key");
   });
   it("wrong type and bad values", () => {
-    expect(attempt({ ...base.raw, messageSizeLimit: "999999999999" })).toContain("header-rewrite:messageSizeLimit must be <= 157286400");
-    expect(attempt({ ...base.raw, adminCidrs: '["0.0.0.0/0"]' })).toContain("opens SSH to the whole Internet");
-    expect(attempt({ ...base.raw, adminCidrs: '["198.51.100.300/32"]' })).toContain('adminCidrs item 0 "198.51.100.300/32" is not a CIDR');
+    expect(attempt({ ...base.raw, messageSizeLimit: "999999999999" })).toContain(
+      "header-rewrite:messageSizeLimit must be <= 157286400",
+    );
+    expect(attempt({ ...base.raw, adminCidrs: '["0.0.0.0/0"]' })).toContain(
+      "opens SSH to the whole Internet",
+    );
+    expect(attempt({ ...base.raw, adminCidrs: '["198.51.100.300/32"]' })).toContain(
+      'adminCidrs item 0 "198.51.100.300/32" is not a CIDR',
+    );
   });
   it("missing region", () => {
     expect(attempt(base.raw, "")).toContain("openstack:region is required");
@@ -125,13 +136,26 @@ describe("stack configuration errors name the file, the key and the fix", () => 
 describe("map errors stop everything with file:line", () => {
   it("reports a bad key form with its line", () => {
     try {
-      parseMaps({ translations: "@old.example @new.example\n", allowedSenders: "# c\n\n@old.example OK\n",
-        relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n", clientRanges: "192.0.2.0/24 OK\n" },
-      { translations: "maps/translate_domains", allowedSenders: "maps/allowed_senders", relayhosts: "maps/per_sender_relayhosts", clientRanges: "maps/allow_relay_by_ip" });
+      parseMaps(
+        {
+          translations: "@old.example @new.example\n",
+          allowedSenders: "# c\n\n@old.example OK\n",
+          relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
+          clientRanges: "192.0.2.0/24 OK\n",
+        },
+        {
+          translations: "maps/translate_domains",
+          allowedSenders: "maps/allowed_senders",
+          relayhosts: "maps/per_sender_relayhosts",
+          clientRanges: "maps/allow_relay_by_ip",
+        },
+      );
       throw new Error("expected MapValidationError");
     } catch (e) {
       expect(e).toBeInstanceOf(MapValidationError);
-      expect((e as Error).message).toContain('maps/allowed_senders:3:1: error: "@old.example" is not an access(5) key and never matches (hint: write the bare domain "old.example"');
+      expect((e as Error).message).toContain(
+        'maps/allowed_senders:3:1: error: "@old.example" is not an access(5) key and never matches (hint: write the bare domain "old.example"',
+      );
     }
   });
 });
@@ -140,20 +164,34 @@ describe("firewall", () => {
   it("opens TCP 80 only for the http-01 challenge", async () => {
     const { firewallRules } = await import("../src/cloud");
     expect(firewallRules(cfg, maps).filter((r) => r.port === 80)).toHaveLength(2);
-    expect(firewallRules({ ...cfg, acmeChallenge: "dns-01" }, maps).filter((r) => r.port === 80)).toHaveLength(0);
+    expect(
+      firewallRules({ ...cfg, acmeChallenge: "dns-01" }, maps).filter((r) => r.port === 80),
+    ).toHaveLength(0);
   });
 });
 
 describe("npm run render", () => {
   it("writes every node's files and explains a wrong stack name", () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "hr-cli-"));
-    const ok = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "bhs", "--out", out], { cwd: ROOT, encoding: "utf8" });
+    const ok = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "bhs", "--out", out], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toContain("PLACEHOLDERS");
-    for (const f of ["postfix/main.cf", "postfix/translate_domains", "cloud-init/user-data", "network/interfaces", "deploy/3-postfix.sh"]) {
+    for (const f of [
+      "postfix/main.cf",
+      "postfix/translate_domains",
+      "cloud-init/user-data",
+      "network/interfaces",
+      "deploy/3-postfix.sh",
+    ]) {
       expect(fs.existsSync(path.join(out, "bhs1", f)), f).toBe(true);
     }
-    const bad = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "paris", "--out", out], { cwd: ROOT, encoding: "utf8" });
+    const bad = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "paris", "--out", out], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain("Pulumi.paris.yaml: invalid stack configuration");
     expect(bad.stderr).toContain("stacks are bhs, lon");
@@ -161,7 +199,12 @@ describe("npm run render", () => {
 });
 
 describe("certificate step", () => {
-  const dns = { endpoint: "ovh-eu", applicationKey: "ak", applicationSecret: "as-secret", consumerKey: "ck-secret" };
+  const dns = {
+    endpoint: "ovh-eu",
+    applicationKey: "ak",
+    applicationSecret: "as-secret",
+    consumerKey: "ck-secret",
+  };
   it("http-01 runs certbot standalone for the node name and writes no API credentials", async () => {
     const { certificateScript } = await import("../src/deploy");
     const script = certificateScript(cfg, ctx.node, dns);
@@ -175,8 +218,12 @@ describe("certificate step", () => {
     const script = certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node, dns);
     expect(script).toContain("-d 'lon1.example.net' -d 'relay.example.net'");
     expect(script).toContain("--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini");
-    expect(script).toMatch(/\(umask 077; cat > \/etc\/letsencrypt\/ovh\.ini <<'HEADER_REWRITE_EOF'\ndns_ovh_endpoint = ovh-eu\n/);
+    expect(script).toMatch(
+      /\(umask 077; cat > \/etc\/letsencrypt\/ovh\.ini <<'HEADER_REWRITE_EOF'\ndns_ovh_endpoint = ovh-eu\n/,
+    );
     expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-    expect(() => certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node)).toThrow("header-rewrite:acmeDnsOvhCredentials is required");
+    expect(() => certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node)).toThrow(
+      "header-rewrite:acmeDnsOvhCredentials is required",
+    );
   });
 });

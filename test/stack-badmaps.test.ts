@@ -16,10 +16,18 @@ it("refuses bad maps with file:line messages and registers nothing", async () =>
   fs.appendFileSync(path.join(copy, "maps", "allowed_senders"), "@legacy.example OK\n");
   fs.appendFileSync(path.join(copy, "maps", "allow_relay_by_ip"), "0.0.0.0/0 OK\n");
   const registered: string[] = [];
-  await pulumi.runtime.setMocks({
-    newResource: (a) => { registered.push(`${a.type}:${a.name}`); return { id: `${a.name}-id`, state: a.inputs }; },
-    call: () => ({}),
-  }, "header-rewrite", "lon", false);
+  await pulumi.runtime.setMocks(
+    {
+      newResource: (a) => {
+        registered.push(`${a.type}:${a.name}`);
+        return { id: `${a.name}-id`, state: a.inputs };
+      },
+      call: () => ({}),
+    },
+    "header-rewrite",
+    "lon",
+    false,
+  );
   const f = fixture("lon");
   pulumi.runtime.setAllConfig(f.config, f.secretKeys);
   let error: Error | undefined;
@@ -29,8 +37,12 @@ it("refuses bad maps with file:line messages and registers nothing", async () =>
     error = e as Error;
   }
   expect(error?.message).toContain("maps/ has 2 error(s); nothing was deployed:");
-  expect(error?.message).toContain('maps/allow_relay_by_ip:5:1: error: "0.0.0.0/0" lets every client on the Internet relay (open relay)');
-  expect(error?.message).toContain('maps/allowed_senders:7:1: error: "@legacy.example" is not an access(5) key and never matches');
+  expect(error?.message).toContain(
+    'maps/allow_relay_by_ip:5:1: error: "0.0.0.0/0" lets every client on the Internet relay (open relay)',
+  );
+  expect(error?.message).toContain(
+    'maps/allowed_senders:7:1: error: "@legacy.example" is not an access(5) key and never matches',
+  );
   await new Promise((r) => setTimeout(r, 200));
   expect(registered).toEqual([]);
   console.log(error?.message);

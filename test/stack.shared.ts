@@ -36,7 +36,8 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
 
     it("fixture holds every value of the stack file and a fake for every secret", () => {
       const f = fixture(stack);
-      const file = YAML.parse(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")).config as Record<string, unknown>;
+      const file = YAML.parse(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8"))
+        .config as Record<string, unknown>;
       for (const [k, v] of Object.entries(file)) {
         expect(f.config[k], `fixture value for ${k}`).toBe(typeof v === "string" ? v : JSON.stringify(v));
       }
@@ -47,7 +48,10 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
       }
       for (const k of PROVIDER_KEYS.required) expect(Object.keys(f.config), `provider key ${k}`).toContain(k);
       for (const k of Object.keys(f.config).filter((k) => k.startsWith(`${PROJECT}:`))) {
-        expect([...CONFIG_KEYS.map((c) => `${PROJECT}:${c}`), ...SECRET_KEYS], `${k} is a key the program reads`).toContain(k);
+        expect(
+          [...CONFIG_KEYS.map((c) => `${PROJECT}:${c}`), ...SECRET_KEYS],
+          `${k} is a key the program reads`,
+        ).toContain(k);
       }
     });
 
@@ -61,8 +65,11 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
 
     it("opens TCP 25 only to allow-listed clients, 22 to admins, 80 for http-01, and ICMP in both families", () => {
       const rules = run.byType(T.rule).map((r) => r.inputs);
-      const tcp = (port: number) => rules.filter((r) => r.protocol === "tcp" && r.portRangeMin === port && r.portRangeMax === port)
-        .map((r) => `${r.ethertype} ${r.remoteIpPrefix}`).sort();
+      const tcp = (port: number) =>
+        rules
+          .filter((r) => r.protocol === "tcp" && r.portRangeMin === port && r.portRangeMax === port)
+          .map((r) => `${r.ethertype} ${r.remoteIpPrefix}`)
+          .sort();
       expect(tcp(25)).toEqual(maps.clientRanges.map((c) => `IPv${c.family} ${c.cidr}`).sort());
       const admin = JSON.parse(fixture(stack).config[`${PROJECT}:adminCidrs`]) as string[];
       expect(tcp(22)).toEqual(admin.map((c) => `${c.includes(":") ? "IPv6" : "IPv4"} ${c}`).sort());
@@ -108,16 +115,26 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
       });
 
       it(`${name}: A and AAAA for the node and the shared name; PTRs with a trailing dot after them`, () => {
-        const records = run.byType(T.record).filter((r) => r.name.startsWith(`${name}-`)).map((r) => r.inputs);
+        const records = run
+          .byType(T.record)
+          .filter((r) => r.name.startsWith(`${name}-`))
+          .map((r) => r.inputs);
         const seen = records.map((r) => `${r.subdomain} ${r.fieldtype} ${r.target}`).sort();
-        expect(seen).toEqual([`${name} A ${ipv4}`, `${name} AAAA ${ipv6}`, `relay A ${ipv4}`, `relay AAAA ${ipv6}`].sort());
+        expect(seen).toEqual(
+          [`${name} A ${ipv4}`, `${name} AAAA ${ipv6}`, `relay A ${ipv4}`, `relay AAAA ${ipv6}`].sort(),
+        );
         for (const r of records) {
           expect(r.zone).toBe("example.net");
           expect(r.ttl).toBe(300);
         }
         const ptr4 = run.one(T.reverse, `${name}-ptr4`);
         const ptr6 = run.one(T.reverse, `${name}-ptr6`);
-        expect(ptr4.inputs).toMatchObject({ ip: `${ipv4}/32`, ReverseIp: ipv4, ReverseValue: `${fqdn}.`, readinessTimeoutDuration: "5m" });
+        expect(ptr4.inputs).toMatchObject({
+          ip: `${ipv4}/32`,
+          ReverseIp: ipv4,
+          ReverseValue: `${fqdn}.`,
+          readinessTimeoutDuration: "5m",
+        });
         expect(ptr6.inputs).toMatchObject({ ip: `${ipv6}/128`, ReverseIp: ipv6, ReverseValue: `${fqdn}.` });
         expect(ptr4.opts.dependsOn).toEqual([`${name}-a`]);
         expect(ptr6.opts.dependsOn).toEqual([`${name}-aaaa`]);
@@ -126,7 +143,12 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
 
       it(`${name}: config push runs cloud-init wait -> certificate -> client certificates -> staged Postfix deploy`, () => {
         const cmd = (id: string) => run.one(T.command, `${name}-${id}`);
-        const [wait, cert, client, postfix] = [cmd("cloud-init"), cmd("certificate"), cmd("client-certificates"), cmd("postfix")];
+        const [wait, cert, client, postfix] = [
+          cmd("cloud-init"),
+          cmd("certificate"),
+          cmd("client-certificates"),
+          cmd("postfix"),
+        ];
         expect(wait.opts.dependsOn).toEqual([name]);
         expect(cert.opts.dependsOn).toEqual([`${name}-cloud-init`, `${name}-a`, `${name}-aaaa`]);
         expect(client.opts.dependsOn).toEqual([`${name}-certificate`]);
@@ -142,17 +164,21 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
         // The Postfix bundle carries no secret and stays reviewable in `pulumi preview`.
         expect(typeof postfix.inputs.stdin).toBe("string");
         expect(postfix.inputs.stdin).toContain(`myhostname = ${fqdn}`);
-        expect(postfix.inputs.stdin).toContain("postmap -c \"$STAGE\"");
+        expect(postfix.inputs.stdin).toContain('postmap -c "$STAGE"');
         expect(postfix.inputs.stdin).toContain('mv -T "$RELEASES/.live.tmp" "$LIVE"');
         expect(unsecret(cert.inputs.stdin)).toContain(`--cert-name '${fqdn}'`);
         const certs = fixture(stack).config[`${PROJECT}:clientCertificates`];
         const tenants = certs ? Object.keys(JSON.parse(certs)) : [];
         for (const id of tenants) {
-          expect(postfix.inputs.stdin).toContain(`-o smtp_tls_chain_files=/etc/header-rewrite/client-certs/${id}.pem`);
+          expect(postfix.inputs.stdin).toContain(
+            `-o smtp_tls_chain_files=/etc/header-rewrite/client-certs/${id}.pem`,
+          );
           expect(client.inputs.stdin[SECRET_SIG], "client certificate script is a secret").toBe(SECRET_VALUE);
           expect(unsecret(client.inputs.stdin)).toContain(`"$DIR/.${id}.pem.new"`);
         }
-        console.log(`${name}: ${tenants.length ? `operator client certificate for ${tenants.join(", ")}` : "node certificate for every tenant"}`);
+        console.log(
+          `${name}: ${tenants.length ? `operator client certificate for ${tenants.join(", ")}` : "node certificate for every tenant"}`,
+        );
       });
     }
 
@@ -175,7 +201,8 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
         const { connection, stdin, ...rest } = r.inputs;
         // A secret-wrapped stdin is how secret scripts reach the engine; anything else must be clean.
         const text = JSON.stringify(stdin && stdin[SECRET_SIG] === SECRET_VALUE ? rest : { ...rest, stdin });
-        for (const s of secrets) expect(text.includes(s), `${r.type} ${r.name} must not contain a secret`).toBe(false);
+        for (const s of secrets)
+          expect(text.includes(s), `${r.type} ${r.name} must not contain a secret`).toBe(false);
         if (r.type === T.command) {
           // The whole connection reaches the engine wrapped as a secret.
           expect(connection[SECRET_SIG]).toBe(SECRET_VALUE);

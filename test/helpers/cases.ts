@@ -2,7 +2,14 @@
 // baseline) and, after "== expected", the exact report the validator must print.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { MAP_FILES, type MapKind, MapValidationError, formatProblem, mapDisplayNames, parseMaps } from "../../src/maps";
+import {
+  MAP_FILES,
+  type MapKind,
+  MapValidationError,
+  formatProblem,
+  mapDisplayNames,
+  parseMaps,
+} from "../../src/maps";
 import { ROOT } from "./stack";
 
 export const CASE_DIR = path.join(ROOT, "test", "fixtures", "bad-maps");
@@ -36,13 +43,18 @@ export function readCase(file: string): Case {
 }
 
 export function listCases(): string[] {
-  return fs.readdirSync(CASE_DIR).filter((f) => f.endsWith(".case")).sort().map((f) => path.join(CASE_DIR, f));
+  return fs
+    .readdirSync(CASE_DIR)
+    .filter((f) => f.endsWith(".case"))
+    .sort()
+    .map((f) => path.join(CASE_DIR, f));
 }
 
 /** Runs the validator on a case; returns every line it reports (errors and warnings). */
 export function report(c: Case): string[] {
   const texts = {} as Record<MapKind, string>;
-  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) texts[k] = c.maps[name] ?? BASELINE[name];
+  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][])
+    texts[k] = c.maps[name] ?? BASELINE[name];
   try {
     return parseMaps(texts, mapDisplayNames()).warnings.map(formatProblem);
   } catch (e) {

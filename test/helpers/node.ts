@@ -13,11 +13,18 @@ export interface Result {
 }
 
 export class NodeNamespace {
-  private constructor(readonly fqdn: string, readonly work: string, private proc: ChildProcess, readonly pid: number) {}
+  private constructor(
+    readonly fqdn: string,
+    readonly work: string,
+    private proc: ChildProcess,
+    readonly pid: number,
+  ) {}
 
   static async start(fqdn: string): Promise<NodeNamespace> {
     const work = fs.mkdtempSync(path.join(os.tmpdir(), `hr-node-${fqdn.split(".")[0]}-`));
-    const proc = spawn(path.join(ROOT, "test", "harness", "node-ns.sh"), [work, fqdn, "sleep", "infinity"], { stdio: ["ignore", "ignore", "pipe"] });
+    const proc = spawn(path.join(ROOT, "test", "harness", "node-ns.sh"), [work, fqdn, "sleep", "infinity"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     let stderr = "";
     proc.stderr!.on("data", (d) => (stderr += d));
     for (let i = 0; i < 100; i++) {
@@ -35,9 +42,15 @@ export class NodeNamespace {
 
   /** Runs a bash command inside the node (all of its namespaces). */
   run(command: string, input?: string): Result {
-    const r = spawnSync("nsenter", ["-t", String(this.pid), "-m", "-n", "-u", "-p", "--", "bash", "-c", command], {
-      input, encoding: "utf8", maxBuffer: 64 * 1024 * 1024,
-    });
+    const r = spawnSync(
+      "nsenter",
+      ["-t", String(this.pid), "-m", "-n", "-u", "-p", "--", "bash", "-c", command],
+      {
+        input,
+        encoding: "utf8",
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
     return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
   }
 
@@ -49,7 +62,10 @@ export class NodeNamespace {
 
   stop(): void {
     this.proc.kill("SIGKILL");
-    spawnSync("bash", ["-c", `for i in $(seq 50); do kill -0 ${this.pid} 2>/dev/null || exit 0; sleep 0.1; done`]);
+    spawnSync("bash", [
+      "-c",
+      `for i in $(seq 50); do kill -0 ${this.pid} 2>/dev/null || exit 0; sleep 0.1; done`,
+    ]);
     fs.rmSync(this.work, { recursive: true, force: true });
   }
 }

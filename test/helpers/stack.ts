@@ -38,35 +38,52 @@ export const EXT_NET = {
   v6: { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1" },
 };
 
-export async function runStack(stack: string, overrides: Record<string, string> = {}, projectDir = ROOT): Promise<StackRun> {
+export async function runStack(
+  stack: string,
+  overrides: Record<string, string> = {},
+  projectDir = ROOT,
+): Promise<StackRun> {
   const resources: Registered[] = [];
   const options = new Map<string, { opts: Registered["opts"]; resource: pulumi.Resource }>();
   const calls: StackRun["calls"] = [];
   let ports = 0;
   let lastRegistrationAt = 0;
-  await pulumi.runtime.setMocks({
-    newResource(args) {
-      const state: Record<string, any> = { ...args.inputs };
-      if (args.type === "openstack:networking/port:Port") {
-        const n = 10 + ports++;
-        state.allFixedIps = [`203.0.113.${n}`, `[2001:db8:ffff::${n.toString(16)}]`];
-      }
-      if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
-      lastRegistrationAt = performance.now();
-      resources.push({ type: args.type, name: args.name, inputs: args.inputs, order: resources.length,
-        opts: options.get(`${args.type}::${args.name}`)?.opts ?? { dependsOn: [] },
-        resource: options.get(`${args.type}::${args.name}`)?.resource });
-      return { id: `${args.name}-id`, state };
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        const state: Record<string, any> = { ...args.inputs };
+        if (args.type === "openstack:networking/port:Port") {
+          const n = 10 + ports++;
+          state.allFixedIps = [`203.0.113.${n}`, `[2001:db8:ffff::${n.toString(16)}]`];
+        }
+        if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
+        lastRegistrationAt = performance.now();
+        resources.push({
+          type: args.type,
+          name: args.name,
+          inputs: args.inputs,
+          order: resources.length,
+          opts: options.get(`${args.type}::${args.name}`)?.opts ?? { dependsOn: [] },
+          resource: options.get(`${args.type}::${args.name}`)?.resource,
+        });
+        return { id: `${args.name}-id`, state };
+      },
+      call(args) {
+        calls.push({ token: args.token, args: args.inputs });
+        if (args.token === "openstack:networking/getNetwork:getNetwork")
+          return { id: "ext-net-id", name: args.inputs.name };
+        if (args.token === "openstack:networking/getSubnet:getSubnet") {
+          return args.inputs.ipVersion === 6
+            ? { ...EXT_NET.v6, ipVersion: 6 }
+            : { ...EXT_NET.v4, ipVersion: 4 };
+        }
+        throw new Error(`unmocked invoke ${args.token}`);
+      },
     },
-    call(args) {
-      calls.push({ token: args.token, args: args.inputs });
-      if (args.token === "openstack:networking/getNetwork:getNetwork") return { id: "ext-net-id", name: args.inputs.name };
-      if (args.token === "openstack:networking/getSubnet:getSubnet") {
-        return args.inputs.ipVersion === 6 ? { ...EXT_NET.v6, ipVersion: 6 } : { ...EXT_NET.v4, ipVersion: 4 };
-      }
-      throw new Error(`unmocked invoke ${args.token}`);
-    },
-  }, "header-rewrite", stack, false);
+    "header-rewrite",
+    stack,
+    false,
+  );
   const f = fixture(stack);
   pulumi.runtime.setAllConfig({ ...f.config, ...overrides }, f.secretKeys);
   let program: Record<string, any> = {};
@@ -97,15 +114,29 @@ export async function runStack(stack: string, overrides: Record<string, string> 
   }
   const byType = (type: string) => resources.filter((r) => r.type === type);
   return {
-    resources, calls, program, byType, lastRegistrationAt,
+    resources,
+    calls,
+    program,
+    byType,
+    lastRegistrationAt,
     one(type, name) {
       const r = resources.find((x) => x.type === type && x.name === name);
-      if (!r) throw new Error(`no ${type} named ${name}; have ${resources.map((x) => `${x.type}:${x.name}`).join(", ")}`);
+      if (!r)
+        throw new Error(
+          `no ${type} named ${name}; have ${resources.map((x) => `${x.type}:${x.name}`).join(", ")}`,
+        );
       return r;
     },
   };
 }
 
 export function value<T>(o: pulumi.Output<T> | T): Promise<T> {
-  return pulumi.Output.isInstance(o) ? new Promise((r) => (o as pulumi.Output<T>).apply((v) => { r(v); return v; })) : Promise.resolve(o as T);
+  return pulumi.Output.isInstance(o)
+    ? new Promise((r) =>
+        (o as pulumi.Output<T>).apply((v) => {
+          r(v);
+          return v;
+        }),
+      )
+    : Promise.resolve(o as T);
 }

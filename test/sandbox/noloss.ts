@@ -8,12 +8,18 @@ import { editedMaps } from "../helpers/maps";
 import type { Sandbox } from "./harness";
 
 export function noLossTests(sb: Sandbox): void {
-  const logOf = (name: string) => onNode(sb.t.nodes.find((n) => n.name === name)!, "cat /var/log/postfix.log").stdout;
+  const logOf = (name: string) =>
+    onNode(
+      sb.t.nodes.find((n) => n.name === name)!,
+      "cat /var/log/postfix.log",
+    ).stdout;
 
   it("2,000 messages across both nodes while a config redeploy runs on each node: every Message-ID arrives exactly once", async () => {
     const prefix = `noloss-${Date.now()}`;
     const per = 1000;
-    const loads = sb.t.nodes.map((n) => startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 4 }));
+    const loads = sb.t.nodes.map((n) =>
+      startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 4 }),
+    );
     await new Promise((r) => setTimeout(r, 3000));
     const { stacks } = loadStacks();
     const maps = [editedMaps(), loadStacks().maps];
@@ -27,11 +33,15 @@ export function noLossTests(sb: Sandbox): void {
     const summaries = await Promise.all(loads);
     for (const s of summaries) {
       expect(s.failed, JSON.stringify(s)).toEqual([]);
-      console.log(`${s.prefix}: ${s.accepted} accepted in ${s.seconds.toFixed(1)} s (${s.perSecond.toFixed(0)}/s), ${s.retries} retries ${JSON.stringify(s.errors)}`);
+      console.log(
+        `${s.prefix}: ${s.accepted} accepted in ${s.seconds.toFixed(1)} s (${s.perSecond.toFixed(0)}/s), ${s.retries} retries ${JSON.stringify(s.errors)}`,
+      );
     }
     const counts = await waitForArrivals(sb.t, prefix, per * sb.t.nodes.length, 240_000);
     const dupes = [...counts.values()].filter((c) => c > 1).length;
-    console.log(`arrived: ${counts.size} of ${per * sb.t.nodes.length} distinct Message-IDs, ${dupes} duplicated`);
+    console.log(
+      `arrived: ${counts.size} of ${per * sb.t.nodes.length} distinct Message-IDs, ${dupes} duplicated`,
+    );
     expect(counts.size).toBe(per * sb.t.nodes.length);
     expect(dupes).toBe(0);
   }, 420_000);
@@ -42,7 +52,11 @@ export function noLossTests(sb: Sandbox): void {
     stopSink(sink);
     const before = readSink(sink.dir).length;
     const per = 25;
-    const summaries = await Promise.all(sb.t.nodes.map((n) => startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 2 })));
+    const summaries = await Promise.all(
+      sb.t.nodes.map((n) =>
+        startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 2 }),
+      ),
+    );
     for (const s of summaries) expect(s.failed).toEqual([]);
     await new Promise((r) => setTimeout(r, 60_000));
     expect(readSink(sink.dir).length).toBe(before);
@@ -57,7 +71,9 @@ export function noLossTests(sb: Sandbox): void {
     const counts = await waitForArrivals(sb.t, prefix, per * sb.t.nodes.length, 120_000);
     expect(counts.size).toBe(per * sb.t.nodes.length);
     expect([...counts.values()].every((c) => c === 1)).toBe(true);
-    console.log(`outage: ${per * sb.t.nodes.length} messages deferred for 60 s, 0 bounced, all delivered once after the sink returned`);
+    console.log(
+      `outage: ${per * sb.t.nodes.length} messages deferred for 60 s, 0 bounced, all delivered once after the sink returned`,
+    );
   }, 300_000);
 
   it("Postfix stopped during load and started again: everything accepted is delivered", async () => {
@@ -68,7 +84,9 @@ export function noLossTests(sb: Sandbox): void {
     await new Promise((r) => setTimeout(r, 1500));
     const stop = onNode(n, "postfix stop 2>&1");
     expect(stop.status, stop.stdout).toBe(0);
-    console.log(`postfix stopped on ${n.name} mid-load; queue holds ${onNode(n, "find /var/spool/postfix/{incoming,active,deferred,maildrop} -type f | wc -l").stdout.trim()} file(s)`);
+    console.log(
+      `postfix stopped on ${n.name} mid-load; queue holds ${onNode(n, "find /var/spool/postfix/{incoming,active,deferred,maildrop} -type f | wc -l").stdout.trim()} file(s)`,
+    );
     await new Promise((r) => setTimeout(r, 3000));
     const start = onNode(n, "/usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; postfix start 2>&1");
     expect(start.status, start.stdout).toBe(0);
@@ -76,7 +94,9 @@ export function noLossTests(sb: Sandbox): void {
     expect(s.failed, JSON.stringify(s)).toEqual([]);
     onNode(n, "postqueue -f");
     const counts = await waitForArrivals(sb.t, prefix, count, 180_000);
-    console.log(`${s.accepted} accepted (${s.retries} retries after the stop: ${JSON.stringify(s.errors)}); ${counts.size} delivered, ${[...counts.values()].filter((c) => c > 1).length} duplicated`);
+    console.log(
+      `${s.accepted} accepted (${s.retries} retries after the stop: ${JSON.stringify(s.errors)}); ${counts.size} delivered, ${[...counts.values()].filter((c) => c > 1).length} duplicated`,
+    );
     expect(counts.size).toBe(count);
   }, 300_000);
 }

@@ -11,7 +11,10 @@ export function relayTests(sb: Sandbox): void {
   const { send, explain } = sb;
   it("each node got its addresses and default routes from the rendered interfaces file via ifup", () => {
     for (const n of sb.t.nodes) {
-      const r = onNode(n, "ip -4 -o addr show dev ens3; ip -4 route; ip -6 -o addr show dev ens3 scope global; ip -6 route show default");
+      const r = onNode(
+        n,
+        "ip -4 -o addr show dev ens3; ip -4 route; ip -6 -o addr show dev ens3 scope global; ip -6 route show default",
+      );
       expect(r.stdout, explain(r, n)).toContain(`inet ${n.ipv4}/32`);
       expect(r.stdout).toMatch(/^default via 203\.0\.113\.1 dev ens3/m);
       expect(r.stdout).toContain(`inet6 ${n.ipv6}/128`);
@@ -24,15 +27,28 @@ export function relayTests(sb: Sandbox): void {
     const rows = [];
     for (const n of sb.t.nodes) rows.push(await probe(sb.t, n));
     console.log(table(rows));
-    for (const row of rows) expect(row.verdict, `${row.node}: ${row.detail}\n${explain(undefined, sb.t.nodes.find((n) => n.name === row.node))}`).toBe("ok");
+    for (const row of rows)
+      expect(
+        row.verdict,
+        `${row.node}: ${row.detail}\n${explain(
+          undefined,
+          sb.t.nodes.find((n) => n.name === row.node),
+        )}`,
+      ).toBe("ok");
   });
 
   it("rewrites envelope and From/Sender/Reply-To/Resent-From, keeps To/Cc and the display name, folds case", async () => {
     for (const n of sb.t.nodes) {
       const { r, id } = send(n, {
         from: "bob@Old.Example",
-        headers: ["From: \"Bob Example\" <bob@OLD.example>", "Sender: bob@old.example", "Reply-To: Bob <bob@old.example>",
-          "Resent-From: bob@old.example", "To: Rcpt <rcpt@partner.example>", "Cc: dave@old.example"],
+        headers: [
+          'From: "Bob Example" <bob@OLD.example>',
+          "Sender: bob@old.example",
+          "Reply-To: Bob <bob@old.example>",
+          "Resent-From: bob@old.example",
+          "To: Rcpt <rcpt@partner.example>",
+          "Cc: dave@old.example",
+        ],
       });
       expect(r.status, explain(r, n)).toBe(0);
       const got = await waitForMessage(sb.t, id);
@@ -47,15 +63,25 @@ export function relayTests(sb: Sandbox): void {
       expect(header(eml, "Cc")).toBe("dave@old.example");
       expect(header(eml, "X-Header-Rewrite-Relayed")).toBe(n.fqdn);
       expect(got!.sink).toBe("[new-example.mail.protection.outlook.com]");
-      console.log(`${n.name}: MAIL FROM bob@Old.Example -> ${record.mailFrom}; From ${header(eml, "From")}; Cc kept; loop guard ${n.fqdn}`);
+      console.log(
+        `${n.name}: MAIL FROM bob@Old.Example -> ${record.mailFrom}; From ${header(eml, "From")}; Cc kept; loop guard ${n.fqdn}`,
+      );
     }
   });
 
   it("an override maps to its new address, an exception stays, each domain reaches its own tenant", async () => {
     const cases = [
-      { from: "alice@old.example", out: "a.smith@new.example", sink: "[new-example.mail.protection.outlook.com]" },
+      {
+        from: "alice@old.example",
+        out: "a.smith@new.example",
+        sink: "[new-example.mail.protection.outlook.com]",
+      },
       { from: "ceo@old.example", out: "ceo@old.example", sink: "[new-example.mail.protection.outlook.com]" },
-      { from: "erin@legacy.example", out: "erin@other.example", sink: "[other-example.mail.protection.outlook.com]" },
+      {
+        from: "erin@legacy.example",
+        out: "erin@other.example",
+        sink: "[other-example.mail.protection.outlook.com]",
+      },
     ];
     for (const n of sb.t.nodes) {
       for (const c of cases) {
@@ -80,11 +106,26 @@ export function relayTests(sb: Sandbox): void {
       expect(r.stdout).toMatch(/~> RCPT TO:/);
       console.log(`${label}: ${line}`);
     };
-    expectRefused("untranslated domain x@untranslated.example", send(n, { from: "x@untranslated.example", quitAfter: "RCPT" }).r, /^554 5\.7\.1 .*Sender address rejected/);
-    expectRefused("unlisted eve@elsewhere.example", send(n, { from: "eve@elsewhere.example", quitAfter: "RCPT" }).r, /^554 5\.7\.1 .*Sender address rejected/);
-    expectRefused("null sender <>", send(n, { from: "<>", quitAfter: "RCPT" }).r, /^550 5\.7\.1 <>: Sender address rejected: Null sender/);
-    expectRefused("outsider with an allowed sender", send(n, { from: "bob@old.example", netns: sb.t.clients.outsider.netns, quitAfter: "RCPT" }).r,
-      /^554 5\.7\.1 .*Client host rejected: Access denied/);
+    expectRefused(
+      "untranslated domain x@untranslated.example",
+      send(n, { from: "x@untranslated.example", quitAfter: "RCPT" }).r,
+      /^554 5\.7\.1 .*Sender address rejected/,
+    );
+    expectRefused(
+      "unlisted eve@elsewhere.example",
+      send(n, { from: "eve@elsewhere.example", quitAfter: "RCPT" }).r,
+      /^554 5\.7\.1 .*Sender address rejected/,
+    );
+    expectRefused(
+      "null sender <>",
+      send(n, { from: "<>", quitAfter: "RCPT" }).r,
+      /^550 5\.7\.1 <>: Sender address rejected: Null sender/,
+    );
+    expectRefused(
+      "outsider with an allowed sender",
+      send(n, { from: "bob@old.example", netns: sb.t.clients.outsider.netns, quitAfter: "RCPT" }).r,
+      /^554 5\.7\.1 .*Client host rejected: Access denied/,
+    );
     const before = sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
     const { r } = send(n, { from: "bob@old.example", netns: sb.t.clients.outsider.netns });
     expect(r.status).not.toBe(0);
@@ -107,7 +148,12 @@ export function relayTests(sb: Sandbox): void {
       expect(r.status, explain(r, n)).toBe(0);
       console.log(r.stdout.trim().split("\n").pop());
     }
-    sb.t.nodes.forEach((n, i) => expect(onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(), `${n.name} master not restarted`).toBe(masters[i]));
+    sb.t.nodes.forEach((n, i) =>
+      expect(
+        onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(),
+        `${n.name} master not restarted`,
+      ).toBe(masters[i]),
+    );
     for (const n of sb.t.nodes) {
       const q = onNode(n, "postqueue -j").stdout;
       expect(q, `${n.name} keeps the message queued while the sink is down`).toContain("bob@new.example");
@@ -117,7 +163,10 @@ export function relayTests(sb: Sandbox): void {
     for (const n of sb.t.nodes) onNode(n, "postqueue -f");
     for (const id of queued) {
       const got = await waitForMessage(sb.t, id, 60_000);
-      expect(got, `queued message ${id} delivered after the sink came back\n${explain(undefined)}`).toBeTruthy();
+      expect(
+        got,
+        `queued message ${id} delivered after the sink came back\n${explain(undefined)}`,
+      ).toBeTruthy();
       expect(got!.record.mailFrom).toBe("bob@new.example"); // rewritten on arrival, before the edit
     }
     for (const n of sb.t.nodes) {
@@ -125,7 +174,9 @@ export function relayTests(sb: Sandbox): void {
       expect(r.status, explain(r, n)).toBe(0);
       const got = await waitForMessage(sb.t, id);
       expect(got!.record.mailFrom, `${n.name} uses the edited map`).toBe("robert@new.example");
-      console.log(`${n.name}: master pid unchanged, queued mail delivered, bob@old.example now -> ${got!.record.mailFrom}`);
+      console.log(
+        `${n.name}: master pid unchanged, queued mail delivered, bob@old.example now -> ${got!.record.mailFrom}`,
+      );
     }
   }, 180_000);
 
@@ -135,7 +186,10 @@ export function relayTests(sb: Sandbox): void {
     const live = onNode(n, "readlink /etc/postfix").stdout.trim();
     const ctx = nodeContext(sb.t, n, stacks, maps);
     // A typo an operator could make in templates/main.cf.hbs.
-    const r = deployNode(sb.t, n, ctx, (f) => ({ ...f, "main.cf": f["main.cf"] + "smtpd_tls_security_levle = encrypt\n" }));
+    const r = deployNode(sb.t, n, ctx, (f) => ({
+      ...f,
+      "main.cf": f["main.cf"] + "smtpd_tls_security_levle = encrypt\n",
+    }));
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain("unused parameter: smtpd_tls_security_levle=encrypt");
     expect(r.stderr).toContain("the live configuration was not changed");

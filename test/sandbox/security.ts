@@ -18,12 +18,28 @@ export function securityTests(sb: Sandbox): void {
   it("open relay: 22 classic address forms from the allowed client and the outsider; nothing reaches anyone but the sender's tenant", async () => {
     const n = sb.t.nodes[0];
     const forms = [
-      `user%partner.example@${n.fqdn}`, `user%partner.example@[${n.ipv4}]`, `"user@partner.example"@${n.fqdn}`,
-      `"user%partner.example"@${n.fqdn}`, `partner.example!user@${n.fqdn}`, "partner.example!user",
-      `@${n.fqdn}:user@partner.example`, `@${n.fqdn},@partner.example:user@relay-target.example`, `user@partner.example@${n.fqdn}`,
-      "user@partner.example.", `user@[${sb.t.trap.ipv4}]`, `user@[IPv6:${sb.t.trap.ipv6}]`, "USER@PARTNER.EXAMPLE",
-      `user@${n.fqdn.toUpperCase()}`, "user@bücher.example", "user@xn--bcher-kva.example", `${"a".repeat(300)}@partner.example`,
-      `user@${"b".repeat(70)}.example`, "user@localhost", "user@[127.0.0.1]", `user@sub.${n.fqdn}`, '"user@partner.example"',
+      `user%partner.example@${n.fqdn}`,
+      `user%partner.example@[${n.ipv4}]`,
+      `"user@partner.example"@${n.fqdn}`,
+      `"user%partner.example"@${n.fqdn}`,
+      `partner.example!user@${n.fqdn}`,
+      "partner.example!user",
+      `@${n.fqdn}:user@partner.example`,
+      `@${n.fqdn},@partner.example:user@relay-target.example`,
+      `user@partner.example@${n.fqdn}`,
+      "user@partner.example.",
+      `user@[${sb.t.trap.ipv4}]`,
+      `user@[IPv6:${sb.t.trap.ipv6}]`,
+      "USER@PARTNER.EXAMPLE",
+      `user@${n.fqdn.toUpperCase()}`,
+      "user@bücher.example",
+      "user@xn--bcher-kva.example",
+      `${"a".repeat(300)}@partner.example`,
+      `user@${"b".repeat(70)}.example`,
+      "user@localhost",
+      "user@[127.0.0.1]",
+      `user@sub.${n.fqdn}`,
+      '"user@partner.example"',
     ];
     expect(forms.length).toBeGreaterThanOrEqual(20);
     const rows: string[][] = [];
@@ -36,17 +52,27 @@ export function securityTests(sb: Sandbox): void {
       const ins = rcptReply(inside.r);
       // From tenant A a form is relayed to the sender's tenant (as any recipient is) or refused for
       // good; never a 4xx, which would make Exchange Online retry it for days.
-      expect(ins, `allowed client, RCPT TO:<${to}>\n${inside.r.stdout}\n${sb.explain(undefined, n)}`).toMatch(/^(250|5\d\d) /);
+      expect(ins, `allowed client, RCPT TO:<${to}>\n${inside.r.stdout}\n${sb.explain(undefined, n)}`).toMatch(
+        /^(250|5\d\d) /,
+      );
       rows.push([to.length > 46 ? `${to.slice(0, 43)}...` : to, ins.slice(0, 60), out.slice(0, 44)]);
     }
     // Give anything accepted time to be routed, then make sure none of it went anywhere but a tenant.
-    for (let i = 0; i < 50 && sb.t.nodes.some((x) => sb.queue(x).some((e) => e.recipients.some((rc) => !rc.delay_reason))); i++) {
+    for (
+      let i = 0;
+      i < 50 && sb.t.nodes.some((x) => sb.queue(x).some((e) => e.recipients.some((rc) => !rc.delay_reason)));
+      i++
+    ) {
       await new Promise((res) => setTimeout(res, 200));
     }
     await new Promise((res) => setTimeout(res, 2000));
     const leaked = readSink(sb.t.trap.dir);
     const w = [46, 60, 44];
-    console.log(["form (RCPT TO)", "allowed client: reply", "outsider: reply"].map((h, i) => h.padEnd(w[i])).join(" | "));
+    console.log(
+      ["form (RCPT TO)", "allowed client: reply", "outsider: reply"]
+        .map((h, i) => h.padEnd(w[i]))
+        .join(" | "),
+    );
     for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join(" | "));
     console.log(`trap (the rest of the Internet) received ${leaked.length} message(s)`);
     expect(leaked, JSON.stringify(leaked, null, 2)).toEqual([]);
@@ -55,9 +81,21 @@ export function securityTests(sb: Sandbox): void {
   it("spoofing: an allowed sender from the outsider, a foreign sender from tenant A, and a forged header From are refused", () => {
     const n = sb.t.nodes[0];
     const cases: [string, Result, RegExp][] = [
-      ["outsider sends as alice@old.example", send(n, { from: "alice@old.example", netns: sb.t.clients.outsider.netns, quitAfter: "RCPT" }).r, /^554 5\.7\.1 .*Client host rejected/],
-      ["tenant A sends as eve@elsewhere.example", send(n, { from: "eve@elsewhere.example", quitAfter: "RCPT" }).r, /^554 5\.7\.1 .*Sender address rejected/],
-      ["envelope eve@elsewhere.example, header From alice@old.example", send(n, { from: "eve@elsewhere.example", headers: ["From: alice@old.example"] }).r, /^554 5\.7\.1 .*Sender address rejected/],
+      [
+        "outsider sends as alice@old.example",
+        send(n, { from: "alice@old.example", netns: sb.t.clients.outsider.netns, quitAfter: "RCPT" }).r,
+        /^554 5\.7\.1 .*Client host rejected/,
+      ],
+      [
+        "tenant A sends as eve@elsewhere.example",
+        send(n, { from: "eve@elsewhere.example", quitAfter: "RCPT" }).r,
+        /^554 5\.7\.1 .*Sender address rejected/,
+      ],
+      [
+        "envelope eve@elsewhere.example, header From alice@old.example",
+        send(n, { from: "eve@elsewhere.example", headers: ["From: alice@old.example"] }).r,
+        /^554 5\.7\.1 .*Sender address rejected/,
+      ],
     ];
     for (const [label, r, want] of cases) {
       expect(refusal(r), `${label}\n${r.stdout}`).toMatch(want);
@@ -71,15 +109,20 @@ export function securityTests(sb: Sandbox): void {
     expect(limit).toBe(150 * 1024 * 1024);
     const before = sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
     // Declared: the client announces the size in MAIL FROM (as Exchange Online does).
-    const declared = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+    const declared = inNetns(
+      sb.t.clients.allowed.netns,
+      `python3 - <<'EOF'
 import smtplib, ssl
 s = smtplib.SMTP("${n.ipv4}", 25, local_hostname="client.example", timeout=30)
 s.starttls(context=ssl._create_unverified_context()); s.ehlo("client.example")
 print(s.mail("alice@old.example", ["SIZE=${limit + 1}"]))
-EOF`);
+EOF`,
+    );
     expect(declared.stdout).toMatch(/\(552, b'5\.3\.4 Message size exceeds fixed limit'\)/);
     // Sent: 1 MiB over the limit, streamed in full.
-    const sent = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+    const sent = inNetns(
+      sb.t.clients.allowed.netns,
+      `python3 - <<'EOF'
 import smtplib, ssl
 body = b"From: alice@old.example\\r\\nTo: rcpt@partner.example\\r\\nSubject: too big\\r\\n\\r\\n" + (b"x" * 998 + b"\\r\\n") * ((${limit} + 1048576) // 1000)
 s = smtplib.SMTP("${n.ipv4}", 25, local_hostname="client.example", timeout=120)
@@ -92,17 +135,24 @@ try:
 except smtplib.SMTPDataError as e:
     code, msg = e.smtp_code, e.smtp_error
 print(code, msg.decode())
-EOF`, undefined, 180_000);
+EOF`,
+      undefined,
+      180_000,
+    );
     expect(sent.stdout.trim(), sent.stderr).toMatch(/^552 5\.3\.4 Error: message file too big/);
     expect(sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0)).toBe(before);
-    console.log(`declared SIZE=${limit + 1}: 552 at MAIL FROM; ${((limit + 1048576) / 1048576).toFixed(0)} MiB sent: ${sent.stdout.trim()}`);
+    console.log(
+      `declared SIZE=${limit + 1}: 552 at MAIL FROM; ${((limit + 1048576) / 1048576).toFixed(0)} MiB sent: ${sent.stdout.trim()}`,
+    );
   }, 200_000);
 
   it("rate limits: connections beyond the per-client limit get 421 and the retried message is delivered", async () => {
     const n = sb.t.nodes[1] ?? sb.t.nodes[0];
     const limit = Number(onNode(n, "postconf -h smtpd_client_connection_count_limit").stdout.trim());
     // Hold `limit` connections open from tenant A's client, then try one more, then retry after release.
-    const burst = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+    const burst = inNetns(
+      sb.t.clients.allowed.netns,
+      `python3 - <<'EOF'
 import smtplib, socket, time
 held = []
 for i in range(${limit}):
@@ -118,9 +168,14 @@ except smtplib.SMTPConnectError as e:
 except smtplib.SMTPServerDisconnected as e:
     print("extra: disconnected", e)
 for s in held: s.close()
-EOF`, undefined, 60_000);
+EOF`,
+      undefined,
+      60_000,
+    );
     expect(burst.stdout, burst.stderr).toMatch(/extra: 421 4\.7\.0 .*Error: too many connections/);
-    console.log(`${limit} connections held; connection ${limit + 1}: ${burst.stdout.trim().split("\n").pop()}`);
+    console.log(
+      `${limit} connections held; connection ${limit + 1}: ${burst.stdout.trim().split("\n").pop()}`,
+    );
     // The sender's retry after the burst goes through.
     let delivered = false;
     for (let attempt = 0; attempt < 10 && !delivered; attempt++) {
@@ -138,7 +193,9 @@ EOF`, undefined, 60_000);
     const messages = Number(onNode(n, "postconf -h smtpd_client_message_rate_limit").stdout.trim());
     expect(rate).toBeGreaterThan(0);
     expect(messages).toBeGreaterThan(0);
-    const burst = inNetns(sb.t.clients.allowed.netns, `python3 - <<'EOF'
+    const burst = inNetns(
+      sb.t.clients.allowed.netns,
+      `python3 - <<'EOF'
 import socket
 replies = {}
 for i in range(${rate} + 5):
@@ -147,7 +204,10 @@ for i in range(${rate} + 5):
     replies[code] = replies.get(code, 0) + 1
     s.sendall(b"QUIT\\r\\n"); s.close()
 print(replies)
-EOF`, undefined, 120_000);
+EOF`,
+      undefined,
+      120_000,
+    );
     expect(burst.stdout, burst.stderr).toMatch(/'421': [1-9]/);
     console.log(`${rate + 5} connections in a burst (limit ${rate}/min): ${burst.stdout.trim()}`);
     const { r } = send(n, { from: "alice@old.example", quitAfter: "RCPT" });

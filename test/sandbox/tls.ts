@@ -5,7 +5,15 @@ import * as path from "node:path";
 import { expect, it } from "vitest";
 import { inNetns, onNode, readSink, waitForMessage } from "../../sandbox/lib";
 import { loadStacks, type SandboxNode, type Sink } from "../../sandbox/topology";
-import { type SinkTls, deployNode, issueLeaf, nodeContext, startSink, stopSink, waitForSink } from "../../sandbox/up";
+import {
+  type SinkTls,
+  deployNode,
+  issueLeaf,
+  nodeContext,
+  startSink,
+  stopSink,
+  waitForSink,
+} from "../../sandbox/up";
 import { type Sandbox, refusal } from "./harness";
 
 export function tlsTests(sb: Sandbox): void {
@@ -14,7 +22,12 @@ export function tlsTests(sb: Sandbox): void {
   const sinkFor = (host: string): Sink => sb.t.sinks.find((s) => s.host === host)!;
   /** openssl s_client from tenant A's client to a node's port 25 with STARTTLS. */
   const sClient = (n: SandboxNode, args: string) =>
-    inNetns(sb.t.clients.allowed.netns, `openssl s_client -starttls smtp -connect ${n.ipv4}:25 -servername ${n.fqdn} ${args} < /dev/null 2>&1`, undefined, 20_000);
+    inNetns(
+      sb.t.clients.allowed.netns,
+      `openssl s_client -starttls smtp -connect ${n.ipv4}:25 -servername ${n.fqdn} ${args} < /dev/null 2>&1`,
+      undefined,
+      20_000,
+    );
   const servedSerial = (n: SandboxNode) => {
     const r = sClient(n, "");
     const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0] ?? "";
@@ -28,13 +41,24 @@ export function tlsTests(sb: Sandbox): void {
 
   it("each node's certificate came from Pebble through the production certbot step, and the full chain verifies", () => {
     for (const n of sb.t.nodes) {
-      const live = onNode(n, `openssl x509 -in /etc/letsencrypt/live/${n.fqdn}/cert.pem -noout -issuer -subject`);
+      const live = onNode(
+        n,
+        `openssl x509 -in /etc/letsencrypt/live/${n.fqdn}/cert.pem -noout -issuer -subject`,
+      );
       expect(live.stdout).toMatch(/issuer=CN = Pebble Intermediate CA/);
       expect(live.stdout).toContain(`subject=CN = ${n.fqdn}`);
-      expect(onNode(n, "ls /etc/letsencrypt/renewal-hooks/deploy/").stdout).toContain("50-header-rewrite-postfix");
-      const r = sClient(n, `-verify_return_error -verify_hostname ${n.fqdn} -CAfile ${pebbleRoot()} -showcerts`);
+      expect(onNode(n, "ls /etc/letsencrypt/renewal-hooks/deploy/").stdout).toContain(
+        "50-header-rewrite-postfix",
+      );
+      const r = sClient(
+        n,
+        `-verify_return_error -verify_hostname ${n.fqdn} -CAfile ${pebbleRoot()} -showcerts`,
+      );
       expect(r.stdout, r.stdout).toContain("Verify return code: 0 (ok)");
-      expect((r.stdout.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length, "leaf + intermediate served").toBe(2);
+      expect(
+        (r.stdout.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length,
+        "leaf + intermediate served",
+      ).toBe(2);
       console.log(`${n.name}: served chain of 2 verifies against Pebble's root for ${n.fqdn}`);
     }
   });
@@ -73,10 +97,13 @@ export function tlsTests(sb: Sandbox): void {
       expect(rec.clientCertificate?.subject).toBe(`CN=${n.fqdn}`);
       expect(rec.clientCertificate?.issuer).toMatch(/^CN=Pebble Intermediate CA/);
       expect(rec.clientCertificate?.chainLength).toBe(2);
-      console.log(`${n.name} -> other-example over ${rec.tls?.protocol} from ${rec.clientAddress}, client cert ${rec.clientCertificate?.subject} (chain ${rec.clientCertificate?.chainLength})`);
+      console.log(
+        `${n.name} -> other-example over ${rec.tls?.protocol} from ${rec.clientAddress}, client cert ${rec.clientCertificate?.subject} (chain ${rec.clientCertificate?.chainLength})`,
+      );
     }
-    expect(fs.readFileSync(path.join(sb.t.dir, "nodes", sb.t.nodes[0].name, "log", "postfix.log"), "utf8"))
-      .toMatch(/Verified TLS connection established to other-example\.mail\.protection\.outlook\.com/);
+    expect(
+      fs.readFileSync(path.join(sb.t.dir, "nodes", sb.t.nodes[0].name, "log", "postfix.log"), "utf8"),
+    ).toMatch(/Verified TLS connection established to other-example\.mail\.protection\.outlook\.com/);
   });
 
   for (const mode of ["wrong-name", "none"] as const) {
@@ -89,12 +116,17 @@ export function tlsTests(sb: Sandbox): void {
       expect(r.status, explain(r, n)).toBe(0);
       let reason = "";
       for (let i = 0; i < 100 && !reason; i++) {
-        reason = sb.queue(n).find((e) => e.recipients.some((x) => x.delay_reason))?.recipients[0].delay_reason ?? "";
+        reason =
+          sb.queue(n).find((e) => e.recipients.some((x) => x.delay_reason))?.recipients[0].delay_reason ?? "";
         if (!reason) await new Promise((res) => setTimeout(res, 200));
       }
-      expect(reason, explain(undefined, n)).toMatch(mode === "none" ? /TLS is required, but was not offered/ : /Server certificate not verified/);
+      expect(reason, explain(undefined, n)).toMatch(
+        mode === "none" ? /TLS is required, but was not offered/ : /Server certificate not verified/,
+      );
       expect(readSink(s.dir).length, "nothing reached the sink").toBe(before);
-      expect(fs.readFileSync(path.join(sb.t.dir, "nodes", n.name, "log", "postfix.log"), "utf8")).not.toMatch(/status=bounced/);
+      expect(fs.readFileSync(path.join(sb.t.dir, "nodes", n.name, "log", "postfix.log"), "utf8")).not.toMatch(
+        /status=bounced/,
+      );
       console.log(`${mode}: deferred (${reason.slice(0, 80)})`);
       await restartSink(s, "valid");
       onNode(n, "postqueue -f");
@@ -108,28 +140,41 @@ export function tlsTests(sb: Sandbox): void {
   it("an operator-supplied client certificate for one tenant is presented to that tenant only", async () => {
     const { stacks, maps } = loadStacks();
     const dir = path.join(sb.t.dir, "pki", "operator-other_example");
-    issueLeaf(sb.t, "relay-client.example.net", ["relay-client.example.net"], dir, { intermediate: true, clientAuth: true });
-    const bundle = fs.readFileSync(path.join(dir, "privkey.pem"), "utf8") + fs.readFileSync(path.join(dir, "fullchain.pem"), "utf8");
+    issueLeaf(sb.t, "relay-client.example.net", ["relay-client.example.net"], dir, {
+      intermediate: true,
+      clientAuth: true,
+    });
+    const bundle =
+      fs.readFileSync(path.join(dir, "privkey.pem"), "utf8") +
+      fs.readFileSync(path.join(dir, "fullchain.pem"), "utf8");
     const secrets = { clientCertificates: { other_example: bundle } };
     try {
       for (const n of sb.t.nodes) {
         const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps), undefined, secrets);
         expect(r.status, explain(r, n)).toBe(0);
-        expect(onNode(n, "stat -c '%a %U' /etc/header-rewrite/client-certs/other_example.pem").stdout.trim()).toBe("600 root");
+        expect(
+          onNode(n, "stat -c '%a %U' /etc/header-rewrite/client-certs/other_example.pem").stdout.trim(),
+        ).toBe("600 root");
       }
       for (const n of sb.t.nodes) {
         const other = send(n, { from: "erin@legacy.example" });
         const fresh = send(n, { from: "alice@old.example" });
         const gotOther = await waitForMessage(sb.t, other.id);
         const gotNew = await waitForMessage(sb.t, fresh.id);
-        expect(gotOther?.record.clientCertificate, explain(other.r, n)).toMatchObject({ subject: "CN=relay-client.example.net", chainLength: 2 });
+        expect(gotOther?.record.clientCertificate, explain(other.r, n)).toMatchObject({
+          subject: "CN=relay-client.example.net",
+          chainLength: 2,
+        });
         expect(gotNew?.record.clientCertificate?.subject, explain(fresh.r, n)).toBe(`CN=${n.fqdn}`);
-        console.log(`${n.name}: other-example saw CN=relay-client.example.net (chain 2); new-example saw CN=${n.fqdn}`);
+        console.log(
+          `${n.name}: other-example saw CN=relay-client.example.net (chain 2); new-example saw CN=${n.fqdn}`,
+        );
       }
     } finally {
       for (const n of sb.t.nodes) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
     }
-    for (const n of sb.t.nodes) expect(onNode(n, "ls /etc/header-rewrite/client-certs/").stdout.trim()).toBe("");
+    for (const n of sb.t.nodes)
+      expect(onNode(n, "ls /etc/header-rewrite/client-certs/").stdout.trim()).toBe("");
   });
 
   it("certbot renew --force-renewal: the hook reloads Postfix, the new certificate is served, nothing restarts or is lost", async () => {
@@ -137,10 +182,17 @@ export function tlsTests(sb: Sandbox): void {
     const serialBefore = servedSerial(n);
     const master = onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim();
     const first = send(n, { from: "alice@old.example" });
-    const renew = onNode(n, "certbot renew --force-renewal --no-random-sleep-on-renew 2>&1", undefined, 120_000);
+    const renew = onNode(
+      n,
+      "certbot renew --force-renewal --no-random-sleep-on-renew 2>&1",
+      undefined,
+      120_000,
+    );
     expect(renew.status, renew.stdout).toBe(0);
     expect(renew.stdout).toContain("all renewals succeeded");
-    expect(onNode(n, "cat /var/log/letsencrypt/letsencrypt.log").stdout).toMatch(/Running deploy-hook command: \/etc\/letsencrypt\/renewal-hooks\/deploy\/50-header-rewrite-postfix/);
+    expect(onNode(n, "cat /var/log/letsencrypt/letsencrypt.log").stdout).toMatch(
+      /Running deploy-hook command: \/etc\/letsencrypt\/renewal-hooks\/deploy\/50-header-rewrite-postfix/,
+    );
     let serialAfter = serialBefore;
     for (let i = 0; i < 50 && serialAfter === serialBefore; i++) {
       await new Promise((res) => setTimeout(res, 200));
@@ -148,9 +200,14 @@ export function tlsTests(sb: Sandbox): void {
     }
     expect(serialAfter).toMatch(/^serial=/);
     expect(serialAfter).not.toBe(serialBefore);
-    expect(onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(), "Postfix master not restarted").toBe(master);
+    expect(
+      onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(),
+      "Postfix master not restarted",
+    ).toBe(master);
     const second = send(n, { from: "alice@old.example" });
     for (const m of [first, second]) expect(await waitForMessage(sb.t, m.id), explain(m.r, n)).toBeTruthy();
-    console.log(`${n.name}: ${serialBefore} -> ${serialAfter} served after renewal; master pid ${master} unchanged; both messages delivered`);
+    console.log(
+      `${n.name}: ${serialBefore} -> ${serialAfter} served after renewal; master pid ${master} unchanged; both messages delivered`,
+    );
   });
 }

@@ -1,8 +1,8 @@
 // header-rewrite: maps/ + stack config → validate → render → deploy scripts → cloud resources.
-import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { configFromPulumi, serviceFqdn } from "./src/config";
 import { loadMaps } from "./src/maps";
+import { MAPS_DIR } from "./src/project";
 import { createRegion } from "./src/cloud";
 import { RelayNode } from "./src/node";
 import type { DnsOvhCredentials } from "./src/deploy";
@@ -11,7 +11,7 @@ const stack = pulumi.getStack();
 
 // 1. Validate everything before a single resource is registered.
 const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack);
-const maps = loadMaps(path.join(__dirname, "maps"), {
+const maps = loadMaps(MAPS_DIR, {
   widestV4: cfg.widestClientRangeV4,
   widestV6: cfg.widestClientRangeV6,
 });

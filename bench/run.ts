@@ -11,13 +11,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
-import { parseMaps, readMapTexts } from "../src/maps";
-import { onNode, startLoad, waitForArrivals } from "../sandbox/lib";
-import { down } from "../sandbox/down";
-import { loadStacks, type SandboxNode, type Topology } from "../sandbox/topology";
-import { deployNode, nodeContext, up } from "../sandbox/up";
+import { copyProject } from "../harness/pulumi-mocks";
+import { POSTFIX_LIVE } from "../src/layout";
+import type { RelayMaps } from "../src/maps";
+import { PROJECT_ROOT as ROOT } from "../src/project";
+import { startLoad, waitForArrivals } from "../sandbox/mail";
+import { onNode } from "../sandbox/node-host";
+import { deployNode, nodeContext } from "../sandbox/nodes";
+import { type SandboxNode, type Topology, committedMapsWith } from "../sandbox/topology";
+import { down, up } from "../sandbox/up";
+import { fmt, median } from "./stats";
 
-const ROOT = path.join(__dirname, "..");
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 500);
 const lines: string[] = [];
@@ -25,9 +29,6 @@ const say = (s: string) => {
   console.log(s);
   lines.push(s);
 };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs: number[], unit: string, digits = 1) =>
-  `median ${median(xs).toFixed(digits)} ${unit} (runs: ${xs.map((x) => x.toFixed(digits)).join(", ")})`;
 
 function mocksEval(stack: string, dir: string): { ms: number; commands: Record<string, string> } {
   const r = spawnSync(
@@ -48,13 +49,12 @@ function partA(): void {
   const a = mocksEval("lon", ROOT).commands;
   const b = mocksEval("lon", ROOT).commands;
   const rerun = Object.keys(a).filter((k) => a[k] !== b[k]);
+  const total = Object.keys(a).length;
   say(
-    `- redeploy with nothing changed: ${rerun.length} of ${Object.keys(a).length} remote commands have different inputs, so \`pulumi up\` runs ${rerun.length}`,
+    `- redeploy with nothing changed: ${rerun.length} of ${total} remote commands have different inputs, ` +
+      `so \`pulumi up\` runs ${rerun.length}`,
   );
-  const copy = fs.mkdtempSync(path.join(os.tmpdir(), "hr-bench-project-"));
-  for (const f of ["index.ts", "Pulumi.yaml", "Pulumi.lon.yaml", "src", "templates", "maps"])
-    fs.cpSync(path.join(ROOT, f), path.join(copy, f), { recursive: true });
-  fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(copy, "node_modules"));
+  const copy = copyProject();
   fs.appendFileSync(path.join(copy, "maps", "translate_domains"), "bob@old.example robert@new.example\n");
   const c = mocksEval("lon", copy).commands;
   say(
@@ -76,31 +76,24 @@ async function throughput(t: Topology, n: SandboxNode, label: string): Promise<n
   return MESSAGES / ((performance.now() - t0) / 1000);
 }
 
-/** The committed maps plus extra translation lines. */
-function mapsWith(extra: string[]) {
-  const { texts, files } = readMapTexts(path.join(ROOT, "maps"));
-  return parseMaps(
-    { ...texts, translations: texts.translations + extra.map((l) => `${l}\n`).join("") },
-    files,
-  );
-}
-
-function sizedMaps(extraOverrides: number) {
-  return mapsWith(
-    Array.from({ length: extraOverrides }, (_, i) => `user${i}@old.example first${i}.last${i}@new.example`),
-  );
+function sizedMaps(extraOverrides: number): RelayMaps {
+  return committedMapsWith({
+    translate_domains: Array.from(
+      { length: extraOverrides },
+      (_, i) => `user${i}@old.example first${i}.last${i}@new.example`,
+    ),
+  });
 }
 
 async function partB(): Promise<void> {
   say("\n## B. Sandbox (real Postfix, loopback namespaces only)");
   const dir = "/var/tmp/header-rewrite-sandbox-bench";
-  const t = await up(dir, { install: false, stockNode: true });
+  const { t, stacks, maps: committed } = await up(dir, { install: false, stockNode: true });
   try {
-    const { stacks, maps: committed } = loadStacks();
     const relay = t.nodes.find((n) => n.kind !== "stock")!;
     // The measured relay runs the full rendered config except the per-client rate limits, lifted so
     // that the figures show the pipeline and not anvil throttling (the stock baseline has none).
-    const unthrottled = (maps: typeof committed) => {
+    const unthrottled = (maps: RelayMaps) => {
       const ctx = nodeContext(t, relay, stacks, maps);
       return {
         ...ctx,
@@ -123,19 +116,22 @@ async function partB(): Promise<void> {
       }
     }
     say(
-      `- throughput, ${MESSAGES} messages per run, 4 connections, end to end (client -> relay -> verified TLS -> sink):`,
+      `- throughput, ${MESSAGES} messages per run, 4 connections, end to end ` +
+        "(client -> relay -> verified TLS -> sink):",
     );
     say(
-      `  - header-rewrite (${relay.name}: rewrite, sender and client checks, per-tenant transport, TLS in and out; anvil rate limits lifted): ${fmt(ours, "msg/s")}`,
+      `  - header-rewrite (${relay.name}: rewrite, sender and client checks, per-tenant transport, ` +
+        `TLS in and out; anvil rate limits lifted): ${fmt(ours, "msg/s")}`,
     );
     say(
-      `  - stock Debian Postfix (${stock.name}: Debian main.cf + relayhost, TLS in and out): ${fmt(base, "msg/s")}`,
+      `  - stock Debian Postfix (${stock.name}: Debian main.cf + relayhost, TLS in and out): ` +
+        fmt(base, "msg/s"),
     );
     say(`  - ratio header-rewrite / stock: ${(median(ours) / median(base)).toFixed(2)}`);
 
     const big = sizedMaps(100_000);
-    const small = sizedMaps(10 - loadStacks().maps.translations.length);
-    const withMaps = async (maps: ReturnType<typeof sizedMaps>, label: string) => {
+    const small = sizedMaps(10 - committed.translations.length);
+    const withMaps = async (maps: RelayMaps, label: string) => {
       const r = deployNode(t, relay, unthrottled(maps));
       if (r.status !== 0) throw new Error(`deploy of ${label} maps failed: ${r.stderr}`);
       const xs: number[] = [];
@@ -148,26 +144,28 @@ async function partB(): Promise<void> {
       `- maps with ${big.translations.length.toLocaleString("en")} translation entries: ${fmt(bigRuns, "msg/s")}`,
     );
     say(`- maps with ${small.translations.length} translation entries: ${fmt(smallRuns, "msg/s")}`);
-    say(
-      `- per-message cost ratio 100k / 10 entries (time per message): ${(median(smallRuns) / median(bigRuns)).toFixed(2)}`,
-    );
+    const costRatio = (median(smallRuns) / median(bigRuns)).toFixed(2);
+    say(`- per-message cost ratio 100k / 10 entries (time per message): ${costRatio}`);
 
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {
-      const maps = mapsWith(i % 2 === 0 ? [] : [`bob@old.example robert${i}@new.example`]);
+      const maps = committedMapsWith({
+        translate_domains: i % 2 === 0 ? [] : [`bob@old.example robert${i}@new.example`],
+      });
       const want = i % 2 === 0 ? "" : `robert${i}@new.example`;
       const t0 = performance.now();
       const r = deployNode(t, relay, unthrottled(maps));
       if (r.status !== 0) throw new Error(r.stderr);
       const live = onNode(
         relay,
-        "postmap -q bob@old.example cdb:/etc/postfix/translate_domains",
+        `postmap -q bob@old.example cdb:${POSTFIX_LIVE}/translate_domains`,
       ).stdout.trim();
       if (live !== want) throw new Error(`map change not live: ${live}`);
       times.push((performance.now() - t0) / 1000);
     }
     say(
-      `- deploy step start -> one-line map change live (SSH, stage, postmap, checks, switch, reload): ${fmt(times, "s")}`,
+      "- deploy step start -> one-line map change live (SSH, stage, postmap, checks, switch, reload): " +
+        fmt(times, "s"),
     );
   } finally {
     down(dir, { quiet: true });
@@ -181,10 +179,10 @@ async function main(): Promise<void> {
   if (process.getuid?.() === 0) await partB();
   else say("\n(part B needs root: sudo npm run bench)");
   const out = path.join(ROOT, "bench", "RESULTS.md");
-  fs.writeFileSync(
-    out,
-    `${lines.join("\n")}\n\nReproduce: \`sudo npm run bench\` (BENCH_RUNS=${RUNS}, BENCH_MESSAGES=${MESSAGES}); maps alone: \`npm run bench:maps\`.\n`,
-  );
+  const reproduce =
+    `Reproduce: \`sudo npm run bench\` (BENCH_RUNS=${RUNS}, BENCH_MESSAGES=${MESSAGES}); ` +
+    "maps alone: `npm run bench:maps`.";
+  fs.writeFileSync(out, `${lines.join("\n")}\n\n${reproduce}\n`);
   console.log(`\nwritten to ${path.relative(ROOT, out)}`);
 }
 

@@ -1,23 +1,14 @@
 #!/bin/bash
-# Boots one sandbox relay node inside its namespaces (started by sandbox/up.ts through
-# `ip netns exec <ns> unshare --mount --uts --pid --fork ...`). It plays the part of the OVH image +
-# cloud-init: its own /etc (overlay over this machine's, prepared with the user-data's write_files),
-# Postfix spool and data, /home and /run; the user-data's network commands (ifup of the rendered
-# interfaces file); the default user with the SSH keys; then sshd in the foreground.
+# The rest of a sandbox relay node's boot, after sandbox/node-boot.sh. It plays the part of the OVH
+# image + cloud-init: the user-data's network commands (ifup of the rendered interfaces file), the
+# default user with the SSH keys; then sshd in the foreground.
 # usage: node-init.sh NODE_DIR FQDN
 set -euo pipefail
 DIR=$1; FQDN=$2
-mount -t overlay overlay -o "lowerdir=/etc,upperdir=$DIR/etc-up,workdir=$DIR/etc-work" /etc
-mount --bind "$DIR/spool" /var/spool/postfix
-mount --bind "$DIR/lib" /var/lib/postfix
-mount --bind "$DIR/log" /var/log
+mkdir -p "$DIR/home" "$DIR/letsencrypt-lib" /var/lib/letsencrypt
 mount --bind "$DIR/home" /home
-mkdir -p /var/lib/letsencrypt && mount --bind "$DIR/letsencrypt-lib" /var/lib/letsencrypt
-mount -t tmpfs -o mode=755 tmpfs /run
+mount --bind "$DIR/letsencrypt-lib" /var/lib/letsencrypt
 mkdir -p /run/network /run/sshd
-chown postfix:postfix /var/lib/postfix
-hostname "$FQDN"
-ip link set lo up
 # cloud-init runcmd of the rendered user-data, as far as it applies in a namespace:
 ifup -i /etc/network/interfaces ens3
 # cloud-init's default user on OVH's Debian image: "debian" with passwordless sudo and the keys.

@@ -1,6 +1,8 @@
 // THE SANDBOX OVERLAY: every way a sandbox node differs from an OVH node. Everything else a node
 // gets is the production-rendered file, byte for byte. `npm start` prints this list.
+import type { NodeBundle } from "../src/bundle";
 import type { StackConfig } from "../src/config";
+import type { StepId } from "../src/deploy";
 import type { Topology } from "./topology";
 
 export const OVERLAY_DESCRIPTION = [
@@ -13,18 +15,21 @@ export const OVERLAY_DESCRIPTION = [
   "  network commands are applied by sandbox/node-init.sh)",
 ];
 
-/** Steps of deploy.nodeSteps() that the sandbox runs over SSH, in order. */
-export const SANDBOX_STEPS = ["certificate", "client-certificates", "postfix"] as const;
+/** Steps of deploySteps() that the sandbox runs over SSH, in order. */
+export const SANDBOX_STEPS: readonly StepId[] = ["certificate", "client-certificates", "postfix"];
 
-export const MAILLOG_LINE =
-  "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
+const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
 
 export function overlayConfig(cfg: StackConfig, deployPublicKey: string, acmeDirectory: string): StackConfig {
   return { ...cfg, deploySshPublicKey: deployPublicKey, acmeServer: acmeDirectory };
 }
 
-export function overlayPostfixFiles(files: Record<string, string>): Record<string, string> {
-  return { ...files, "main.cf": files["main.cf"] + MAILLOG_LINE };
+/** The rendered bundle as a sandbox node gets it; EDIT is for tests that break a deploy on purpose. */
+export function overlayBundle(
+  bundle: NodeBundle,
+  edit: (files: Record<string, string>) => Record<string, string> = (f) => f,
+): NodeBundle {
+  return { ...bundle, files: edit({ ...bundle.files, "main.cf": bundle.files["main.cf"] + MAILLOG_LINE }) };
 }
 
 /** Files placed in a node's own /etc (relative to /etc) before it boots. */

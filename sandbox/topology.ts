@@ -1,10 +1,11 @@
 // Where everything lives in the local sandbox: one node per node of every committed stack, one sink
 // per tenant next hop, a tenant A client, an outsider, DNS. Documentation addresses only.
 import * as path from "node:path";
-import { listStacks, nodeFqdn, parseStackConfig, readStackFile, type StackConfig } from "../src/config";
-import { loadMaps, type RelayMaps } from "../src/maps";
+import { listStacks, loadStackConfig, nodeFqdn, type StackConfig } from "../src/config";
+import { type MapName, type RelayMaps, loadMaps, parseMaps, readMapTexts } from "../src/maps";
+import { MAPS_DIR } from "../src/project";
+import type { NodeHost } from "./node-host";
 
-export const ROOT = path.join(__dirname, "..");
 export const DEFAULT_DIR = "/var/tmp/header-rewrite-sandbox";
 
 export interface Host {
@@ -15,10 +16,8 @@ export interface Host {
   veth: string;
 }
 
-export interface SandboxNode extends Host {
-  name: string;
+export interface SandboxNode extends Host, NodeHost {
   stack: string;
-  fqdn: string;
   /** "stock": a plain Debian Postfix relay for benchmarks (npm run bench), not a header-rewrite node. */
   kind?: "relay" | "stock";
 }
@@ -56,12 +55,24 @@ export interface StackInput {
   cfg: StackConfig;
 }
 
-export function loadStacks(): { stacks: StackInput[]; maps: RelayMaps } {
-  const stacks = listStacks(ROOT).map((stack) => {
-    const { raw, region, file } = readStackFile(ROOT, stack);
-    return { stack, cfg: parseStackConfig(raw, region, file) };
-  });
-  return { stacks, maps: loadMaps(path.join(ROOT, "maps")) };
+/** What the sandbox runs: every committed stack and the committed maps. */
+export interface Project {
+  stacks: StackInput[];
+  maps: RelayMaps;
+}
+
+export function loadProject(): Project {
+  const stacks = listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack) }));
+  return { stacks, maps: loadMaps(MAPS_DIR) };
+}
+
+/** The committed maps with extra lines appended (a typical edit; the bench's large maps). */
+export function committedMapsWith(extra: Partial<Record<MapName, string[]>>): RelayMaps {
+  const texts = readMapTexts(MAPS_DIR);
+  for (const [name, lines] of Object.entries(extra) as [MapName, string[]][]) {
+    texts[name] += lines.map((l) => `${l}\n`).join("");
+  }
+  return parseMaps(texts);
 }
 
 export function planTopology(
@@ -71,33 +82,22 @@ export function planTopology(
   opts: { stockNode?: boolean } = {},
 ): Topology {
   const nodes: SandboxNode[] = [];
-  for (const { stack, cfg } of stacks) {
-    for (const name of cfg.nodes) {
-      const i = nodes.length;
-      nodes.push({
-        name,
-        stack,
-        fqdn: nodeFqdn(cfg, name),
-        netns: `hr-${name}`,
-        veth: `vn${i}`,
-        ipv4: `203.0.113.${10 + i}`,
-        ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
-      });
-    }
-  }
-  if (opts.stockNode) {
+  const add = (stack: string, cfg: StackConfig, name: string, kind?: "stock") => {
     const i = nodes.length;
     nodes.push({
-      name: "stock1",
-      stack: stacks[0].stack,
-      fqdn: nodeFqdn(stacks[0].cfg, "stock1"),
-      netns: "hr-stock1",
+      name,
+      stack,
+      fqdn: nodeFqdn(cfg, name),
+      netns: `hr-${name}`,
+      dir: path.join(dir, "nodes", name),
       veth: `vn${i}`,
       ipv4: `203.0.113.${10 + i}`,
       ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
-      kind: "stock",
+      ...(kind ? { kind } : {}),
     });
-  }
+  };
+  for (const { stack, cfg } of stacks) for (const name of cfg.nodes) add(stack, cfg, name);
+  if (opts.stockNode) add(stacks[0].stack, stacks[0].cfg, "stock1", "stock");
   const sinks: Sink[] = maps.tenants.map((t, i) => ({
     nexthop: t.nexthop,
     host: t.host,

@@ -4,12 +4,6 @@
 import * as crypto from "node:crypto";
 import type { RelayMaps } from "./maps";
 
-export const CLIENT_CERT_DIR = "/etc/header-rewrite/client-certs";
-
-export function clientCertPath(tenantId: string): string {
-  return `${CLIENT_CERT_DIR}/${tenantId}.pem`;
-}
-
 const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g;
 
 /** Checks one PEM bundle (private key + leaf + intermediates); returns the problems found. */

@@ -5,6 +5,7 @@ import * as path from "node:path";
 import Ajv, { type ErrorObject } from "ajv";
 import * as YAML from "yaml";
 import * as ipaddr from "ipaddr.js";
+import { PROJECT_ROOT } from "./project";
 
 export const PROJECT = "header-rewrite";
 
@@ -276,6 +277,16 @@ export function parseStackConfig(
   return { ...DEFAULTS, ...values, region } as StackConfig;
 }
 
+/** A relay node as every stage names it. */
+export interface NodeIdentity {
+  name: string;
+  fqdn: string;
+}
+
+export function nodeIdentity(cfg: StackConfig, name: string): NodeIdentity {
+  return { name, fqdn: nodeFqdn(cfg, name) };
+}
+
 export function nodeFqdn(cfg: StackConfig, node: string): string {
   return `${node}.${cfg.dnsZone}`;
 }
@@ -309,7 +320,13 @@ export function readStackFile(
   return { raw, region, file: path.basename(file) };
 }
 
-export function listStacks(root: string): string[] {
+/** One stack's validated configuration, read from Pulumi.<stack>.yaml. */
+export function loadStackConfig(stack: string, root = PROJECT_ROOT): StackConfig {
+  const { raw, region, file } = readStackFile(root, stack);
+  return parseStackConfig(raw, region, file);
+}
+
+export function listStacks(root = PROJECT_ROOT): string[] {
   return fs
     .readdirSync(root)
     .map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1])

@@ -1,30 +1,22 @@
-// Deploy steps as plain shell text. The same scripts run through remote.Command in production and
-// over plain SSH in the local sandbox (`sudo bash -s < script`): one source of truth.
-import type { StackConfig } from "./config";
+// Deploy steps as plain shell text, built from the bundle render returns. The same scripts run
+// through remote.Command in production and over SSH in the local sandbox (`sudo bash -s < script`).
+import type { NodeIdentity, StackConfig } from "./config";
 import { serviceFqdn } from "./config";
-import type { NodeIdentity, RenderContext } from "./render";
-import { INDEXED_MAPS, bundleHash, renderPostfix, tlsPaths } from "./render";
-import { CLIENT_CERT_DIR } from "./certificates";
-
-/** The command that runs a deploy script on a node; the script arrives on stdin. */
-export const RUN_AS_ROOT = "sudo bash -s";
-
-const EOF_MARK = "HEADER_REWRITE_EOF";
-
-/** Embeds a file as a quoted here-document, so it stays readable in `pulumi preview` diffs. */
-function heredoc(target: string, content: string): string {
-  if (content.split("\n").includes(EOF_MARK))
-    throw new Error(`${target}: a line equal to ${EOF_MARK} cannot be embedded`);
-  const body = content.endsWith("\n") ? content : content + "\n";
-  return `cat > ${target} <<'${EOF_MARK}'\n${body}${EOF_MARK}\n`;
-}
-
-function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+import { type NodeBundle, bundleHash } from "./bundle";
+import {
+  ACME_DNS_CREDENTIALS,
+  CERTBOT_DEPLOY_HOOK,
+  CLIENT_CERT_DIR,
+  POSTFIX_LIVE,
+  POSTFIX_RELEASES,
+  RELEASES_KEPT,
+  RELEASE_MARKER,
+  tlsPaths,
+} from "./layout";
+import { heredoc, shellQuote as shq, writeFile } from "./shell";
 
 /** Waits for first-boot provisioning; exit 2 from cloud-init means "done, with recoverable errors". */
-export function waitForCloudInitScript(): string {
+function waitForCloudInitScript(): string {
   return `#!/bin/bash
 # header-rewrite: wait until cloud-init has finished first boot (packages, network).
 set -u
@@ -54,7 +46,7 @@ export interface DnsOvhCredentials {
  * Obtains (or keeps) the node certificate with certbot. Renewal runs from certbot's own timer; the
  * deploy hook reloads Postfix so a renewed certificate is served without a restart.
  */
-export function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
+function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
   if (cfg.acmeChallenge === "dns-01" && !dns) {
     throw new Error(
@@ -64,32 +56,29 @@ export function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: Dn
   const challenge =
     cfg.acmeChallenge === "http-01"
       ? "--standalone --preferred-challenges http"
-      : "--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini --dns-ovh-propagation-seconds 60";
+      : `--dns-ovh --dns-ovh-credentials ${ACME_DNS_CREDENTIALS} --dns-ovh-propagation-seconds 60`;
+  const ini = dns && [
+    `dns_ovh_endpoint = ${dns.endpoint}`,
+    `dns_ovh_application_key = ${dns.applicationKey}`,
+    `dns_ovh_application_secret = ${dns.applicationSecret}`,
+    `dns_ovh_consumer_key = ${dns.consumerKey}`,
+  ];
   const credentials =
-    dns && cfg.acmeChallenge === "dns-01"
-      ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${heredoc(
-          "/etc/letsencrypt/ovh.ini",
-          [
-            `dns_ovh_endpoint = ${dns.endpoint}`,
-            `dns_ovh_application_key = ${dns.applicationKey}`,
-            `dns_ovh_application_secret = ${dns.applicationSecret}`,
-            `dns_ovh_consumer_key = ${dns.consumerKey}`,
-          ].join("\n"),
-        )})\n`
+    ini && cfg.acmeChallenge === "dns-01"
+      ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${writeFile(ACME_DNS_CREDENTIALS, ini.join("\n"))})\n`
       : "";
+  const hook = `#!/bin/sh
+# Reload Postfix after a renewal so it serves the new certificate; queued mail is untouched.
+if postfix status >/dev/null 2>&1; then postfix reload; fi
+`;
+  const domains = names.map((n) => `-d ${shq(n)}`).join(" ");
   return `#!/bin/bash
 # header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
 set -euo pipefail
-${credentials}mkdir -p /etc/letsencrypt/renewal-hooks/deploy
-${heredoc(
-  "/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix",
-  `#!/bin/sh
-# Reload Postfix after a renewal so it serves the new certificate; queued mail is untouched.
-if postfix status >/dev/null 2>&1; then postfix reload; fi
-`,
-)}chmod 755 /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix
+${credentials}mkdir -p ${CERTBOT_DEPLOY_HOOK.replace(/\/[^/]+$/, "")}
+${writeFile(CERTBOT_DEPLOY_HOOK, hook)}chmod 755 ${CERTBOT_DEPLOY_HOOK}
 certbot certonly --non-interactive --agree-tos --email ${shq(cfg.acmeEmail)} \\
-  --server ${shq(cfg.acmeServer)} --cert-name ${shq(node.fqdn)} ${names.map((n) => `-d ${shq(n)}`).join(" ")} \\
+  --server ${shq(cfg.acmeServer)} --cert-name ${shq(node.fqdn)} ${domains} \\
   --key-type ecdsa --keep-until-expiring ${challenge}
 test -s ${shq(tlsPaths(node.fqdn).chainFile)}
 echo "certificate for ${names.join(", ")} is in place"
@@ -100,13 +89,14 @@ echo "certificate for ${names.join(", ")} is in place"
  * Installs operator-supplied client certificates (key + full chain, one file per tenant, root-only)
  * and removes those no longer configured. Postfix reads them as root before dropping privileges.
  */
-export function clientCertificatesScript(certs: Record<string, string>): string {
+function clientCertificatesScript(certs: Record<string, string>): string {
   const ids = Object.keys(certs).sort();
   const writes = ids
-    .map((id) => `${heredoc(`"$DIR/.${id}.pem.new"`, certs[id])}install_cert ${shq(id)}\n`)
+    .map((id) => `${writeFile(`"$DIR/.${id}.pem.new"`, certs[id])}install_cert ${shq(id)}\n`)
     .join("");
+  const which = ids.length ? ids.join(", ") : "none: every tenant gets the node certificate";
   return `#!/bin/bash
-# header-rewrite: per-tenant client certificates (${ids.length ? ids.join(", ") : "none: every tenant gets the node certificate"}).
+# header-rewrite: per-tenant client certificates (${which}).
 set -euo pipefail
 umask 077
 DIR=${CLIENT_CERT_DIR}
@@ -114,7 +104,11 @@ install -d -m 700 -o root -g root "$DIR"
 changed=no
 install_cert() {
   local id=$1
-  if ! cmp -s "$DIR/.$id.pem.new" "$DIR/$id.pem"; then mv -f "$DIR/.$id.pem.new" "$DIR/$id.pem"; changed=yes; else rm -f "$DIR/.$id.pem.new"; fi
+  if ! cmp -s "$DIR/.$id.pem.new" "$DIR/$id.pem"; then
+    mv -f "$DIR/.$id.pem.new" "$DIR/$id.pem"; changed=yes
+  else
+    rm -f "$DIR/.$id.pem.new"
+  fi
   chmod 600 "$DIR/$id.pem"
 }
 ${writes}for f in "$DIR"/*.pem; do
@@ -136,15 +130,16 @@ function sample<T>(items: T[], n: number): T[] {
   return out;
 }
 
-/** Key/value rows of a rendered Postfix table (comments and blank lines dropped). */
-export function tableRows(text: string): [string, string][] {
-  return text
-    .split("\n")
-    .filter((l) => l && !l.startsWith("#"))
-    .map((l) => {
-      const m = /^(\S+)\s+(.*)$/.exec(l)!;
-      return [m[1], m[2]] as [string, string];
-    });
+/** Checks that every rendered key is found in a staged map and that sampled values are as rendered. */
+function probeScript(name: string, rows: [string, string][]): string {
+  const picked = sample(rows, PROBES_PER_MAP);
+  const want = shq(picked.map(([k, v]) => `${k} ${v}`).join("\n"));
+  const got = `tr '\\t' ' ' < "$STAGE/.probe.${name}"`;
+  const diff = `$(diff <(printf '%s\\n' ${want}) <(${got}) | head -5)`;
+  return (
+    heredoc(`check_map ${name} ${rows.length}`, picked.map(([k]) => k).join("\n")) +
+    `[ "$(${got})" = ${want} ] || fail "${name}: staged lookups differ from the rendered map: ${diff}"\n`
+  );
 }
 
 /**
@@ -153,31 +148,31 @@ export function tableRows(text: string): [string, string][] {
  * reloads. Any failure before the switch leaves the live configuration untouched; a failed reload
  * switches back.
  */
-export function deployPostfixScript(node: NodeIdentity, files: Record<string, string>): string {
+function deployPostfixScript(bundle: NodeBundle): string {
+  const { node, files } = bundle;
   const hash = bundleHash(files);
   const names = Object.keys(files).sort();
-  const writes = names.map((n) => heredoc(`"$STAGE/${n}"`, files[n])).join("");
-  const probes = INDEXED_MAPS.filter((m) => files[m] !== undefined)
-    .map((m) => {
-      const rows = tableRows(files[m]);
-      const picked = sample(rows, PROBES_PER_MAP);
-      const keys = picked.map(([k]) => k).join("\n");
-      const want = picked.map(([k, v]) => `${k} ${v}`).join("\n");
-      return (
-        `check_map ${m} ${rows.length} <<'${EOF_MARK}'\n${keys}\n${EOF_MARK}\n` +
-        `[ "$(tr '\\t' ' ' < "$STAGE/.probe.${m}")" = ${shq(want)} ] || fail "${m}: staged lookups differ from the rendered map: $(diff <(printf '%s\\n' ${shq(want)}) <(tr '\\t' ' ' < "$STAGE/.probe.${m}") | head -5)"\n`
-      );
-    })
-    .join("");
-  const tls = tlsPaths(node.fqdn);
+  const staged = names.map((n) => `"$STAGE/${n}"`).join(" ");
+  const writes = names.map((n) => writeFile(`"$STAGE/${n}"`, files[n])).join("");
+  const probes = bundle.indexedMaps.map((m) => probeScript(m.name, m.rows)).join("");
+  const needs = [
+    ...[bundle.tls.keyFile, bundle.tls.chainFile].map(
+      (f) => `[ -s ${shq(f)} ] || fail "TLS file ${f} is missing: the certificate step must succeed first"`,
+    ),
+    ...Object.values(bundle.clientCertificates).map(
+      (f) =>
+        `[ -s ${shq(f)} ] || fail "client certificate ${f} is missing: ` +
+        `the client-certificates step must succeed first"`,
+    ),
+  ];
   return `#!/bin/bash
 # header-rewrite: staged, atomic Postfix deploy for ${node.fqdn}
 # bundle ${hash}
 set -euo pipefail
 umask 022
-LIVE=/etc/postfix
-RELEASES=\${LIVE}.releases
-KEEP=5
+LIVE=${POSTFIX_LIVE}
+RELEASES=${POSTFIX_RELEASES}
+KEEP=${RELEASES_KEPT}
 BUNDLE=${hash}
 fail() {
   echo "header-rewrite: deploy of bundle \${BUNDLE:0:12} FAILED on ${node.fqdn}: $*" >&2
@@ -187,33 +182,21 @@ fail() {
 [ "$(id -u)" = 0 ] || fail "must run as root"
 command -v postmap >/dev/null || fail "Postfix is not installed (apt-get install postfix postfix-cdb)"
 [ -d "$LIVE" ] || fail "$LIVE does not exist"
-for f in ${shq(tls.keyFile)} ${shq(tls.chainFile)}; do
-  [ -s "$f" ] || fail "TLS file $f is missing: the certificate step must succeed first"
-done
-${
-  files["master.cf"]
-    ? [...files["master.cf"].matchAll(/smtp_tls_chain_files=(\S+)/g)]
-        .map(
-          (m) =>
-            `[ -s ${shq(m[1])} ] || fail "client certificate ${m[1]} is missing: the client-certificates step must succeed first"\n`,
-        )
-        .join("")
-    : ""
-}
+${needs.join("\n")}
 mkdir -p "$RELEASES"
 STAGE=$(mktemp -d "$RELEASES/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 
 # 1. Start from the live directory (keeps the package's own files), drop what this deploy manages.
 cp -a "$LIVE/." "$STAGE/"
-rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* ${names.map((n) => `"$STAGE/${n}"`).join(" ")}
+rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* ${staged}
 
 # 2. Write the rendered files.
-${writes}chmod 644 ${names.map((n) => `"$STAGE/${n}"`).join(" ")}
+${writes}chmod 644 ${staged}
 
 # 3. Build the indexed maps with postmap (never postconf), in the stage.
 postconf -c "$STAGE" -m 2>/dev/null | grep -qx cdb || fail "the cdb map type is missing (apt-get install postfix-cdb)"
-for m in ${INDEXED_MAPS.join(" ")}; do
+for m in ${bundle.indexedMaps.map((m) => m.name).join(" ")}; do
   out=$(postmap -c "$STAGE" "cdb:$STAGE/$m" 2>&1) || fail "postmap $m: $out"
   [ -z "$out" ] || fail "postmap $m: $out"
 done
@@ -232,7 +215,7 @@ check_map() {
   postmap -c "$STAGE" -q - "cdb:$STAGE/$m" > "$STAGE/.probe.$m" || true
 }
 ${probes}rm -f "$STAGE"/.probe.*
-echo "${node.fqdn} \${BUNDLE}" > "$STAGE/header-rewrite.release"
+echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
 
 # 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
 NAME="$(date -u +%Y%m%dT%H%M%SZ)-\${BUNDLE:0:12}"
@@ -272,11 +255,20 @@ echo "header-rewrite: ${node.fqdn} now runs bundle \${BUNDLE:0:12} ($NAME)"
 `;
 }
 
-export interface NodeSteps {
-  /** The Postfix files of the bundle, as rendered. */
-  postfixFiles: Record<string, string>;
-  /** Scripts in the order they run on the node. */
-  scripts: { "cloud-init": string; certificate: string; "client-certificates": string; postfix: string };
+/** The steps a node is pushed after boot, in the order they run. */
+export const STEPS = ["cloud-init", "certificate", "client-certificates", "postfix"] as const;
+
+export type StepId = (typeof STEPS)[number];
+
+/**
+ * Steps built from secrets (keys, API credentials): their scripts stay Pulumi secrets. The Postfix
+ * bundle holds none and stays readable in `pulumi preview` for review.
+ */
+export const SECRET_STEPS: ReadonlySet<StepId> = new Set<StepId>(["certificate", "client-certificates"]);
+
+export interface DeployStep {
+  id: StepId;
+  script: string;
 }
 
 export interface NodeSecrets {
@@ -284,24 +276,13 @@ export interface NodeSecrets {
   dnsCredentials?: DnsOvhCredentials;
 }
 
-export const STEP_ORDER = ["cloud-init", "certificate", "client-certificates", "postfix"] as const;
-
-/** Everything a node is pushed after boot, in order; used by the Pulumi program and the sandbox. */
-export function nodeSteps(
-  ctx: RenderContext,
-  overlay: (files: Record<string, string>) => Record<string, string> = (f) => f,
-  secrets: NodeSecrets = {},
-): NodeSteps {
-  // The overlay hook exists for the local sandbox only (sandbox/overlay.ts); production passes none.
-  const certs = secrets.clientCertificates ?? {};
-  const postfixFiles = overlay(renderPostfix({ ...ctx, clientCertTenants: Object.keys(certs).sort() }));
-  return {
-    postfixFiles,
-    scripts: {
-      "cloud-init": waitForCloudInitScript(),
-      certificate: certificateScript(ctx.cfg, ctx.node, secrets.dnsCredentials),
-      "client-certificates": clientCertificatesScript(certs),
-      postfix: deployPostfixScript(ctx.node, postfixFiles),
-    },
+/** Every deploy step of one node, built from its bundle; used by the Pulumi program and the sandbox. */
+export function deploySteps(cfg: StackConfig, bundle: NodeBundle, secrets: NodeSecrets = {}): DeployStep[] {
+  const scripts: Record<StepId, string> = {
+    "cloud-init": waitForCloudInitScript(),
+    certificate: certificateScript(cfg, bundle.node, secrets.dnsCredentials),
+    "client-certificates": clientCertificatesScript(secrets.clientCertificates ?? {}),
+    postfix: deployPostfixScript(bundle),
   };
+  return STEPS.map((id) => ({ id, script: scripts[id] }));
 }

@@ -5,14 +5,17 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
 
-export const MAP_FILES = {
-  translations: "translate_domains",
-  allowedSenders: "allowed_senders",
-  relayhosts: "per_sender_relayhosts",
-  clientRanges: "allow_relay_by_ip",
-} as const;
+/** The operator's four maps, named by their file under maps/ everywhere (texts, messages, renders). */
+export const MAP_NAMES = [
+  "translate_domains",
+  "allowed_senders",
+  "per_sender_relayhosts",
+  "allow_relay_by_ip",
+] as const;
 
-export type MapKind = keyof typeof MAP_FILES;
+export type MapName = (typeof MAP_NAMES)[number];
+
+export type MapTexts = Record<MapName, string>;
 
 /** Where a value came from, for messages in the compiler style `file:line:col`. */
 export interface Origin {
@@ -101,11 +104,14 @@ export interface ValidationOptions {
   widestV6?: number;
   /** Treat warnings as errors. */
   strict?: boolean;
+  /** How the maps directory is named in messages (default "maps"). */
+  displayDir?: string;
 }
 
 export const DEFAULT_WIDEST = { v4: 8, v6: 32 };
 
-type Files = Record<MapKind, string>;
+/** How a map is named in messages: "maps/translate_domains". */
+type FileName = (map: MapName) => string;
 
 class Report {
   readonly problems: Problem[] = [];
@@ -576,7 +582,7 @@ function cidrKey(k: string): string {
 }
 
 /** Cross-map rules: what Postfix would accept but what would send mail the wrong way. */
-function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): void {
+function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): void {
   const byFrom = new Map(m.translations.map((t) => [t.from, t]));
   const domainRewrite = new Map(
     m.translations.filter((t) => t.kind === "domain").map((t) => [t.fromDomain, t]),
@@ -596,7 +602,7 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
         r.warn(
           t,
           1,
-          `exception "${t.from}" shadows nothing: no "@${t.fromDomain}" rewrite in ${files.translations}`,
+          `exception "${t.from}" shadows nothing: no "@${t.fromDomain}" rewrite in ${file("translate_domains")}`,
           "remove the line, or add the domain rewrite it is an exception to",
         );
       }
@@ -631,8 +637,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
       r.error(
         t,
         t.from.length + 2,
-        `"${t.from}" becomes "${t.to}", but ${files.relayhosts} has no next hop for it`,
-        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") to ${files.relayhosts}; without it mail goes straight to the recipient's MX`,
+        `"${t.from}" becomes "${t.to}", but ${file("per_sender_relayhosts")} has no next hop for it`,
+        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") to ${file("per_sender_relayhosts")}; without it mail goes straight to the recipient's MX`,
       );
     }
   }
@@ -645,7 +651,7 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
           s,
           1,
           "the null sender <> is allowed but has no next hop",
-          `add "<> [tenant-mx-host]" to ${files.relayhosts}, or remove the line so bounces are refused (the default)`,
+          `add "<> [tenant-mx-host]" to ${file("per_sender_relayhosts")}, or remove the line so bounces are refused (the default)`,
         );
       }
       continue;
@@ -657,8 +663,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
       r.error(
         s,
         1,
-        `"${s.key}" allows every subdomain of ${domain.slice(1)}, but "@${domain.slice(1)}" in ${files.translations} does not match subdomains`,
-        `list each subdomain you rewrite, e.g. "sub${domain}" with "@sub${domain} @new.example" in ${files.translations}`,
+        `"${s.key}" allows every subdomain of ${domain.slice(1)}, but "@${domain.slice(1)}" in ${file("translate_domains")} does not match subdomains`,
+        `list each subdomain you rewrite, e.g. "sub${domain}" with "@sub${domain} @new.example" in ${file("translate_domains")}`,
       );
       continue;
     }
@@ -669,8 +675,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
       r.error(
         s,
         1,
-        `allowed sender "${s.key}" has no translation in ${files.translations}; it would leave under the old name`,
-        `add "@${domain} @new-domain" to ${files.translations} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`,
+        `allowed sender "${s.key}" has no translation in ${file("translate_domains")}; it would leave under the old name`,
+        `add "@${domain} @new-domain" to ${file("translate_domains")} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`,
       );
     }
   }
@@ -680,8 +686,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
       r.warn(
         t,
         1,
-        `"${t.from}" is rewritten but ${t.fromDomain} is not in ${files.allowedSenders}, so such mail is refused before rewriting`,
-        `add "${t.fromDomain} OK" to ${files.allowedSenders}, or remove the line`,
+        `"${t.from}" is rewritten but ${t.fromDomain} is not in ${file("allowed_senders")}, so such mail is refused before rewriting`,
+        `add "${t.fromDomain} OK" to ${file("allowed_senders")}, or remove the line`,
       );
     }
   }
@@ -706,66 +712,63 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, files: Files, r: Report): vo
       r.warn(
         x,
         1,
-        `no translation in ${files.translations} produces "${x.key}", so this next hop is never used`,
+        `no translation in ${file("translate_domains")} produces "${x.key}", so this next hop is never used`,
         "remove the line or add the translation that needs it",
       );
     }
   }
 }
 
-export function parseMaps(
-  texts: Record<MapKind, string>,
-  files: Files,
-  opts: ValidationOptions = {},
-): RelayMaps {
+export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayMaps {
   const r = new Report();
-  const lines = (k: MapKind, norm: (s: string) => string) => {
-    const ls = logicalLines(texts[k], files[k], r);
+  const file = displayName(opts.displayDir);
+  const lines = (k: MapName, norm: (s: string) => string) => {
+    const ls = logicalLines(texts[k], file(k), r);
     const dropped = duplicates(
       ls,
       norm,
       r,
-      k === "clientRanges" ? "network" : "key: keys are case-insensitive",
+      k === "allow_relay_by_ip" ? "network" : "key: keys are case-insensitive",
     );
     return ls.filter((l) => !dropped.has(l));
   };
   const lower = (s: string) => s.toLowerCase();
-  const translations = parseTranslations(lines("translations", lower), r);
-  const allowedSenders = parseAllowedSenders(lines("allowedSenders", lower), r);
-  const { relayhosts, tenants } = parseRelayhosts(lines("relayhosts", lower), r);
-  const clientRanges = parseClientRanges(lines("clientRanges", cidrKey), r, {
+  const translations = parseTranslations(lines("translate_domains", lower), r);
+  const allowedSenders = parseAllowedSenders(lines("allowed_senders", lower), r);
+  const { relayhosts, tenants } = parseRelayhosts(lines("per_sender_relayhosts", lower), r);
+  const clientRanges = parseClientRanges(lines("allow_relay_by_ip", cidrKey), r, {
     widestV4: opts.widestV4 ?? DEFAULT_WIDEST.v4,
     widestV6: opts.widestV6 ?? DEFAULT_WIDEST.v6,
   });
-  const empty = (k: MapKind, what: string, hint: string) => {
-    if (!r.problems.some((p) => p.file === files[k])) r.error({ file: files[k], line: 1 }, 1, what, hint);
+  const empty = (k: MapName, what: string, hint: string) => {
+    if (!r.problems.some((p) => p.file === file(k))) r.error({ file: file(k), line: 1 }, 1, what, hint);
   };
   if (clientRanges.length === 0)
     empty(
-      "clientRanges",
+      "allow_relay_by_ip",
       "no client range is allowed to relay",
       "list tenant A's outbound ranges, e.g. 192.0.2.0/24 OK",
     );
   if (translations.length === 0)
     empty(
-      "translations",
+      "translate_domains",
       "no translation: the relay would rewrite nothing",
       "add e.g. @old.example @new.example",
     );
   if (allowedSenders.length === 0)
     empty(
-      "allowedSenders",
+      "allowed_senders",
       "no allowed sender: the relay would refuse everything",
       "add e.g. old.example OK",
     );
   if (relayhosts.length === 0)
     empty(
-      "relayhosts",
+      "per_sender_relayhosts",
       "no next hop: nothing could reach a tenant",
       "add e.g. @new.example [new-example.mail.protection.outlook.com]",
     );
   const model = { translations, allowedSenders, relayhosts, tenants, clientRanges };
-  if (r.errors === 0) crossCheck(model, files, r);
+  if (r.errors === 0) crossCheck(model, file, r);
   const sorted = [...r.problems].sort(
     (a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col,
   );
@@ -777,41 +780,35 @@ export function parseMaps(
   return { ...model, warnings: sorted };
 }
 
-/** How each map is named in messages: "maps/translate_domains", … */
-export function mapDisplayNames(displayDir = "maps"): Files {
-  return Object.fromEntries(
-    Object.entries(MAP_FILES).map(([k, name]) => [k, `${displayDir}/${name}`]),
-  ) as Files;
+function displayName(displayDir = "maps"): FileName {
+  return (map) => `${displayDir}/${map}`;
 }
 
-export function readMapTexts(
-  dir: string,
-  displayDir = "maps",
-): { texts: Record<MapKind, string>; files: Files } {
-  const texts = {} as Record<MapKind, string>;
-  const files = mapDisplayNames(displayDir);
+/** Reads the four maps from DIR; a missing file is reported like any other map problem. */
+export function readMapTexts(dir: string, displayDir?: string): MapTexts {
+  const texts = {} as MapTexts;
+  const file = displayName(displayDir);
   const problems: Problem[] = [];
-  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][]) {
+  for (const name of MAP_NAMES) {
     try {
-      texts[k] = fs.readFileSync(path.join(dir, name), "utf8");
+      texts[name] = fs.readFileSync(path.join(dir, name), "utf8");
     } catch {
-      texts[k] = "";
+      texts[name] = "";
       problems.push({
-        file: files[k],
+        file: file(name),
         line: 1,
         col: 1,
         severity: "error",
         message: "map file is missing",
-        hint: `create ${files[k]} in Postfix table syntax (see README, "Maps")`,
+        hint: `create ${file(name)} in Postfix table syntax (see README, "Maps")`,
       });
     }
   }
   if (problems.length) throw new MapValidationError(problems);
-  return { texts, files };
+  return texts;
 }
 
 /** Reads maps/ from disk; file names in messages are relative to the project (maps/translate_domains). */
-export function loadMaps(dir: string, opts: ValidationOptions = {}, displayDir = "maps"): RelayMaps {
-  const { texts, files } = readMapTexts(dir, displayDir);
-  return parseMaps(texts, files, opts);
+export function loadMaps(dir: string, opts: ValidationOptions = {}): RelayMaps {
+  return parseMaps(readMapTexts(dir, opts.displayDir), opts);
 }

@@ -4,11 +4,13 @@ import * as openstack from "@pulumi/openstack";
 import * as ovh from "@ovhcloud/pulumi-ovh";
 import * as command from "@pulumi/command";
 import * as ipaddr from "ipaddr.js";
-import type { StackConfig } from "./config";
+import { type StackConfig, nodeIdentity } from "./config";
 import type { RelayMaps } from "./maps";
 import type { Region } from "./cloud";
-import { type NodeAddresses, nodeIdentity, renderUserData, bundleHash } from "./render";
-import { type NodeSecrets, RUN_AS_ROOT, STEP_ORDER, nodeSteps } from "./deploy";
+import { type NodeAddresses, renderNode, renderUserData } from "./render";
+import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps } from "./deploy";
+import { bundleHash } from "./bundle";
+import { RUN_AS_ROOT } from "./layout";
 import { checkClientCertificates } from "./certificates";
 
 export interface RelayNodeArgs {
@@ -139,16 +141,16 @@ export class RelayNode extends pulumi.ComponentResource {
       dialErrorLimit: 60,
       perDialTimeout: 15,
     };
-    const steps = args.secrets.apply((secrets) => {
-      checkClientCertificates(secrets.clientCertificates ?? {}, maps);
-      return nodeSteps(ctx, undefined, secrets);
+    // Render, then deploy scripts from the bundle; both depend on which client certificates exist.
+    const pushed = args.secrets.apply((secrets) => {
+      const certs = secrets.clientCertificates ?? {};
+      checkClientCertificates(certs, maps);
+      const bundle = renderNode({ ...ctx, clientCertTenants: Object.keys(certs).sort() });
+      return { bundle, steps: deploySteps(cfg, bundle, secrets) };
     });
-    // Only the steps that carry secrets keep their script secret; the Postfix bundle holds none and
-    // stays readable in `pulumi preview` for review.
-    const secretSteps = new Set<string>(["certificate", "client-certificates"]);
-    const step = (id: (typeof STEP_ORDER)[number], dependsOn: pulumi.Resource[]) => {
-      const script = steps.apply((s) => s.scripts[id]);
-      const stdin = secretSteps.has(id) ? script : pulumi.unsecret(script);
+    const step = (id: StepId, dependsOn: pulumi.Resource[]) => {
+      const script = pushed.apply((p) => p.steps.find((s) => s.id === id)!.script);
+      const stdin = SECRET_STEPS.has(id) ? script : pulumi.unsecret(script);
       const create = pulumi.unsecret(
         script.apply((text) => `${RUN_AS_ROOT} # ${id} ${bundleHash({ text }).slice(0, 16)}`),
       );
@@ -165,12 +167,17 @@ export class RelayNode extends pulumi.ComponentResource {
         { ...parent, dependsOn },
       );
     };
-    this.bundleHash = pulumi.unsecret(steps.apply((s) => bundleHash(s.postfixFiles)));
-    this.cloudInit = step("cloud-init", [this.server]);
-    // http-01 needs the forward records in place before certbot asks the CA to connect.
-    this.certificate = step("certificate", [this.cloudInit, a, aaaa]);
-    this.clientCertificates = step("client-certificates", [this.certificate]);
-    this.postfixConfig = step("postfix", [this.clientCertificates]);
+    this.bundleHash = pulumi.unsecret(pushed.apply((p) => bundleHash(p.bundle.files)));
+    // Each step waits for the one before it; http-01 also needs the forward records before certbot
+    // asks the CA to connect.
+    const alsoWaitFor: Partial<Record<StepId, pulumi.Resource[]>> = { certificate: [a, aaaa] };
+    const commands = {} as Record<StepId, command.remote.Command>;
+    let previous: pulumi.Resource = this.server;
+    for (const id of STEPS) previous = commands[id] = step(id, [previous, ...(alsoWaitFor[id] ?? [])]);
+    this.cloudInit = commands["cloud-init"];
+    this.certificate = commands.certificate;
+    this.clientCertificates = commands["client-certificates"];
+    this.postfixConfig = commands.postfix;
 
     this.registerOutputs({ fqdn: this.fqdn, ipv4: this.ipv4, ipv6: this.ipv6 });
   }

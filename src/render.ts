@@ -1,16 +1,15 @@
 // Pure, deterministic rendering of everything a node receives, from the validated model and the
 // stack configuration. Same input, same bytes: no timestamps, no map ordering surprises.
-import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
-import type { StackConfig } from "./config";
-import { nodeFqdn } from "./config";
-import type { RelayMaps } from "./maps";
-import { MAP_FILES } from "./maps";
-import { clientCertPath } from "./certificates";
+import { PROJECT_ROOT } from "./project";
+import type { NodeIdentity, StackConfig } from "./config";
+import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
+import type { NodeBundle } from "./bundle";
+import { clientCertPath, tlsPaths } from "./layout";
 
-const TEMPLATES = path.join(__dirname, "..", "templates");
+const TEMPLATES = path.join(PROJECT_ROOT, "templates");
 
 const hbs = Handlebars.create();
 hbs.registerHelper("json", (v: unknown) => JSON.stringify(v));
@@ -33,11 +32,6 @@ function template(name: string): Handlebars.TemplateDelegate {
   return t;
 }
 
-export interface NodeIdentity {
-  name: string;
-  fqdn: string;
-}
-
 export interface RenderContext {
   stack: string;
   cfg: StackConfig;
@@ -58,86 +52,94 @@ export interface NodeAddresses {
   ipv6: FamilyAddress;
 }
 
-/** Where certbot keeps the node certificate; Postfix reads the key first, then the full chain. */
-export function tlsPaths(fqdn: string): { keyFile: string; chainFile: string } {
-  const live = `/etc/letsencrypt/live/${fqdn}`;
-  return { keyFile: `${live}/privkey.pem`, chainFile: `${live}/fullchain.pem` };
-}
-
-export function nodeIdentity(cfg: StackConfig, name: string): NodeIdentity {
-  return { name, fqdn: nodeFqdn(cfg, name) };
-}
-
 /** The null sender has no tenant to route to; refused unless maps/allowed_senders allows it. */
-export const NULL_SENDER_REJECT =
+const NULL_SENDER_REJECT =
   "550 5.7.1 Null sender (bounce or auto-reply) is not relayed: no tenant can be chosen for it";
 
-interface Row {
-  key: string;
-  value: string;
+type Row = [key: string, value: string];
+
+interface Table {
+  purpose: string;
+  source: MapName;
+  rows: Row[];
 }
 
-function table(name: string, purpose: string, source: string, rows: Row[]): string {
-  const width = Math.min(40, Math.max(0, ...rows.map((r) => r.key.length)));
-  return template("postfix-table.hbs")({ name, purpose, source, rows, width });
+function table(name: string, t: Table, rows = t.rows): string {
+  const width = Math.min(40, Math.max(0, ...rows.map(([key]) => key.length)));
+  return template("postfix-table.hbs")({
+    name,
+    purpose: t.purpose,
+    source: `maps/${t.source}`,
+    rows: rows.map(([key, value]) => ({ key, value })),
+    width,
+  });
 }
 
-/** The operator's four maps as Postfix tables, rendered from the model (the round trip of maps/). */
-export function renderOperatorMaps(
-  maps: RelayMaps,
-): Record<"translate_domains" | "allowed_senders" | "per_sender_relayhosts" | "allow_relay_by_ip", string> {
-  const src = (k: keyof typeof MAP_FILES) => `maps/${MAP_FILES[k]}`;
+/** The operator's four maps as Postfix tables, from the validated model (the round trip of maps/). */
+function operatorTables(maps: RelayMaps): Record<MapName, Table> {
   return {
-    translate_domains: table(
-      "translate_domains",
-      "sender_canonical_maps, old sender -> new sender",
-      src("translations"),
-      maps.translations.map((t) => ({ key: t.from, value: t.to })),
-    ),
-    allowed_senders: table(
-      "allowed_senders",
-      "check_sender_access, keyed by the sender BEFORE rewriting",
-      src("allowedSenders"),
-      maps.allowedSenders.map((s) => ({ key: s.key, value: s.action })),
-    ),
-    per_sender_relayhosts: table(
-      "per_sender_relayhosts",
-      "sender_dependent_relayhost_maps, keyed by the sender AFTER rewriting",
-      src("relayhosts"),
-      maps.relayhosts.map((r) => ({ key: r.key, value: r.nexthop })),
-    ),
-    allow_relay_by_ip: table(
-      "allow_relay_by_ip",
-      "cidr table in mynetworks: clients allowed to relay",
-      src("clientRanges"),
-      maps.clientRanges.map((c) => ({ key: c.cidr, value: c.action })),
-    ),
+    translate_domains: {
+      purpose: "sender_canonical_maps, old sender -> new sender",
+      source: "translate_domains",
+      rows: maps.translations.map((t) => [t.from, t.to]),
+    },
+    allowed_senders: {
+      purpose: "check_sender_access, keyed by the sender BEFORE rewriting",
+      source: "allowed_senders",
+      rows: maps.allowedSenders.map((s) => [s.key, s.action]),
+    },
+    per_sender_relayhosts: {
+      purpose: "sender_dependent_relayhost_maps, keyed by the sender AFTER rewriting",
+      source: "per_sender_relayhosts",
+      rows: maps.relayhosts.map((r) => [r.key, r.nexthop]),
+    },
+    allow_relay_by_ip: {
+      purpose: "cidr table in mynetworks: clients allowed to relay",
+      source: "allow_relay_by_ip",
+      rows: maps.clientRanges.map((c) => [c.cidr, c.action]),
+    },
   };
 }
 
-/** Postfix files every node gets: main.cf, master.cf and the maps (sources of the .cdb files). */
-export function renderPostfix(ctx: RenderContext): Record<string, string> {
-  const { cfg, maps } = ctx;
-  const src = (k: keyof typeof MAP_FILES) => `maps/${MAP_FILES[k]}`;
-  const operator = renderOperatorMaps(maps);
-  const nullSender = maps.allowedSenders.some((s) => s.key === "<>")
-    ? ""
-    : `# generated: the null sender is refused (README, "Null sender")\n${"<>".padEnd(Math.min(40, Math.max(2, ...maps.allowedSenders.map((s) => s.key.length))))} ${NULL_SENDER_REJECT}\n`;
+/** The four maps exactly as a node gets them (before the generated additions). */
+export function renderOperatorMaps(maps: RelayMaps): Record<MapName, string> {
+  const tables = operatorTables(maps);
+  return Object.fromEntries(MAP_NAMES.map((name) => [name, table(name, tables[name])])) as Record<
+    MapName,
+    string
+  >;
+}
+
+/** Tables Postfix reads as cdb (built with postmap); allow_relay_by_ip is a cidr table read as text. */
+const INDEXED = [
+  "translate_domains",
+  "allowed_senders",
+  "per_sender_relayhosts",
+  "tls_policy",
+  "tenant_transports",
+];
+
+/** Everything the Postfix step installs on one node, and the facts the deploy stages need. */
+export function renderNode(ctx: RenderContext): NodeBundle {
+  const { cfg, maps, node } = ctx;
+  const tls = tlsPaths(node.fqdn);
   const withCert = new Set(ctx.clientCertTenants ?? []);
-  const tenants = maps.tenants.map((t) => ({
-    transport: tenantTransport(t.id),
-    nexthop: t.nexthop,
-    clientCert: withCert.has(t.id) ? clientCertPath(t.id) : "",
-  }));
+  const clientCertificates = Object.fromEntries(
+    maps.tenants.filter((t) => withCert.has(t.id)).map((t) => [t.id, clientCertPath(t.id)]),
+  );
   const vars = {
     stack: ctx.stack,
-    tenants,
+    tenants: maps.tenants.map((t) => ({
+      transport: tenantTransport(t.id),
+      nexthop: t.nexthop,
+      clientCert: clientCertificates[t.id] ?? "",
+    })),
     forceIPv4: cfg.forceIPv4ToTenants,
     region: cfg.region,
-    node: ctx.node,
-    tls: tlsPaths(ctx.node.fqdn),
+    node,
+    tls,
     // Stamped once per message (DATA stage) so tenant A's transport rule can skip relayed mail.
-    loopGuardTable: `static:{PREPEND ${cfg.loopGuardHeader}: ${ctx.node.fqdn}}`,
+    loopGuardTable: `static:{PREPEND ${cfg.loopGuardHeader}: ${node.fqdn}}`,
     messageSizeLimit: cfg.messageSizeLimit,
     limits: {
       connections: cfg.clientConnectionCountLimit,
@@ -148,34 +150,41 @@ export function renderPostfix(ctx: RenderContext): Record<string, string> {
     mailboxSizeLimit: Math.max(51200000, 2 * cfg.messageSizeLimit),
     debugPeers: cfg.debugPeers.join(", "),
   };
-  return {
+  const tables: Record<string, Table> = {
+    ...operatorTables(maps),
+    tls_policy: {
+      purpose: "smtp_tls_policy_maps: verified TLS to every tenant next hop",
+      source: "per_sender_relayhosts",
+      rows: maps.tenants.map((t) => [t.nexthop, "secure"]),
+    },
+    tenant_transports: {
+      purpose:
+        "sender_dependent_default_transport_maps: each tenant's own smtp transport (client certificate, IPv4)",
+      source: "per_sender_relayhosts",
+      rows: maps.relayhosts.map((r) => [r.key, tenantTransport(r.tenantId)]),
+    },
+  };
+  const files: Record<string, string> = {
     "main.cf": template("main.cf.hbs")(vars),
     "master.cf": template("master.cf.hbs")(vars),
-    ...operator,
-    allowed_senders: operator.allowed_senders + nullSender,
-    tls_policy: table(
-      "tls_policy",
-      "smtp_tls_policy_maps: verified TLS to every tenant next hop",
-      src("relayhosts"),
-      maps.tenants.map((t) => ({ key: t.nexthop, value: "secure" })),
-    ),
-    tenant_transports: table(
-      "tenant_transports",
-      "sender_dependent_default_transport_maps: each tenant's own smtp transport (client certificate, IPv4)",
-      src("relayhosts"),
-      maps.relayhosts.map((r) => ({ key: r.key, value: tenantTransport(r.tenantId) })),
-    ),
+  };
+  for (const [name, t] of Object.entries(tables)) files[name] = table(name, t);
+  if (!maps.allowedSenders.some((s) => s.key === "<>")) {
+    const senders = tables.allowed_senders;
+    const width = Math.min(40, Math.max(2, ...senders.rows.map(([key]) => key.length)));
+    files.allowed_senders +=
+      `# generated: the null sender is refused (README, "Null sender")\n` +
+      `${"<>".padEnd(width)} ${NULL_SENDER_REJECT}\n`;
+    senders.rows = [...senders.rows, ["<>", NULL_SENDER_REJECT]];
+  }
+  return {
+    node,
+    files,
+    indexedMaps: INDEXED.map((name) => ({ name, rows: tables[name].rows })),
+    clientCertificates,
+    tls: { keyFile: tls.keyFile, chainFile: tls.chainFile },
   };
 }
-
-/** Maps that Postfix reads as indexed (cdb) files built with postmap; the rest are read as text. */
-export const INDEXED_MAPS = [
-  "translate_domains",
-  "allowed_senders",
-  "per_sender_relayhosts",
-  "tls_policy",
-  "tenant_transports",
-] as const;
 
 /** master.cf service name of a tenant's smtp transport. */
 export function tenantTransport(tenantId: string): string {
@@ -210,11 +219,4 @@ export function renderUserData(ctx: RenderContext, addrs: NodeAddresses): string
     sshKeys: [ctx.cfg.deploySshPublicKey, ...ctx.cfg.adminSshKeys],
     interfaces: renderInterfaces(ctx, addrs),
   });
-}
-
-/** Content hash of a set of files, independent of object key order. */
-export function bundleHash(files: Record<string, string>): string {
-  const h = crypto.createHash("sha256");
-  for (const name of Object.keys(files).sort()) h.update(`${name}\0${files[name]}\0`);
-  return h.digest("hex");
 }

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { checkClientBundle, checkClientCertificates } from "../src/certificates";
 import { loadMaps } from "../src/maps";
-import { ROOT } from "./helpers/stack";
+import { PROJECT_ROOT as ROOT } from "../src/project";
 
 let dir: string;
 const read = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");

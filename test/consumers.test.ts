@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { renderStack } from "../scripts/render";
+import { renderStack } from "../src/review";
 import type { NodeAddresses } from "../src/render";
 
 const run = (cmd: string, args: string[], input?: string) => {

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { CONFIG_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
-import { ROOT } from "./helpers/stack";
+import { PROJECT_ROOT as ROOT } from "../src/project";
 
 const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
 

@@ -6,24 +6,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import {
-  MAP_FILES,
-  type MapKind,
-  MapValidationError,
-  type RelayMaps,
-  mapDisplayNames,
-  parseMaps,
-} from "../src/maps";
+import { MAP_NAMES, MapValidationError, type RelayMaps, parseMaps } from "../src/maps";
+import { PROJECT_ROOT as ROOT } from "../src/project";
 import { renderOperatorMaps } from "../src/render";
-import { BASELINE, listCases, readCase, report } from "./helpers/cases";
-import { ROOT } from "./helpers/stack";
-
-const FILES = mapDisplayNames();
-const byName = (texts: Record<string, string>) =>
-  Object.fromEntries(Object.entries(MAP_FILES).map(([k, n]) => [k, texts[n] ?? BASELINE[n]])) as Record<
-    MapKind,
-    string
-  >;
+import { BASELINE, listCases, readCase, report, withBaseline } from "./helpers/cases";
 
 describe("bad maps corpus (test/fixtures/bad-maps)", () => {
   const cases = listCases();
@@ -45,7 +31,7 @@ describe("npm run validate", () => {
     });
   const dirWith = (texts: Record<string, string>) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-maps-"));
-    for (const n of Object.values(MAP_FILES)) fs.writeFileSync(path.join(dir, n), texts[n] ?? BASELINE[n]);
+    for (const n of MAP_NAMES) fs.writeFileSync(path.join(dir, n), texts[n] ?? BASELINE[n]);
     return dir;
   };
   it("passes the committed maps (exit 0)", () => {
@@ -127,8 +113,8 @@ describe("property-based", () => {
   it("well-formed maps round-trip through parse -> render -> parse", () => {
     fc.assert(
       fc.property(wellFormed, (texts) => {
-        const first = parseMaps(byName(texts), FILES);
-        const again = parseMaps(byName(renderOperatorMaps(first)), FILES);
+        const first = parseMaps(withBaseline(texts));
+        const again = parseMaps(withBaseline(renderOperatorMaps(first)));
         expect(strip(again)).toEqual(strip(first));
       }),
       { numRuns: 300 },
@@ -136,7 +122,7 @@ describe("property-based", () => {
   });
 
   it("random bytes in any map never crash the parser with anything but a validation error", () => {
-    const kinds = Object.values(MAP_FILES);
+    const kinds = MAP_NAMES;
     fc.assert(
       fc.property(
         fc.constantFrom(...kinds),
@@ -145,7 +131,7 @@ describe("property-based", () => {
         (name, bytes, asLatin1) => {
           const text = Buffer.from(bytes).toString(asLatin1 ? "latin1" : "utf8");
           try {
-            parseMaps(byName({ [name]: text }), FILES);
+            parseMaps(withBaseline({ [name]: text }));
           } catch (e) {
             if (!(e instanceof MapValidationError)) throw e;
             for (const p of e.problems) expect(p.line).toBeGreaterThanOrEqual(1);
@@ -186,17 +172,13 @@ describe("property-based", () => {
       "2001:db8::/32",
     );
     fc.assert(
-      fc.property(
-        fc.constantFrom(...Object.values(MAP_FILES)),
-        fc.array(token, { maxLength: 60 }),
-        (name, parts) => {
-          try {
-            parseMaps(byName({ [name]: parts.join("") }), FILES);
-          } catch (e) {
-            if (!(e instanceof MapValidationError)) throw e;
-          }
-        },
-      ),
+      fc.property(fc.constantFrom(...MAP_NAMES), fc.array(token, { maxLength: 60 }), (name, parts) => {
+        try {
+          parseMaps(withBaseline({ [name]: parts.join("") }));
+        } catch (e) {
+          if (!(e instanceof MapValidationError)) throw e;
+        }
+      }),
       { numRuns: 2000 },
     );
   });

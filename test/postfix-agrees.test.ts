@@ -1,33 +1,24 @@
 // Every validator rule that says "Postfix would do X" is checked here once against a real Postfix:
 // the production config runs on a node namespace, the test writes the map lines the validator
 // refuses straight into the live config (bypassing it), and observes what Postfix does.
-import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseStackConfig, readStackFile } from "../src/config";
-import { MAP_FILES, loadMaps } from "../src/maps";
-import { nodeIdentity, renderPostfix } from "../src/render";
-import { deployPostfixScript } from "../src/deploy";
-import { overlayPostfixFiles } from "../sandbox/overlay";
+import { POSTFIX_LIVE } from "../src/layout";
+import { queuedAs, refusal } from "../sandbox/mail";
+import { type NodeHost, onNode, removeNodeHost } from "../sandbox/node-host";
+import type { Result } from "../sandbox/shell";
 import { BASELINE, report } from "./helpers/cases";
-import { ROOT } from "./helpers/stack";
-import { NodeNamespace } from "./helpers/node";
-
-const { raw, region, file } = readStackFile(ROOT, "lon");
-const cfg = parseStackConfig(raw, region, file);
-const node = nodeIdentity(cfg, "lon1");
+import { LON1, deferred, deployPostfix, lon1Bundle, sendLocal, startTestNode } from "./helpers/node";
 
 describe("the validator and Postfix agree", () => {
-  let n: NodeNamespace;
-  const sh = (cmd: string) => n.run(cmd);
+  let n: NodeHost;
+  const sh = (cmd: string, input?: string) => onNode(n, cmd, input);
 
   /** Replaces live maps with raw text (no validation), rebuilds them, reloads Postfix. */
   const rawMaps = (texts: Record<string, string>) => {
     const all = { ...BASELINE, ...texts };
     for (const [name, text] of Object.entries(all)) {
-      const r = n.run(
-        `cat > /etc/postfix/${name} && { [ ${name} = allow_relay_by_ip ] || postmap cdb:/etc/postfix/${name}; }`,
-        text,
-      );
+      const file = `${POSTFIX_LIVE}/${name}`;
+      const r = sh(`cat > ${file} && { [ ${name} = allow_relay_by_ip ] || postmap cdb:${file}; }`, text);
       expect(r.status, r.stderr).toBe(0);
     }
     expect(sh("postfix reload").status).toBe(0);
@@ -36,37 +27,20 @@ describe("the validator and Postfix agree", () => {
     expect(verdict.length, "the validator objects to this input").toBeGreaterThan(0);
     return verdict;
   };
-  const send = (from: string) =>
-    sh(
-      `swaks --server 127.0.0.1 --tls --helo client.example --from '${from}' --to rcpt@partner.example --header 'From: ${from}' 2>&1`,
-    );
-  const queued = async (r: { stdout: string }) => {
-    const id = /queued as (\w+)/.exec(r.stdout)?.[1];
+  const send = (from: string) => sendLocal(n, { from, headers: [`From: ${from}`] }).r;
+  const queued = async (r: Result) => {
+    const id = queuedAs(r);
     expect(id, r.stdout).toBeTruthy();
-    for (let i = 0; i < 100; i++) {
-      const e = sh("postqueue -j")
-        .stdout.trim()
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l))
-        .find((x) => x.queue_id === id);
-      if (e?.recipients?.[0]?.delay_reason)
-        return e as { sender: string; recipients: { delay_reason: string }[] };
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    throw new Error(`message ${id} not deferred yet`);
+    return deferred(n, id!);
   };
-  const refused = (r: { stdout: string }) => /<~\* +5\d\d /.test(r.stdout);
+  const refused = (r: Result) => /^5/.test(refusal(r) ?? "");
 
   beforeAll(async () => {
-    n = await NodeNamespace.start(node.fqdn);
-    const files = overlayPostfixFiles(
-      renderPostfix({ stack: "lon", cfg, maps: loadMaps(path.join(ROOT, "maps")), node }),
-    );
-    const r = n.run("bash -s", deployPostfixScript(node, files));
+    n = await startTestNode(LON1.fqdn);
+    const r = deployPostfix(n, lon1Bundle());
     expect(r.status, r.stderr).toBe(0);
   });
-  afterAll(() => n?.stop());
+  afterAll(() => n && removeNodeHost(n));
 
   it('access(5): "@old.example" never matches, so its senders are refused', () => {
     const v = rawMaps({ allowed_senders: "@old.example OK\n" });
@@ -117,7 +91,7 @@ describe("the validator and Postfix agree", () => {
 
   it('cidr: host bits and missing results make Postfix skip the line; "!net" and /0 match everyone else', () => {
     const q = (table: string, ip: string) => {
-      n.run(`cat > /tmp/t.cidr`, table);
+      sh(`cat > /tmp/t.cidr`, table);
       const r = sh(`postmap -q ${ip} cidr:/tmp/t.cidr 2>&1; echo rc=$?`);
       return r.stdout.trim();
     };
@@ -136,9 +110,9 @@ describe("the validator and Postfix agree", () => {
 
   it("duplicate keys: postmap warns, and the validator refuses them", () => {
     const text = "@old.example @new.example\n@OLD.example @other.example\n";
-    n.run("cat > /tmp/dup", text);
+    sh("cat > /tmp/dup", text);
     expect(sh("postmap cdb:/tmp/dup 2>&1").stdout).toContain('duplicate entry: "@old.example"');
-    expect(report({ name: "raw", maps: { [MAP_FILES.translations]: text }, expected: [] })[0]).toContain(
+    expect(report({ name: "raw", maps: { translate_domains: text }, expected: [] })[0]).toContain(
       "duplicate key",
     );
   });

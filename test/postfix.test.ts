@@ -1,42 +1,35 @@
 // The rendered Postfix config and the staged deploy script, run by real Postfix on a node in its own
 // namespaces (overlay /etc, private spool, loopback only; nothing can leave the machine).
-import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseStackConfig, readStackFile } from "../src/config";
-import { loadMaps } from "../src/maps";
-import { nodeIdentity, renderPostfix } from "../src/render";
-import { deployPostfixScript } from "../src/deploy";
-import { overlayPostfixFiles } from "../sandbox/overlay";
-import { ROOT } from "./helpers/stack";
+import { POSTFIX_LIVE, POSTFIX_RELEASES, RELEASES_KEPT } from "../src/layout";
+import type { NodeHost } from "../sandbox/node-host";
+import { onNode, removeNodeHost } from "../sandbox/node-host";
+import { queuedAs, refusal } from "../sandbox/mail";
+import type { Result } from "../sandbox/shell";
 import { editedMaps } from "./helpers/maps";
-import { NodeNamespace, type Result } from "./helpers/node";
-
-const { raw, region, file } = readStackFile(ROOT, "lon");
-const cfg = parseStackConfig(raw, region, file);
-const maps = loadMaps(path.join(ROOT, "maps"));
-const node = nodeIdentity(cfg, "lon1");
-
-/** The only difference to production here (the sandbox's overlay): Postfix logs to a file the test can show. */
-function bundle(m = maps): Record<string, string> {
-  return overlayPostfixFiles(renderPostfix({ stack: "lon", cfg, maps: m, node }));
-}
+import {
+  LON1,
+  deferred,
+  deployPostfix,
+  explain as explainOn,
+  lon1Bundle,
+  sendLocal,
+  startTestNode,
+} from "./helpers/node";
 
 describe("rendered config on a real Postfix node (lon1)", () => {
-  let n: NodeNamespace;
-  const sh = (cmd: string, input?: string): Result => n.run(cmd, input);
-  const deploy = (files: Record<string, string>) => sh("bash -s", deployPostfixScript(node, files));
-  const explain = (r: Result) =>
-    `exit ${r.status}\n${r.stdout}\n${r.stderr}\n--- postfix log ---\n${n.log().split("\n").slice(-30).join("\n")}`;
-  const swaks = (args: string) => sh(`swaks --server 127.0.0.1 --tls --helo client.example ${args} 2>&1`);
-  const live = () => sh("readlink /etc/postfix").stdout.trim();
+  let n: NodeHost;
+  const sh = (cmd: string, input?: string): Result => onNode(n, cmd, input);
+  const explain = (r: Result) => explainOn(n, r);
+  const live = () => sh(`readlink ${POSTFIX_LIVE}`).stdout.trim();
 
   beforeAll(async () => {
-    n = await NodeNamespace.start(node.fqdn);
-    const r = deploy(bundle());
+    n = await startTestNode(LON1.fqdn);
+    const r = deployPostfix(n, lon1Bundle());
     expect(r.status, explain(r)).toBe(0);
     console.log(r.stdout.trim());
   });
-  afterAll(() => n?.stop());
+  afterAll(() => n && removeNodeHost(n));
 
   it("first deploy turns /etc/postfix into a symlink to the release and starts Postfix", () => {
     expect(live()).toMatch(/^\/etc\/postfix\.releases\/\d{8}T\d{6}Z-[0-9a-f]{12}$/);
@@ -75,23 +68,15 @@ describe("rendered config on a real Postfix node (lon1)", () => {
   });
 
   it("a relayed message leaves with the new sender, rewritten headers, the loop guard, toward tenant B", async () => {
-    const r = swaks(
-      "--from bob@old.example --to carol@partner.example --header 'From: Bob Example <bob@OLD.example>' --header 'Reply-To: bob@old.example' --header 'Cc: dave@old.example'",
-    );
+    const { r } = sendLocal(n, {
+      from: "bob@old.example",
+      to: "carol@partner.example",
+      headers: ["From: Bob Example <bob@OLD.example>", "Reply-To: bob@old.example", "Cc: dave@old.example"],
+    });
     expect(r.status, explain(r)).toBe(0);
-    const id = /250 2\.0\.0 Ok: queued as (\w+)/.exec(r.stdout)?.[1];
+    const id = queuedAs(r);
     expect(id, r.stdout).toBeTruthy();
-    let entry: any;
-    for (let i = 0; i < 100; i++) {
-      const lines = sh("postqueue -j")
-        .stdout.trim()
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l));
-      entry = lines.find((e) => e.queue_id === id);
-      if (entry?.recipients?.[0]?.delay_reason) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    const entry = await deferred(n, id!);
     expect(entry.sender).toBe("bob@new.example");
     // No DNS on this node: the failure names the next hop the relay chose, tenant B's MX.
     expect(entry.recipients[0].delay_reason).toContain("new-example.mail.protection.outlook.com");
@@ -101,42 +86,46 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     expect(headers).toMatch(/^Cc: dave@old\.example$/m);
     expect(headers).toMatch(/^X-Header-Rewrite-Relayed: lon1\.example\.net$/m);
     console.log(
-      `queued ${id}: sender ${entry.sender}, next hop in: ${entry.recipients[0].delay_reason.slice(0, 90)}`,
+      `queued ${id}: sender ${entry.sender}, next hop in: ${entry.recipients[0].delay_reason?.slice(0, 90)}`,
     );
   });
 
   it("refuses a sender that is not allow-listed, a subdomain of an allowed domain, and the null sender", () => {
-    const refusal = (from: string) => {
-      const r = swaks(`--from '${from}' --to carol@partner.example --quit-after RCPT`);
+    const refuse = (from: string) => {
+      const { r } = sendLocal(n, { from, to: "carol@partner.example", quitAfter: "RCPT" });
       expect(r.stdout, explain(r)).toContain(`~> MAIL FROM:<${from === "<>" ? "" : from}>`);
-      const line = /<~\* +(5\d\d[^\n]*)/.exec(r.stdout)?.[1];
+      const line = refusal(r);
       expect(line, explain(r)).toBeTruthy();
       console.log(`MAIL FROM:<${from === "<>" ? "" : from}> -> ${line}`);
       return line!;
     };
-    expect(refusal("eve@elsewhere.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
-    expect(refusal("bob@sub.old.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
-    expect(refusal("<>")).toMatch(
+    expect(refuse("eve@elsewhere.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
+    expect(refuse("bob@sub.old.example")).toMatch(/^554 5\.7\.1 .*Sender address rejected: Access denied/);
+    expect(refuse("<>")).toMatch(
       /^550 5\.7\.1 <>: Sender address rejected: Null sender \(bounce or auto-reply\) is not relayed/,
     );
   });
 
   it("a broken deploy fails with Postfix's message and the old config stays live and relaying", () => {
     const before = live();
-    const broken = bundle();
-    broken["main.cf"] += "smtpd_tls_security_levle = encrypt\n";
-    const r = deploy(broken);
+    const broken = lon1Bundle(undefined, (f) => ({
+      ...f,
+      "main.cf": f["main.cf"] + "smtpd_tls_security_levle = encrypt\n",
+    }));
+    const r = deployPostfix(n, broken);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain("unused parameter: smtpd_tls_security_levle=encrypt");
     expect(r.stderr).toContain("the live configuration was not changed");
     expect(live()).toBe(before);
-    const dup = bundle();
-    dup.translate_domains += "@old.example @other.example\n";
-    const r2 = deploy(dup);
+    const dup = lon1Bundle(undefined, (f) => ({
+      ...f,
+      translate_domains: f.translate_domains + "@old.example @other.example\n",
+    }));
+    const r2 = deployPostfix(n, dup);
     expect(r2.status).not.toBe(0);
     expect(r2.stderr).toMatch(/postmap translate_domains: .*duplicate entry/);
     expect(live()).toBe(before);
-    const ok = swaks("--from alice@old.example --to carol@partner.example --quit-after RCPT");
+    const ok = sendLocal(n, { from: "alice@old.example", to: "carol@partner.example", quitAfter: "RCPT" }).r;
     expect(ok.stdout, explain(ok)).toMatch(/<~ +250 2\.1\.5/);
     console.log(`broken deploys refused:\n  ${r.stderr.split("\n")[0]}\n  ${r2.stderr.split("\n")[0]}`);
   });
@@ -145,7 +134,7 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     const before = live();
     const edited = editedMaps();
     await new Promise((r) => setTimeout(r, 1100)); // release names carry seconds
-    const r = deploy(bundle(edited));
+    const r = deployPostfix(n, lon1Bundle(edited));
     expect(r.status, explain(r)).toBe(0);
     expect(live()).not.toBe(before);
     expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe(
@@ -154,10 +143,10 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     expect(sh("postfix status").status).toBe(0);
     for (let i = 0; i < 5; i++) {
       await new Promise((res) => setTimeout(res, 1100));
-      expect(deploy(bundle()).status).toBe(0);
+      expect(deployPostfix(n, lon1Bundle()).status).toBe(0);
     }
-    const releases = sh("ls -1 /etc/postfix.releases").stdout.trim().split("\n");
-    expect(releases.filter((d) => /^\d{8}T/.test(d))).toHaveLength(5);
+    const releases = sh(`ls -1 ${POSTFIX_RELEASES}`).stdout.trim().split("\n");
+    expect(releases.filter((d) => /^\d{8}T/.test(d))).toHaveLength(RELEASES_KEPT);
     expect(releases).toContain("original");
   }, 30_000);
 });

@@ -4,20 +4,23 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseStackConfig, readStackFile, ConfigError } from "../src/config";
-import { loadMaps, parseMaps, MapValidationError } from "../src/maps";
-import { nodeIdentity, renderPostfix } from "../src/render";
-import { nodeSteps } from "../src/deploy";
-import { renderStack } from "../scripts/render";
-import { ROOT } from "./helpers/stack";
+import { ConfigError, loadStackConfig, nodeIdentity, parseStackConfig, readStackFile } from "../src/config";
+import { type DnsOvhCredentials, STEPS, type StepId, deploySteps } from "../src/deploy";
+import { MapValidationError, loadMaps, parseMaps } from "../src/maps";
+import { MAPS_DIR, PROJECT_ROOT as ROOT } from "../src/project";
+import { type RenderContext, renderNode } from "../src/render";
+import { renderStack } from "../src/review";
 import { editedMaps } from "./helpers/maps";
 
-const cfg = (() => {
-  const { raw, region, file } = readStackFile(ROOT, "lon");
-  return parseStackConfig(raw, region, file);
-})();
-const maps = loadMaps(path.join(ROOT, "maps"));
-const ctx = { stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") };
+const cfg = loadStackConfig("lon");
+const maps = loadMaps(MAPS_DIR);
+const ctx: RenderContext = { stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") };
+const mainCf = (c = ctx) => renderNode(c).files["main.cf"];
+/** The scripts of every deploy step, by step. */
+const scripts = (c = ctx, dns?: DnsOvhCredentials) =>
+  Object.fromEntries(
+    deploySteps(c.cfg, renderNode(c), { dnsCredentials: dns }).map((s) => [s.id, s.script]),
+  ) as Record<StepId, string>;
 
 function tree(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -48,13 +51,11 @@ describe("render", () => {
 
   it("main.cf for lon1 matches the reviewed golden file", () => {
     const golden = fs.readFileSync(path.join(ROOT, "test", "golden", "lon1.main.cf"), "utf8");
-    expect(renderPostfix(ctx)["main.cf"], "update test/golden/lon1.main.cf after reviewing the diff").toBe(
-      golden,
-    );
+    expect(mainCf(), "update test/golden/lon1.main.cf after reviewing the diff").toBe(golden);
   });
 
   it("main.cf fixes every seed mistake", () => {
-    const main = renderPostfix(ctx)["main.cf"];
+    const main = mainCf();
     const param = (k: string) => new RegExp(`^${k} = (.*)$`, "m").exec(main)?.[1];
     expect(param("compatibility_level")).toBe("3.6");
     expect(param("mydestination")).toBe("$myhostname, localhost");
@@ -77,21 +78,21 @@ describe("render", () => {
 
   it("debug peer logging appears only when configured", () => {
     const withDebug = { ...ctx, cfg: { ...cfg, debugPeers: ["192.0.2.7"] } };
-    expect(renderPostfix(withDebug)["main.cf"]).toMatch(/^debug_peer_list = 192\.0\.2\.7$/m);
+    expect(mainCf(withDebug)).toMatch(/^debug_peer_list = 192\.0\.2\.7$/m);
   });
 
   it("a map edit changes only the Postfix step; an address-free step stays byte-identical", () => {
-    const before = nodeSteps(ctx);
-    const edited = editedMaps();
-    const after = nodeSteps({ ...ctx, maps: edited });
-    expect(after.scripts.postfix).not.toBe(before.scripts.postfix);
-    expect(after.scripts["cloud-init"]).toBe(before.scripts["cloud-init"]);
-    expect(after.scripts.certificate).toBe(before.scripts.certificate);
-    expect(nodeSteps(ctx)).toEqual(before);
+    const before = scripts();
+    const after = scripts({ ...ctx, maps: editedMaps() });
+    expect(after.postfix).not.toBe(before.postfix);
+    expect(after["cloud-init"]).toBe(before["cloud-init"]);
+    expect(after.certificate).toBe(before.certificate);
+    expect(after["client-certificates"]).toBe(before["client-certificates"]);
+    expect(scripts()).toEqual(before);
   });
 
   it("the null sender is refused by a generated, explained line unless allowed_senders lists it", () => {
-    const senders = renderPostfix(ctx).allowed_senders;
+    const senders = renderNode(ctx).files.allowed_senders;
     expect(senders).toMatch(/^<> +550 5\.7\.1 Null sender/m);
   });
 });
@@ -136,20 +137,12 @@ describe("stack configuration errors name the file, the key and the fix", () => 
 describe("map errors stop everything with file:line", () => {
   it("reports a bad key form with its line", () => {
     try {
-      parseMaps(
-        {
-          translations: "@old.example @new.example\n",
-          allowedSenders: "# c\n\n@old.example OK\n",
-          relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
-          clientRanges: "192.0.2.0/24 OK\n",
-        },
-        {
-          translations: "maps/translate_domains",
-          allowedSenders: "maps/allowed_senders",
-          relayhosts: "maps/per_sender_relayhosts",
-          clientRanges: "maps/allow_relay_by_ip",
-        },
-      );
+      parseMaps({
+        translate_domains: "@old.example @new.example\n",
+        allowed_senders: "# c\n\n@old.example OK\n",
+        per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
+        allow_relay_by_ip: "192.0.2.0/24 OK\n",
+      });
       throw new Error("expected MapValidationError");
     } catch (e) {
       expect(e).toBeInstanceOf(MapValidationError);
@@ -184,10 +177,13 @@ describe("npm run render", () => {
       "postfix/translate_domains",
       "cloud-init/user-data",
       "network/interfaces",
-      "deploy/3-postfix.sh",
     ]) {
       expect(fs.existsSync(path.join(out, "bhs1", f)), f).toBe(true);
     }
+    // Every step the node runs, in the order it runs, and nothing else.
+    expect(fs.readdirSync(path.join(out, "bhs1", "deploy"))).toEqual(
+      STEPS.map((id, i) => `${i + 1}-${id}.sh`),
+    );
     const bad = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "paris", "--out", out], {
       cwd: ROOT,
       encoding: "utf8",
@@ -205,25 +201,22 @@ describe("certificate step", () => {
     applicationSecret: "as-secret",
     consumerKey: "ck-secret",
   };
-  it("http-01 runs certbot standalone for the node name and writes no API credentials", async () => {
-    const { certificateScript } = await import("../src/deploy");
-    const script = certificateScript(cfg, ctx.node, dns);
+  it("http-01 runs certbot standalone for the node name and writes no API credentials", () => {
+    const script = scripts(ctx, dns).certificate;
     expect(script).toContain("--standalone --preferred-challenges http");
     expect(script).toContain("-d 'lon1.example.net' \\");
     expect(script).not.toContain("ovh.ini");
     expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
   });
-  it("dns-01 uses the OVH plugin, adds the shared service name, keeps the key file root-only", async () => {
-    const { certificateScript } = await import("../src/deploy");
-    const script = certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node, dns);
+  it("dns-01 uses the OVH plugin, adds the shared service name, keeps the key file root-only", () => {
+    const dns01 = { ...ctx, cfg: { ...cfg, acmeChallenge: "dns-01" as const } };
+    const script = scripts(dns01, dns).certificate;
     expect(script).toContain("-d 'lon1.example.net' -d 'relay.example.net'");
     expect(script).toContain("--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini");
     expect(script).toMatch(
       /\(umask 077; cat > \/etc\/letsencrypt\/ovh\.ini <<'HEADER_REWRITE_EOF'\ndns_ovh_endpoint = ovh-eu\n/,
     );
     expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-    expect(() => certificateScript({ ...cfg, acmeChallenge: "dns-01" }, ctx.node)).toThrow(
-      "header-rewrite:acmeDnsOvhCredentials is required",
-    );
+    expect(() => scripts(dns01)).toThrow("header-rewrite:acmeDnsOvhCredentials is required");
   });
 });

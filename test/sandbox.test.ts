@@ -3,21 +3,19 @@
 // standing in for Microsoft. One sandbox for all suites (its namespaces have fixed names, so this
 // replaces a running `npm start` sandbox).
 import { afterAll, beforeAll, describe } from "vitest";
-import { down } from "../sandbox/down";
-import type { Topology } from "../sandbox/topology";
-import { up } from "../sandbox/up";
-import { sandbox } from "./sandbox/harness";
+import { type Sandbox, down, up } from "../sandbox/up";
+import { suite } from "./sandbox/harness";
 import { relayTests } from "./sandbox/relay";
 import { tlsTests } from "./sandbox/tls";
 import { noLossTests } from "./sandbox/noloss";
 import { securityTests } from "./sandbox/security";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
-let t: Topology;
-const sb = sandbox(() => t);
+let sandbox: Sandbox;
+const sb = suite(() => sandbox);
 
 beforeAll(async () => {
-  t = await up(DIR, { install: false });
+  sandbox = await up(DIR, { install: false });
 }, 240_000);
 afterAll(() => down(DIR, { quiet: true }));
 

@@ -1,18 +1,13 @@
 // `pulumi preview` with a bad map: the program throws the validator's report before a single
 // resource is registered. (Runs a copy of the project whose maps/ has mistakes.)
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { expect, it } from "vitest";
-import { ROOT, fixture } from "./helpers/stack";
+import { copyProject, fixture } from "../harness/pulumi-mocks";
 
 it("refuses bad maps with file:line messages and registers nothing", async () => {
-  const copy = fs.mkdtempSync(path.join(os.tmpdir(), "hr-project-"));
-  for (const f of ["index.ts", "Pulumi.yaml", "Pulumi.lon.yaml", "src", "templates", "maps"]) {
-    fs.cpSync(path.join(ROOT, f), path.join(copy, f), { recursive: true });
-  }
-  fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(copy, "node_modules"));
+  const copy = copyProject();
   fs.appendFileSync(path.join(copy, "maps", "allowed_senders"), "@legacy.example OK\n");
   fs.appendFileSync(path.join(copy, "maps", "allow_relay_by_ip"), "0.0.0.0/0 OK\n");
   const registered: string[] = [];

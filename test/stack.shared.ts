@@ -4,7 +4,8 @@ import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
 import * as YAML from "yaml";
-import { ROOT, type StackRun, fixture, runStack, value } from "./helpers/stack";
+import { PROJECT_ROOT as ROOT } from "../src/project";
+import { type StackRun, fixture, runStack, value } from "../harness/pulumi-mocks";
 import { CONFIG_KEYS, OPTIONAL_SECRET_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
 import { loadMaps } from "../src/maps";
 

@@ -2,19 +2,12 @@
 // baseline) and, after "== expected", the exact report the validator must print.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import {
-  MAP_FILES,
-  type MapKind,
-  MapValidationError,
-  formatProblem,
-  mapDisplayNames,
-  parseMaps,
-} from "../../src/maps";
-import { ROOT } from "./stack";
+import { MAP_NAMES, type MapTexts, MapValidationError, formatProblem, parseMaps } from "../../src/maps";
+import { PROJECT_ROOT } from "../../src/project";
 
-export const CASE_DIR = path.join(ROOT, "test", "fixtures", "bad-maps");
+const CASE_DIR = path.join(PROJECT_ROOT, "test", "fixtures", "bad-maps");
 
-export const BASELINE: Record<string, string> = {
+export const BASELINE: MapTexts = {
   translate_domains: "@old.example @new.example\n",
   allowed_senders: "old.example OK\n",
   per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
@@ -50,13 +43,15 @@ export function listCases(): string[] {
     .map((f) => path.join(CASE_DIR, f));
 }
 
+/** The baseline maps with some of them replaced. */
+export function withBaseline(texts: Partial<Record<string, string>>): MapTexts {
+  return Object.fromEntries(MAP_NAMES.map((name) => [name, texts[name] ?? BASELINE[name]])) as MapTexts;
+}
+
 /** Runs the validator on a case; returns every line it reports (errors and warnings). */
 export function report(c: Case): string[] {
-  const texts = {} as Record<MapKind, string>;
-  for (const [k, name] of Object.entries(MAP_FILES) as [MapKind, string][])
-    texts[k] = c.maps[name] ?? BASELINE[name];
   try {
-    return parseMaps(texts, mapDisplayNames()).warnings.map(formatProblem);
+    return parseMaps(withBaseline(c.maps)).warnings.map(formatProblem);
   } catch (e) {
     if (e instanceof MapValidationError) return e.problems.map(formatProblem);
     throw e;

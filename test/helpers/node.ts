@@ -1,71 +1,91 @@
-// A relay node on this machine: namespaces from test/harness/node-ns.sh kept alive with
-// `sleep infinity`; steps run inside with nsenter; stop() kills the namespace and all it started.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+// One relay node for the real-Postfix tests: a NodeHost (sandbox/node-host.ts) in a network namespace
+// of its own with only loopback, so nothing it looks up or sends can leave, and a self-signed test
+// certificate where certbot would put it.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ROOT } from "./stack";
+import type { NodeBundle } from "../../src/bundle";
+import { loadStackConfig, nodeIdentity } from "../../src/config";
+import { deploySteps } from "../../src/deploy";
+import { tlsPaths } from "../../src/layout";
+import { type RelayMaps, loadMaps } from "../../src/maps";
+import { MAPS_DIR } from "../../src/project";
+import { renderNode } from "../../src/render";
+import { shellQuote as q } from "../../src/shell";
+import { type Message, type Sent, sendMail } from "../../sandbox/mail";
+import {
+  type NodeHost,
+  type QueueEntry,
+  bootNodeHost,
+  nodeLog,
+  onNode,
+  queue,
+  removeNodeHost,
+} from "../../sandbox/node-host";
+import { overlayBundle } from "../../sandbox/overlay";
+import { type Result, must, pollFor, pollUntil, sh } from "../../sandbox/shell";
 
-export interface Result {
-  status: number;
-  stdout: string;
-  stderr: string;
+export async function startTestNode(fqdn: string): Promise<NodeHost> {
+  const name = fqdn.split(".")[0];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `hr-node-${name}-`));
+  // Not "hr-": the sandbox removes its own namespaces by that prefix.
+  const h: NodeHost = { name, fqdn, netns: `hrt-${name}-${process.pid}`, dir };
+  must(sh(`ip netns add ${h.netns}`), `ip netns add ${h.netns}`);
+  const tls = tlsPaths(fqdn);
+  bootNodeHost(
+    h,
+    `rm -f /etc/resolv.conf; echo "nameserver 127.0.0.1" > /etc/resolv.conf
+    mkdir -p ${q(tls.dir)}
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=${fqdn}" \\
+      -addext "subjectAltName=DNS:${fqdn}" -keyout ${q(tls.keyFile)} -out ${q(tls.chainFile)} 2>/dev/null
+    exec sleep infinity`,
+  );
+  try {
+    await pollUntil(`test node ${fqdn}`, () => onNode(h, "pgrep -x sleep").status === 0, 20_000, 50);
+  } catch (e) {
+    const out = path.join(dir, "node.out");
+    const why = fs.existsSync(out) ? fs.readFileSync(out, "utf8") : "";
+    removeNodeHost(h);
+    throw new Error(`${(e as Error).message}: ${why}`);
+  }
+  return h;
 }
 
-export class NodeNamespace {
-  private constructor(
-    readonly fqdn: string,
-    readonly work: string,
-    private proc: ChildProcess,
-    readonly pid: number,
-  ) {}
+/** lon1 as the real-Postfix tests deploy it: the committed lon stack. */
+export const LON = loadStackConfig("lon");
+export const LON1 = nodeIdentity(LON, "lon1");
 
-  static async start(fqdn: string): Promise<NodeNamespace> {
-    const work = fs.mkdtempSync(path.join(os.tmpdir(), `hr-node-${fqdn.split(".")[0]}-`));
-    const proc = spawn(path.join(ROOT, "test", "harness", "node-ns.sh"), [work, fqdn, "sleep", "infinity"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    proc.stderr!.on("data", (d) => (stderr += d));
-    for (let i = 0; i < 100; i++) {
-      const child = spawnSync("pgrep", ["-P", String(proc.pid)], { encoding: "utf8" }).stdout.trim();
-      if (child) {
-        const node = new NodeNamespace(fqdn, work, proc, Number(child.split("\n")[0]));
-        if (node.run("hostname").stdout.trim() === fqdn) return node;
-      }
-      if (proc.exitCode !== null) throw new Error(`node namespace for ${fqdn} failed to start: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    proc.kill("SIGKILL");
-    throw new Error(`node namespace for ${fqdn} did not come up: ${stderr}`);
-  }
+/** lon1's rendered bundle with the sandbox overlay (Postfix logs to a file the tests can show). */
+export function lon1Bundle(
+  maps: RelayMaps = loadMaps(MAPS_DIR),
+  edit?: (f: Record<string, string>) => Record<string, string>,
+): NodeBundle {
+  return overlayBundle(renderNode({ stack: "lon", cfg: LON, maps, node: LON1 }), edit);
+}
 
-  /** Runs a bash command inside the node (all of its namespaces). */
-  run(command: string, input?: string): Result {
-    const r = spawnSync(
-      "nsenter",
-      ["-t", String(this.pid), "-m", "-n", "-u", "-p", "--", "bash", "-c", command],
-      {
-        input,
-        encoding: "utf8",
-        maxBuffer: 64 * 1024 * 1024,
-      },
-    );
-    return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
-  }
+/** Runs the production Postfix deploy step of BUNDLE on the node. */
+export function deployPostfix(h: NodeHost, bundle: NodeBundle): Result {
+  const step = deploySteps(LON, bundle).find((s) => s.id === "postfix")!;
+  return onNode(h, "bash -s", step.script);
+}
 
-  /** The Postfix log of this node (maillog_file from the test overlay). */
-  log(): string {
-    const f = path.join(this.work, "log", "postfix.log");
-    return fs.existsSync(f) ? fs.readFileSync(f, "utf8") : "(no postfix log)";
-  }
+/** Sends with swaks from the node itself to its own Postfix on loopback. */
+export function sendLocal(h: NodeHost, m: Omit<Message, "server">): Sent {
+  return sendMail((c) => onNode(h, c), { server: "127.0.0.1", ...m });
+}
 
-  stop(): void {
-    this.proc.kill("SIGKILL");
-    spawnSync("bash", [
-      "-c",
-      `for i in $(seq 50); do kill -0 ${this.pid} 2>/dev/null || exit 0; sleep 0.1; done`,
-    ]);
-    fs.rmSync(this.work, { recursive: true, force: true });
-  }
+/** Waits (bounded) until Postfix has tried message QUEUEID once and kept it deferred (no DNS here). */
+export async function deferred(h: NodeHost, queueId: string): Promise<QueueEntry> {
+  const entry = await pollFor(
+    () => queue(h).find((e) => e.queue_id === queueId && e.recipients[0]?.delay_reason),
+    20_000,
+    100,
+  );
+  if (!entry) throw new Error(`message ${queueId} was not deferred within 20 s:\n${nodeLog(h, 20)}`);
+  return entry;
+}
+
+/** A command's output and the node's recent Postfix log, for assertion messages. */
+export function explain(h: NodeHost, r?: Result): string {
+  return `${r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : ""}--- ${h.name} postfix log ---\n${nodeLog(h, 30)}`;
 }

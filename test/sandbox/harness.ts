@@ -1,59 +1,36 @@
-// What the sandbox suites share: the running topology and helpers that explain failures with the
-// node's Postfix log.
-import * as crypto from "node:crypto";
-import { type Result, nodeLog, onNode, swaks } from "../../sandbox/lib";
+// What the sandbox suites share: the running sandbox (topology, stacks, maps) and helpers that
+// explain failures with the node's Postfix log.
+import { type Message, type Sent, sendMail } from "../../sandbox/mail";
+import { nodeLog } from "../../sandbox/node-host";
+import { type Result, inNetns } from "../../sandbox/shell";
 import type { SandboxNode, Topology } from "../../sandbox/topology";
+import type { Sandbox } from "../../sandbox/up";
 
-export interface SendOptions {
-  from: string;
-  headers?: string[];
+export interface SendOptions extends Omit<Message, "server"> {
+  /** The client's namespace; tenant A's allowed client by default. */
   netns?: string;
-  to?: string;
-  quitAfter?: string;
-  /** extra swaks arguments, e.g. a TLS protocol */
-  extra?: string;
-  tls?: boolean;
 }
 
-export interface Sandbox {
-  t: Topology;
-  send(node: SandboxNode, opts: SendOptions): { r: Result; id: string };
+export interface Suite {
+  readonly sandbox: Sandbox;
+  readonly t: Topology;
+  send(node: SandboxNode, opts: SendOptions): Sent;
   explain(r: Result | undefined, node?: SandboxNode): string;
-  /** Queue entries on a node (postqueue -j). */
-  queue(
-    node: SandboxNode,
-  ): { queue_id: string; sender: string; recipients: { address: string; delay_reason?: string }[] }[];
 }
 
-/** The 4xx/5xx reply swaks saw (`<**` in plaintext, `<~*` inside TLS), if any. */
-export const refusal = (r: Result) => /^<(?:\*\*|~\*)\s+([45]\d\d [^\n]*)$/m.exec(r.stdout)?.[1];
-
-export function sandbox(getT: () => Topology): Sandbox {
-  const sb: Sandbox = {
-    get t() {
-      return getT();
+export function suite(get: () => Sandbox): Suite {
+  const sb: Suite = {
+    get sandbox() {
+      return get();
     },
-    send(node, opts) {
-      const id = `${crypto.randomBytes(8).toString("hex")}@test.sandbox.example`;
-      const headers = [...(opts.headers ?? []), `Message-Id: <${id}>`]
-        .map((h) => `--header '${h}'`)
-        .join(" ");
-      const r = swaks(
-        opts.netns ?? sb.t.clients.allowed.netns,
-        `--server ${node.ipv4}${opts.tls === false ? "" : " --tls"} --from '${opts.from}' --to '${opts.to ?? "rcpt@partner.example"}' ${headers}` +
-          `${opts.quitAfter ? ` --quit-after ${opts.quitAfter}` : ""} ${opts.extra ?? ""}`,
-      );
-      return { r, id };
+    get t() {
+      return get().t;
+    },
+    send(node, { netns, ...m }) {
+      return sendMail((c) => inNetns(netns ?? sb.t.clients.allowed.netns, c), { server: node.ipv4, ...m });
     },
     explain(r, node = sb.t.nodes[0]) {
-      return `${r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : ""}--- ${node.name} postfix log ---\n${nodeLog(sb.t, node, 25)}`;
-    },
-    queue(node) {
-      return onNode(node, "postqueue -j")
-        .stdout.trim()
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l));
+      return `${r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : ""}--- ${node.name} postfix log ---\n${nodeLog(node, 25)}`;
     },
   };
   return sb;

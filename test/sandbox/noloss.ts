@@ -1,19 +1,14 @@
 // No-loss battery on the sandbox: redeploys under load, a tenant outage, Postfix stopped mid-load.
 // Every load is bounded in count and time; every message carries its own Message-ID.
 import { expect, it } from "vitest";
-import { onNode, readSink, startLoad, waitForArrivals } from "../../sandbox/lib";
-import { loadStacks } from "../../sandbox/topology";
-import { deployNode, nodeContext, startSink, stopSink, waitForSink } from "../../sandbox/up";
+import { readSink, startLoad, waitForArrivals } from "../../sandbox/mail";
+import { nodeLog, onNode, queue } from "../../sandbox/node-host";
+import { deployNode, nodeContext } from "../../sandbox/nodes";
+import { startSink, stopSink, waitForSink } from "../../sandbox/services";
 import { editedMaps } from "../helpers/maps";
-import type { Sandbox } from "./harness";
+import type { Suite } from "./harness";
 
-export function noLossTests(sb: Sandbox): void {
-  const logOf = (name: string) =>
-    onNode(
-      sb.t.nodes.find((n) => n.name === name)!,
-      "cat /var/log/postfix.log",
-    ).stdout;
-
+export function noLossTests(sb: Suite): void {
   it("2,000 messages across both nodes while a config redeploy runs on each node: every Message-ID arrives exactly once", async () => {
     const prefix = `noloss-${Date.now()}`;
     const per = 1000;
@@ -21,8 +16,8 @@ export function noLossTests(sb: Sandbox): void {
       startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 4 }),
     );
     await new Promise((r) => setTimeout(r, 3000));
-    const { stacks } = loadStacks();
-    const maps = [editedMaps(), loadStacks().maps];
+    const { stacks } = sb.sandbox;
+    const maps = [editedMaps(), sb.sandbox.maps];
     for (const [round, m] of maps.entries()) {
       for (const n of sb.t.nodes) {
         const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, m));
@@ -61,9 +56,9 @@ export function noLossTests(sb: Sandbox): void {
     await new Promise((r) => setTimeout(r, 60_000));
     expect(readSink(sink.dir).length).toBe(before);
     for (const n of sb.t.nodes) {
-      const q = sb.queue(n).filter((e) => e.recipients.some((rc) => rc.delay_reason));
+      const q = queue(n).filter((e) => e.recipients.some((rc) => rc.delay_reason));
       expect(q.length, `${n.name} holds the messages as deferred`).toBeGreaterThanOrEqual(per);
-      expect(logOf(n.name)).not.toMatch(/status=bounced/);
+      expect(nodeLog(n, 100_000)).not.toMatch(/status=bounced/);
     }
     startSink(sb.t, sink);
     await waitForSink(sb.t, sink);

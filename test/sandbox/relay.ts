@@ -1,13 +1,16 @@
 // Relay behaviour through real Postfix on both sandbox nodes (run from test/sandbox.test.ts).
 import { expect, it } from "vitest";
-import { type Result, header, onNode, readSink, waitForMessage } from "../../sandbox/lib";
-import { probe, table } from "../../sandbox/start";
-import { loadStacks } from "../../sandbox/topology";
-import { deployNode, nodeContext, startSink, stopSink, waitForSink } from "../../sandbox/up";
+import { POSTFIX_LIVE } from "../../src/layout";
+import { header, refusal, sinkCount, waitForMessage } from "../../sandbox/mail";
+import { masterPid, onNode, queue } from "../../sandbox/node-host";
+import { deployNode, nodeContext } from "../../sandbox/nodes";
+import { probe, probeTable } from "../../sandbox/probe";
+import { startSink, stopSink, waitForSink } from "../../sandbox/services";
+import type { Result } from "../../sandbox/shell";
 import { editedMaps } from "../helpers/maps";
-import { type Sandbox, refusal } from "./harness";
+import type { Suite } from "./harness";
 
-export function relayTests(sb: Sandbox): void {
+export function relayTests(sb: Suite): void {
   const { send, explain } = sb;
   it("each node got its addresses and default routes from the rendered interfaces file via ifup", () => {
     for (const n of sb.t.nodes) {
@@ -26,7 +29,7 @@ export function relayTests(sb: Sandbox): void {
   it("npm start's probe: one message through each node reaches tenant B rewritten, over TLS", async () => {
     const rows = [];
     for (const n of sb.t.nodes) rows.push(await probe(sb.t, n));
-    console.log(table(rows));
+    console.log(probeTable(rows));
     for (const row of rows)
       expect(
         row.verdict,
@@ -126,37 +129,33 @@ export function relayTests(sb: Sandbox): void {
       send(n, { from: "bob@old.example", netns: sb.t.clients.outsider.netns, quitAfter: "RCPT" }).r,
       /^554 5\.7\.1 .*Client host rejected: Access denied/,
     );
-    const before = sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
+    const before = sinkCount(sb.t);
     const { r } = send(n, { from: "bob@old.example", netns: sb.t.clients.outsider.netns });
     expect(r.status).not.toBe(0);
-    expect(sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0)).toBe(before);
+    expect(sinkCount(sb.t)).toBe(before);
   });
 
   it("a map edit deployed to both nodes goes live without a restart, and mail queued while tenant B was down arrives", async () => {
     const sink = sb.t.sinks.find((s) => s.host === "new-example.mail.protection.outlook.com")!;
-    const masters = sb.t.nodes.map((n) => onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim());
+    const masters = sb.t.nodes.map(masterPid);
     stopSink(sink);
     const queued = sb.t.nodes.map((n) => {
       const { r, id } = send(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
       expect(r.status, explain(r, n)).toBe(0);
       return id;
     });
-    const { stacks } = loadStacks();
     for (const n of sb.t.nodes) {
-      const ctx = nodeContext(sb.t, n, stacks, editedMaps());
+      const ctx = nodeContext(sb.t, n, sb.sandbox.stacks, editedMaps());
       const r = deployNode(sb.t, n, ctx);
       expect(r.status, explain(r, n)).toBe(0);
       console.log(r.stdout.trim().split("\n").pop());
     }
-    sb.t.nodes.forEach((n, i) =>
-      expect(
-        onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(),
-        `${n.name} master not restarted`,
-      ).toBe(masters[i]),
-    );
+    sb.t.nodes.forEach((n, i) => expect(masterPid(n), `${n.name} master not restarted`).toBe(masters[i]));
     for (const n of sb.t.nodes) {
-      const q = onNode(n, "postqueue -j").stdout;
-      expect(q, `${n.name} keeps the message queued while the sink is down`).toContain("bob@new.example");
+      const senders = queue(n).map((e) => e.sender);
+      expect(senders, `${n.name} keeps the message queued while the sink is down`).toContain(
+        "bob@new.example",
+      );
     }
     startSink(sb.t, sink);
     await waitForSink(sb.t, sink);
@@ -181,19 +180,20 @@ export function relayTests(sb: Sandbox): void {
   }, 180_000);
 
   it("a deliberately broken deploy fails and the node keeps relaying with the old config", async () => {
-    const { stacks, maps } = loadStacks();
     const n = sb.t.nodes[1] ?? sb.t.nodes[0];
-    const live = onNode(n, "readlink /etc/postfix").stdout.trim();
-    const ctx = nodeContext(sb.t, n, stacks, maps);
+    const liveRelease = () => onNode(n, `readlink ${POSTFIX_LIVE}`).stdout.trim();
+    const live = liveRelease();
+    const ctx = nodeContext(sb.t, n, sb.sandbox.stacks, sb.sandbox.maps);
     // A typo an operator could make in templates/main.cf.hbs.
-    const r = deployNode(sb.t, n, ctx, (f) => ({
+    const edit = (f: Record<string, string>) => ({
       ...f,
       "main.cf": f["main.cf"] + "smtpd_tls_security_levle = encrypt\n",
-    }));
+    });
+    const r = deployNode(sb.t, n, ctx, { edit });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain("unused parameter: smtpd_tls_security_levle=encrypt");
     expect(r.stderr).toContain("the live configuration was not changed");
-    expect(onNode(n, "readlink /etc/postfix").stdout.trim()).toBe(live);
+    expect(liveRelease()).toBe(live);
     console.log(`${n.name}: broken deploy refused: ${r.stderr.split("\n")[0]}`);
     const { r: ok, id } = send(n, { from: "alice@old.example", headers: ["From: alice@old.example"] });
     expect(ok.status, explain(ok, n)).toBe(0);

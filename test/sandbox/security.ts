@@ -1,18 +1,12 @@
 // Security battery on the sandbox: classic open-relay address forms, spoofing, size and rate limits.
 // A "trap" host answers for every recipient domain (MX and A): anything arriving there leaked.
 import { expect, it } from "vitest";
-import { type Result, inNetns, onNode, readSink, waitForMessage } from "../../sandbox/lib";
-import { type Sandbox, refusal } from "./harness";
+import { rcptReply, readSink, refusal, sinkCount, waitForMessage } from "../../sandbox/mail";
+import { onNode, queue } from "../../sandbox/node-host";
+import { type Result, inNetns } from "../../sandbox/shell";
+import type { Suite } from "./harness";
 
-/** The reply to RCPT TO as swaks printed it. */
-function rcptReply(r: Result): string {
-  const lines = r.stdout.split("\n");
-  const i = lines.findIndex((l) => /^ [~-]> RCPT TO:/.test(l));
-  if (i < 0) return `(no RCPT: ${refusal(r) ?? lines.filter((l) => /^<[~-]?\*/.test(l)).join(" ") ?? "?"})`;
-  return (lines.slice(i + 1).find((l) => /^<[~-]/.test(l)) ?? "").replace(/^<[~-]\*? +/, "");
-}
-
-export function securityTests(sb: Sandbox): void {
+export function securityTests(sb: Suite): void {
   const { send } = sb;
 
   it("open relay: 22 classic address forms from the allowed client and the outsider; nothing reaches anyone but the sender's tenant", async () => {
@@ -60,7 +54,7 @@ export function securityTests(sb: Sandbox): void {
     // Give anything accepted time to be routed, then make sure none of it went anywhere but a tenant.
     for (
       let i = 0;
-      i < 50 && sb.t.nodes.some((x) => sb.queue(x).some((e) => e.recipients.some((rc) => !rc.delay_reason)));
+      i < 50 && sb.t.nodes.some((x) => queue(x).some((e) => e.recipients.some((rc) => !rc.delay_reason)));
       i++
     ) {
       await new Promise((res) => setTimeout(res, 200));
@@ -107,7 +101,7 @@ export function securityTests(sb: Sandbox): void {
     const n = sb.t.nodes[0];
     const limit = Number(onNode(n, "postconf -h message_size_limit").stdout.trim());
     expect(limit).toBe(150 * 1024 * 1024);
-    const before = sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
+    const before = sinkCount(sb.t);
     // Declared: the client announces the size in MAIL FROM (as Exchange Online does).
     const declared = inNetns(
       sb.t.clients.allowed.netns,
@@ -140,7 +134,7 @@ EOF`,
       180_000,
     );
     expect(sent.stdout.trim(), sent.stderr).toMatch(/^552 5\.3\.4 Error: message file too big/);
-    expect(sb.t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0)).toBe(before);
+    expect(sinkCount(sb.t)).toBe(before);
     console.log(
       `declared SIZE=${limit + 1}: 552 at MAIL FROM; ${((limit + 1048576) / 1048576).toFixed(0)} MiB sent: ${sent.stdout.trim()}`,
     );

@@ -3,20 +3,16 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { expect, it } from "vitest";
-import { inNetns, onNode, readSink, waitForMessage } from "../../sandbox/lib";
-import { loadStacks, type SandboxNode, type Sink } from "../../sandbox/topology";
-import {
-  type SinkTls,
-  deployNode,
-  issueLeaf,
-  nodeContext,
-  startSink,
-  stopSink,
-  waitForSink,
-} from "../../sandbox/up";
-import { type Sandbox, refusal } from "./harness";
+import { CERTBOT_DEPLOY_HOOK, CLIENT_CERT_DIR, clientCertPath, tlsPaths } from "../../src/layout";
+import { readSink, refusal, waitForMessage } from "../../sandbox/mail";
+import { masterPid, nodeLog, onNode, queue } from "../../sandbox/node-host";
+import { deployNode, nodeContext } from "../../sandbox/nodes";
+import { type SinkTls, issueLeaf, startSink, stopSink, waitForSink } from "../../sandbox/services";
+import { inNetns, pollFor } from "../../sandbox/shell";
+import type { SandboxNode, Sink } from "../../sandbox/topology";
+import type { Suite } from "./harness";
 
-export function tlsTests(sb: Sandbox): void {
+export function tlsTests(sb: Suite): void {
   const { send, explain } = sb;
   const pebbleRoot = () => path.join(sb.t.dir, "pebble", "root.pem");
   const sinkFor = (host: string): Sink => sb.t.sinks.find((s) => s.host === host)!;
@@ -41,15 +37,10 @@ export function tlsTests(sb: Sandbox): void {
 
   it("each node's certificate came from Pebble through the production certbot step, and the full chain verifies", () => {
     for (const n of sb.t.nodes) {
-      const live = onNode(
-        n,
-        `openssl x509 -in /etc/letsencrypt/live/${n.fqdn}/cert.pem -noout -issuer -subject`,
-      );
+      const live = onNode(n, `openssl x509 -in ${tlsPaths(n.fqdn).certFile} -noout -issuer -subject`);
       expect(live.stdout).toMatch(/issuer=CN = Pebble Intermediate CA/);
       expect(live.stdout).toContain(`subject=CN = ${n.fqdn}`);
-      expect(onNode(n, "ls /etc/letsencrypt/renewal-hooks/deploy/").stdout).toContain(
-        "50-header-rewrite-postfix",
-      );
+      expect(onNode(n, `test -x ${CERTBOT_DEPLOY_HOOK}`).status, "certbot deploy hook installed").toBe(0);
       const r = sClient(
         n,
         `-verify_return_error -verify_hostname ${n.fqdn} -CAfile ${pebbleRoot()} -showcerts`,
@@ -101,9 +92,9 @@ export function tlsTests(sb: Sandbox): void {
         `${n.name} -> other-example over ${rec.tls?.protocol} from ${rec.clientAddress}, client cert ${rec.clientCertificate?.subject} (chain ${rec.clientCertificate?.chainLength})`,
       );
     }
-    expect(
-      fs.readFileSync(path.join(sb.t.dir, "nodes", sb.t.nodes[0].name, "log", "postfix.log"), "utf8"),
-    ).toMatch(/Verified TLS connection established to other-example\.mail\.protection\.outlook\.com/);
+    expect(nodeLog(sb.t.nodes[0], 10_000)).toMatch(
+      /Verified TLS connection established to other-example\.mail\.protection\.outlook\.com/,
+    );
   });
 
   for (const mode of ["wrong-name", "none"] as const) {
@@ -114,19 +105,16 @@ export function tlsTests(sb: Sandbox): void {
       await restartSink(s, mode);
       const { r, id } = send(n, { from: "erin@legacy.example" });
       expect(r.status, explain(r, n)).toBe(0);
-      let reason = "";
-      for (let i = 0; i < 100 && !reason; i++) {
-        reason =
-          sb.queue(n).find((e) => e.recipients.some((x) => x.delay_reason))?.recipients[0].delay_reason ?? "";
-        if (!reason) await new Promise((res) => setTimeout(res, 200));
-      }
+      const reason =
+        (await pollFor(
+          () => queue(n).find((e) => e.recipients[0]?.delay_reason)?.recipients[0].delay_reason,
+          20_000,
+        )) ?? "";
       expect(reason, explain(undefined, n)).toMatch(
         mode === "none" ? /TLS is required, but was not offered/ : /Server certificate not verified/,
       );
       expect(readSink(s.dir).length, "nothing reached the sink").toBe(before);
-      expect(fs.readFileSync(path.join(sb.t.dir, "nodes", n.name, "log", "postfix.log"), "utf8")).not.toMatch(
-        /status=bounced/,
-      );
+      expect(nodeLog(n, 10_000)).not.toMatch(/status=bounced/);
       console.log(`${mode}: deferred (${reason.slice(0, 80)})`);
       await restartSink(s, "valid");
       onNode(n, "postqueue -f");
@@ -138,7 +126,7 @@ export function tlsTests(sb: Sandbox): void {
   }
 
   it("an operator-supplied client certificate for one tenant is presented to that tenant only", async () => {
-    const { stacks, maps } = loadStacks();
+    const { stacks, maps } = sb.sandbox;
     const dir = path.join(sb.t.dir, "pki", "operator-other_example");
     issueLeaf(sb.t, "relay-client.example.net", ["relay-client.example.net"], dir, {
       intermediate: true,
@@ -150,11 +138,11 @@ export function tlsTests(sb: Sandbox): void {
     const secrets = { clientCertificates: { other_example: bundle } };
     try {
       for (const n of sb.t.nodes) {
-        const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps), undefined, secrets);
+        const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps), { secrets });
         expect(r.status, explain(r, n)).toBe(0);
-        expect(
-          onNode(n, "stat -c '%a %U' /etc/header-rewrite/client-certs/other_example.pem").stdout.trim(),
-        ).toBe("600 root");
+        expect(onNode(n, `stat -c '%a %U' ${clientCertPath("other_example")}`).stdout.trim()).toBe(
+          "600 root",
+        );
       }
       for (const n of sb.t.nodes) {
         const other = send(n, { from: "erin@legacy.example" });
@@ -173,14 +161,13 @@ export function tlsTests(sb: Sandbox): void {
     } finally {
       for (const n of sb.t.nodes) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
     }
-    for (const n of sb.t.nodes)
-      expect(onNode(n, "ls /etc/header-rewrite/client-certs/").stdout.trim()).toBe("");
+    for (const n of sb.t.nodes) expect(onNode(n, `ls ${CLIENT_CERT_DIR}/`).stdout.trim()).toBe("");
   });
 
   it("certbot renew --force-renewal: the hook reloads Postfix, the new certificate is served, nothing restarts or is lost", async () => {
     const n = sb.t.nodes[0];
     const serialBefore = servedSerial(n);
-    const master = onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim();
+    const master = masterPid(n);
     const first = send(n, { from: "alice@old.example" });
     const renew = onNode(
       n,
@@ -190,8 +177,8 @@ export function tlsTests(sb: Sandbox): void {
     );
     expect(renew.status, renew.stdout).toBe(0);
     expect(renew.stdout).toContain("all renewals succeeded");
-    expect(onNode(n, "cat /var/log/letsencrypt/letsencrypt.log").stdout).toMatch(
-      /Running deploy-hook command: \/etc\/letsencrypt\/renewal-hooks\/deploy\/50-header-rewrite-postfix/,
+    expect(onNode(n, "cat /var/log/letsencrypt/letsencrypt.log").stdout).toContain(
+      `Running deploy-hook command: ${CERTBOT_DEPLOY_HOOK}`,
     );
     let serialAfter = serialBefore;
     for (let i = 0; i < 50 && serialAfter === serialBefore; i++) {
@@ -200,10 +187,7 @@ export function tlsTests(sb: Sandbox): void {
     }
     expect(serialAfter).toMatch(/^serial=/);
     expect(serialAfter).not.toBe(serialBefore);
-    expect(
-      onNode(n, "cat /var/spool/postfix/pid/master.pid").stdout.trim(),
-      "Postfix master not restarted",
-    ).toBe(master);
+    expect(masterPid(n), "Postfix master not restarted").toBe(master);
     const second = send(n, { from: "alice@old.example" });
     for (const m of [first, second]) expect(await waitForMessage(sb.t, m.id), explain(m.r, n)).toBeTruthy();
     console.log(

@@ -1,11 +1,11 @@
-// Runs the Pulumi program for one stack under Pulumi's own mocks and records the resource graph.
-// Mocks are process-global: use one stack per test file.
+// Runs the Pulumi program for one stack under Pulumi's own mocks and records the resource graph, with
+// the fake stack configuration in test/fixtures. Mocks are process-global: one stack per process.
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import * as pulumi from "@pulumi/pulumi";
-
-export const ROOT = path.join(__dirname, "..", "..");
+import { PROJECT_ROOT } from "../src/project";
 
 export interface Registered {
   type: string;
@@ -29,7 +29,9 @@ export interface StackRun {
 }
 
 export function fixture(stack: string): { config: Record<string, string>; secretKeys: string[] } {
-  return JSON.parse(fs.readFileSync(path.join(ROOT, "test", "fixtures", `${stack}.config.json`), "utf8"));
+  return JSON.parse(
+    fs.readFileSync(path.join(PROJECT_ROOT, "test", "fixtures", `${stack}.config.json`), "utf8"),
+  );
 }
 
 /** Ext-Net as the mocks present it: each node's port gets .10+i addresses, v6 in brackets as OpenStack may. */
@@ -41,7 +43,7 @@ export const EXT_NET = {
 export async function runStack(
   stack: string,
   overrides: Record<string, string> = {},
-  projectDir = ROOT,
+  projectDir = PROJECT_ROOT,
 ): Promise<StackRun> {
   const resources: Registered[] = [];
   const options = new Map<string, { opts: Registered["opts"]; resource: pulumi.Resource }>();
@@ -139,4 +141,15 @@ export function value<T>(o: pulumi.Output<T> | T): Promise<T> {
         }),
       )
     : Promise.resolve(o as T);
+}
+
+/** A copy of the Pulumi program (index.ts, src, templates, maps, stack files) to edit and run. */
+export function copyProject(): string {
+  const copy = fs.mkdtempSync(path.join(os.tmpdir(), "hr-project-"));
+  const stackFiles = fs.readdirSync(PROJECT_ROOT).filter((f) => /^Pulumi\..*yaml$/.test(f));
+  for (const f of ["index.ts", "src", "templates", "maps", ...stackFiles]) {
+    fs.cpSync(path.join(PROJECT_ROOT, f), path.join(copy, f), { recursive: true });
+  }
+  fs.symlinkSync(path.join(PROJECT_ROOT, "node_modules"), path.join(copy, "node_modules"));
+  return copy;
 }

@@ -1,0 +1,195 @@
+// Mail in and out of the sandbox: one SMTP client for test mail (swaks, a real external client,
+// run from a client's namespace or on a node), the sinks' records, and the bounded load generator.
+import * as crypto from "node:crypto";
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { PROJECT_ROOT } from "../src/project";
+import { shellQuote as q } from "../src/shell";
+import { type Result, pollFor } from "./shell";
+import type { SinkRecord } from "./sink";
+import type { SandboxNode, Topology } from "./topology";
+
+export interface Message {
+  server: string;
+  from: string;
+  to?: string;
+  /** Header lines ("Name: value"); a fresh Message-Id is added. */
+  headers?: string[];
+  /** STARTTLS (default) or plaintext. */
+  tls?: boolean;
+  /** Stop after this SMTP stage (e.g. "RCPT"). */
+  quitAfter?: string;
+  /** More swaks arguments, e.g. `--tls-protocol tlsv1_2`. */
+  extra?: string;
+}
+
+export interface Sent {
+  r: Result;
+  /** The Message-Id the message carries, without angle brackets. */
+  id: string;
+}
+
+/** Sends one message with swaks through RUN (a client namespace or a node). */
+export function sendMail(run: (command: string) => Result, m: Message): Sent {
+  const id = `${crypto.randomBytes(8).toString("hex")}@test.sandbox.example`;
+  const headers = [...(m.headers ?? []), `Message-Id: <${id}>`].map((h) => `--header ${q(h)}`).join(" ");
+  const args = [
+    `--server ${m.server}`,
+    "--helo client.example",
+    m.tls === false ? "" : "--tls",
+    `--from ${q(m.from)}`,
+    `--to ${q(m.to ?? "rcpt@partner.example")}`,
+    headers,
+    m.quitAfter ? `--quit-after ${m.quitAfter}` : "",
+    m.extra ?? "",
+  ];
+  return { r: run(`swaks ${args.filter(Boolean).join(" ")} 2>&1`), id };
+}
+
+/** The 4xx/5xx reply swaks saw (`<**` in plaintext, `<~*` inside TLS), if any. */
+export function refusal(r: Result): string | undefined {
+  return /^<(?:\*\*|~\*)\s+([45]\d\d [^\n]*)$/m.exec(r.stdout)?.[1];
+}
+
+/** The reply to RCPT TO as swaks printed it. */
+export function rcptReply(r: Result): string {
+  const lines = r.stdout.split("\n");
+  const i = lines.findIndex((l) => /^ [~-]> RCPT TO:/.test(l));
+  if (i < 0) return `(no RCPT: ${refusal(r) ?? lines.filter((l) => /^<[~-]?\*/.test(l)).join(" ")})`;
+  return (lines.slice(i + 1).find((l) => /^<[~-]/.test(l)) ?? "").replace(/^<[~-]\*? +/, "");
+}
+
+/** The queue ID the server gave the message (250 ... queued as ID). */
+export function queuedAs(r: Result): string | undefined {
+  return /250 2\.0\.0 Ok: queued as (\w+)/.exec(r.stdout)?.[1];
+}
+
+export function readSink(dir: string): SinkRecord[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^[^.].*\.json$/.test(f))
+    .sort()
+    .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as SinkRecord);
+}
+
+/** Messages that reached any tenant sink. */
+export function sinkCount(t: Topology): number {
+  return t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
+}
+
+export interface Arrival {
+  sink: string;
+  record: SinkRecord;
+  eml: string;
+}
+
+/** Waits (bounded) until a message with this Message-ID has reached any tenant sink. */
+export async function waitForMessage(
+  t: Topology,
+  messageId: string,
+  timeoutMs = 60_000,
+): Promise<Arrival | undefined> {
+  return pollFor(() => {
+    for (const s of t.sinks) {
+      const record = readSink(s.dir).find(
+        (r) => r.messageId === `<${messageId}>` || r.messageId === messageId,
+      );
+      if (record) {
+        const eml = fs.readFileSync(path.join(s.dir, `${record.id}.eml`), "latin1");
+        return { sink: s.nexthop, record, eml };
+      }
+    }
+    return undefined;
+  }, timeoutMs);
+}
+
+/** One header field of a message (unfolded), if present. */
+export function header(eml: string, name: string): string | undefined {
+  const head = eml.split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, " ");
+  return new RegExp(`^${name}:[ \\t]*(.*)$`, "im").exec(head)?.[1].trim();
+}
+
+export interface LoadSummary {
+  prefix: string;
+  count: number;
+  accepted: number;
+  failed: string[];
+  retries: number;
+  errors: Record<string, number>;
+  seconds: number;
+  perSecond: number;
+}
+
+export interface LoadOptions {
+  count: number;
+  prefix: string;
+  connections?: number;
+  /** Seconds after which the load stops retrying. */
+  deadline?: number;
+  size?: number;
+}
+
+/** Runs sandbox/load.ts from tenant A's client against a node, in the background. */
+export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Promise<LoadSummary> {
+  const tsx = path.join(PROJECT_ROOT, "node_modules", ".bin", "tsx");
+  const args = {
+    server: node.ipv4,
+    name: node.fqdn,
+    ca: path.join(t.dir, "pebble", "root.pem"),
+    count: opts.count,
+    prefix: opts.prefix,
+    connections: opts.connections ?? 4,
+    deadline: opts.deadline ?? 240,
+    size: opts.size ?? 2000,
+  };
+  const argv = Object.entries(args).flatMap(([k, v]) => [`--${k}`, String(v)]);
+  const load = path.join(__dirname, "load.ts");
+  return new Promise((resolve, reject) => {
+    const child = spawn("ip", ["netns", "exec", t.clients.allowed.netns, tsx, load, ...argv], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    child.on("close", (code) => {
+      const line = out.trim().split("\n").pop() ?? "";
+      try {
+        resolve(JSON.parse(line) as LoadSummary);
+      } catch {
+        reject(new Error(`load to ${node.name} failed (exit ${code}): ${err || out}`));
+      }
+    });
+  });
+}
+
+/** How many times each Message-ID with this prefix reached any tenant sink. */
+export function arrivals(t: Topology, prefix: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const s of t.sinks) {
+    for (const r of readSink(s.dir)) {
+      if (r.messageId?.startsWith(`<${prefix}-`)) counts.set(r.messageId, (counts.get(r.messageId) ?? 0) + 1);
+    }
+  }
+  return counts;
+}
+
+/** Waits (bounded) until `expected` distinct Message-IDs with this prefix have arrived. */
+export async function waitForArrivals(
+  t: Topology,
+  prefix: string,
+  expected: number,
+  timeoutMs: number,
+): Promise<Map<string, number>> {
+  const done = await pollFor(
+    () => {
+      const counts = arrivals(t, prefix);
+      return counts.size >= expected ? counts : undefined;
+    },
+    timeoutMs,
+    1000,
+  );
+  return done ?? arrivals(t, prefix);
+}

@@ -1,0 +1,91 @@
+// A relay node on this machine: its own network, mount, UTS and PID namespaces, booted by
+// sandbox/node-boot.sh. The sandbox's nodes and the tests' single nodes are both NodeHosts; every
+// command reaches a node the same way (nsenter into its PID 1's namespaces).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { POSTFIX_MASTER_PID } from "../src/layout";
+import { shellQuote as q } from "../src/shell";
+import { type Result, sh, startDetached } from "./shell";
+
+export interface NodeHost {
+  name: string;
+  fqdn: string;
+  /** Network namespace (under /run/netns) the node lives in. */
+  netns: string;
+  /** Where the node's own /etc layer, spool, log and data live on this machine. */
+  dir: string;
+}
+
+const BOOT = path.join(__dirname, "node-boot.sh");
+
+/** Boots the node in the background: node-boot.sh sets up its filesystem, then runs INIT (bash). */
+export function bootNodeHost(h: NodeHost, init: string): void {
+  fs.mkdirSync(h.dir, { recursive: true });
+  startDetached(
+    path.join(h.dir, "node.out"),
+    `exec ip netns exec ${h.netns} unshare --mount --uts --pid --fork --kill-child --mount-proc ` +
+      `--propagation private bash ${q(BOOT)} ${q(h.dir)} ${q(h.fqdn)} bash -c ${q(init)}`,
+  );
+}
+
+/** The node's PID 1 as seen from this machine, for entering all of its namespaces. */
+export function nodePid(h: NodeHost): number | undefined {
+  const pids = sh(`ip netns pids ${h.netns} 2>/dev/null`).stdout.trim().split("\n").filter(Boolean);
+  for (const pid of pids) {
+    const status = fs.existsSync(`/proc/${pid}/status`) ? fs.readFileSync(`/proc/${pid}/status`, "utf8") : "";
+    const nspid = /^NSpid:\s+(.*)$/m.exec(status)?.[1].trim().split(/\s+/);
+    if (nspid && nspid.length > 1 && nspid[nspid.length - 1] === "1") return Number(pid);
+  }
+  return undefined;
+}
+
+/** Runs a bash command inside a node (mount, UTS, network and PID namespaces), as root. */
+export function onNode(h: NodeHost, command: string, input?: string, timeoutMs?: number): Result {
+  const pid = nodePid(h);
+  if (!pid) return { status: -1, stdout: "", stderr: `node ${h.name} is not running` };
+  return sh(`nsenter -t ${pid} -m -u -n -p -- bash -c ${q(command)}`, input, timeoutMs);
+}
+
+/** The last lines of the node's Postfix log (maillog_file, from the sandbox overlay). */
+export function nodeLog(h: NodeHost, lines = 40): string {
+  const f = path.join(h.dir, "log", "postfix.log");
+  if (!fs.existsSync(f)) return `(${h.name}: no postfix log)`;
+  return fs
+    .readFileSync(f, "utf8")
+    .split("\n")
+    .slice(-lines - 1)
+    .join("\n");
+}
+
+/** Postfix's master PID on the node: unchanged as long as Postfix was only reloaded. */
+export function masterPid(h: NodeHost): string {
+  return onNode(h, `cat ${POSTFIX_MASTER_PID}`).stdout.trim();
+}
+
+export interface QueueEntry {
+  queue_id: string;
+  sender: string;
+  recipients: { address: string; delay_reason?: string }[];
+}
+
+/** The node's mail queue (postqueue -j). */
+export function queue(h: NodeHost): QueueEntry[] {
+  return onNode(h, "postqueue -j")
+    .stdout.trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as QueueEntry);
+}
+
+/** Kills every process in the node's namespace (its PID 1 takes the rest with it). */
+export function killNamespace(netns: string): void {
+  sh(`ip netns pids ${netns} 2>/dev/null | xargs -r kill -9`);
+}
+
+/** Stops the node and removes its namespace and files. */
+export function removeNodeHost(h: NodeHost): void {
+  killNamespace(h.netns);
+  for (let i = 0; i < 50 && sh(`ip netns pids ${h.netns} 2>/dev/null`).stdout.trim(); i++) sh("sleep 0.1");
+  sh(`ip netns delete ${h.netns} 2>/dev/null`);
+  fs.rmSync(h.dir, { recursive: true, force: true });
+}

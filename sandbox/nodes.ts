@@ -1,0 +1,147 @@
+// The sandbox's relay nodes: booted from the rendered user-data, reached over SSH as the deployer
+// reaches them, and deployed with the production scripts (render -> overlay -> deploy steps).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as YAML from "yaml";
+import { nodeIdentity } from "../src/config";
+import { type NodeSecrets, deploySteps } from "../src/deploy";
+import { RUN_AS_ROOT, tlsPaths } from "../src/layout";
+import type { RelayMaps } from "../src/maps";
+import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
+import { shellQuote as q } from "../src/shell";
+import { bootNodeHost } from "./node-host";
+import { SANDBOX_STEPS, overlayBundle, overlayConfig, overlayNodeEtc } from "./overlay";
+import { type Result, inNetns } from "./shell";
+import type { SandboxNode, StackInput, Topology } from "./topology";
+
+export function deployKeyFile(t: Topology): string {
+  return path.join(t.dir, "keys", "deploy");
+}
+
+/** SSH as the image's user from the deployer's seat (the wan namespace), like remote.Command. */
+export function ssh(
+  t: Topology,
+  node: SandboxNode,
+  command: string,
+  input?: string,
+  timeoutMs = 300_000,
+): Result {
+  const opts =
+    "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR " +
+    "-o ConnectTimeout=5";
+  return inNetns(
+    t.wan.netns,
+    `ssh -i ${q(deployKeyFile(t))} ${opts} debian@${node.ipv4} ${q(command)}`,
+    input,
+    timeoutMs,
+  );
+}
+
+/** Runs a deploy script on a node exactly as the Pulumi program's remote.Command does. */
+export function runStep(t: Topology, node: SandboxNode, script: string): Result {
+  return ssh(t, node, RUN_AS_ROOT, script);
+}
+
+function nodeAddresses(n: SandboxNode): NodeAddresses {
+  return {
+    ipv4: { address: n.ipv4, gateway: "203.0.113.1" },
+    ipv6: { address: n.ipv6, gateway: "2001:db8:ffff::1" },
+  };
+}
+
+/** The render context of a sandbox node: the stack's own, with the overlay's config change only. */
+export function nodeContext(
+  t: Topology,
+  n: SandboxNode,
+  stacks: StackInput[],
+  maps: RelayMaps,
+): RenderContext {
+  const pub = fs.readFileSync(`${deployKeyFile(t)}.pub`, "utf8").trim();
+  const cfg = overlayConfig(stacks.find((s) => s.stack === n.stack)!.cfg, pub, t.acme.directory);
+  return { stack: n.stack, cfg, maps, node: nodeIdentity(cfg, n.name) };
+}
+
+/** Prepares a node's own /etc the way cloud-init would (write_files), plus the overlay, then boots it. */
+export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext): void {
+  const userData = YAML.parse(renderUserData(ctx, nodeAddresses(n))) as {
+    write_files: { path: string; content: string; permissions?: string }[];
+    ssh_authorized_keys: string[];
+  };
+  const etc = (rel: string, content: string, mode = 0o644) => {
+    const f = path.join(n.dir, "etc-up", rel);
+    fs.mkdirSync(path.dirname(f), { recursive: true });
+    fs.writeFileSync(f, content, { mode });
+  };
+  for (const wf of userData.write_files) {
+    if (!wf.path.startsWith("/etc/"))
+      throw new Error(`user-data writes ${wf.path}: the sandbox only maps /etc`);
+    etc(wf.path.slice(5), wf.content, wf.permissions ? parseInt(wf.permissions, 8) : 0o644);
+  }
+  fs.writeFileSync(path.join(n.dir, "authorized_keys"), userData.ssh_authorized_keys.join("\n") + "\n");
+  const overlay = overlayNodeEtc(
+    t,
+    fs.readFileSync("/etc/ssl/certs/ca-certificates.crt", "utf8"),
+    fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"),
+  );
+  for (const [rel, content] of Object.entries(overlay)) etc(rel, content);
+  bootNodeHost(n, `exec bash ${q(path.join(__dirname, "node-init.sh"))} ${q(n.dir)} ${q(n.fqdn)}`);
+}
+
+export interface DeployOptions {
+  /** Changes the overlaid Postfix files before the deploy (tests break a deploy on purpose with it). */
+  edit?: (files: Record<string, string>) => Record<string, string>;
+  secrets?: NodeSecrets;
+}
+
+/** Pushes the production deploy steps (those that apply in the sandbox) to one node over SSH. */
+export function deployNode(
+  t: Topology,
+  n: SandboxNode,
+  ctx: RenderContext,
+  opts: DeployOptions = {},
+): Result {
+  const secrets = opts.secrets ?? {};
+  const rendered = renderNode({
+    ...ctx,
+    clientCertTenants: Object.keys(secrets.clientCertificates ?? {}).sort(),
+  });
+  const bundle = overlayBundle(rendered, opts.edit);
+  let last: Result = { status: 0, stdout: "", stderr: "" };
+  for (const step of deploySteps(ctx.cfg, bundle, secrets).filter((s) => SANDBOX_STEPS.includes(s.id))) {
+    last = runStep(t, n, step.script);
+    if (last.status !== 0) return last;
+  }
+  return last;
+}
+
+/**
+ * A stock Debian Postfix relaying everything from tenant A's range to tenant B over TLS: Debian's own
+ * main.cf plus the few settings a relay needs. The baseline header-rewrite is measured against.
+ */
+function stockPostfixScript(n: SandboxNode, nexthop: string): string {
+  const tls = tlsPaths(n.fqdn);
+  return `#!/bin/bash
+set -euo pipefail
+cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+cp /usr/share/postfix/master.cf.dist /etc/postfix/master.cf
+postconf -e "myhostname = ${n.fqdn}" "mydestination = \\$myhostname, localhost" "compatibility_level = 3.6" \\
+  "mynetworks = 127.0.0.0/8 [::1]/128 192.0.2.0/24 [2001:db8:a::]/48" "relayhost = ${nexthop}" \\
+  "smtpd_tls_cert_file = ${tls.chainFile}" "smtpd_tls_key_file = ${tls.keyFile}" \\
+  "smtpd_tls_security_level = may" "smtp_tls_security_level = secure" \\
+  "smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt" "inet_protocols = ipv4" \\
+  "maillog_file = /var/log/postfix.log" "alias_maps = " "alias_database = " "message_size_limit = 157286400"
+/usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1 || true
+postfix start
+echo "stock Postfix on ${n.fqdn} relays to ${nexthop}"
+`;
+}
+
+/** The bench's baseline node: the production certificate step, then stock Postfix instead of ours. */
+export function deployStockNode(t: Topology, n: SandboxNode, ctx: RenderContext): Result {
+  const certificate = deploySteps(ctx.cfg, renderNode(ctx)).find((s) => s.id === "certificate")!;
+  for (const script of [certificate.script, stockPostfixScript(n, ctx.maps.tenants[0].nexthop)]) {
+    const r = runStep(t, n, script);
+    if (r.status !== 0) return r;
+  }
+  return { status: 0, stdout: `stock Postfix on ${n.fqdn}`, stderr: "" };
+}

@@ -1,0 +1,70 @@
+// Running commands on this machine and in the sandbox's network namespaces: one Result type, one
+// way to run, one bounded poll. Used by the sandbox, the tests and the bench alike.
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import { shellQuote as q } from "../src/shell";
+
+export interface Result {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function sh(command: string, input?: string, timeoutMs = 120_000): Result {
+  const r = spawnSync("bash", ["-c", command], {
+    input,
+    encoding: "utf8",
+    timeout: timeoutMs,
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return {
+    status: r.status ?? -1,
+    stdout: r.stdout ?? "",
+    stderr: (r.stderr ?? "") + (r.error ? String(r.error) : ""),
+  };
+}
+
+export function must(r: Result, what: string): Result {
+  if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stderr || r.stdout}`);
+  return r;
+}
+
+export function inNetns(netns: string, command: string, input?: string, timeoutMs?: number): Result {
+  return sh(`ip netns exec ${netns} bash -c ${q(command)}`, input, timeoutMs);
+}
+
+/** Starts a long-running command in its own session; it outlives this process (sandbox:down ends it). */
+export function startDetached(logFile: string, command: string): void {
+  const out = fs.openSync(logFile, "a");
+  const child = spawn("setsid", ["bash", "-c", command], { detached: true, stdio: ["ignore", out, out] });
+  child.unref();
+}
+
+/** Polls CHECK until it holds; throws after TIMEOUTMS naming WHAT it waited for. */
+export async function pollUntil(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 250,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+}
+
+/** Polls PRODUCE until it returns a value; undefined after TIMEOUTMS. */
+export async function pollFor<T>(
+  produce: () => T | undefined,
+  timeoutMs: number,
+  intervalMs = 200,
+): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = produce();
+    if (v !== undefined || Date.now() >= deadline) return v;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

@@ -1,0 +1,28 @@
+// The contract between render and deploy: render returns a NodeBundle, deploy turns it into shell.
+import * as crypto from "node:crypto";
+import type { NodeIdentity } from "./config";
+
+/** A table Postfix reads as cdb: the deploy builds it with postmap and checks it lookup by lookup. */
+export interface IndexedMap {
+  name: string;
+  /** Key and value of every row, exactly as rendered. */
+  rows: [string, string][];
+}
+
+export interface NodeBundle {
+  node: NodeIdentity;
+  /** Postfix files by name: main.cf, master.cf and the tables. */
+  files: Record<string, string>;
+  indexedMaps: IndexedMap[];
+  /** Client certificate file that master.cf names, by tenant id (installed by an earlier step). */
+  clientCertificates: Record<string, string>;
+  /** The node certificate files main.cf names (installed by the certificate step). */
+  tls: { keyFile: string; chainFile: string };
+}
+
+/** Content hash of a set of files, independent of object key order. */
+export function bundleHash(files: Record<string, string>): string {
+  const h = crypto.createHash("sha256");
+  for (const name of Object.keys(files).sort()) h.update(`${name}\0${files[name]}\0`);
+  return h.digest("hex");
+}

@@ -1,0 +1,45 @@
+// Where things live on a relay node. Every stage, the sandbox and the tests import these; no path
+// is spelled twice.
+
+/** How every deploy step runs on a node: the script arrives on stdin (remote.Command and the sandbox). */
+export const RUN_AS_ROOT = "sudo bash -s";
+
+/** The live Postfix configuration: a symlink to one directory under POSTFIX_RELEASES. */
+export const POSTFIX_LIVE = "/etc/postfix";
+export const POSTFIX_RELEASES = "/etc/postfix.releases";
+/** How many releases the deploy keeps for inspection and rollback (besides the package original). */
+export const RELEASES_KEPT = 5;
+/** Written into each release: "<fqdn> <bundle hash>". */
+export const RELEASE_MARKER = "header-rewrite.release";
+
+/** Operator-supplied client certificates, one PEM (key + chain) per tenant, root-only. */
+export const CLIENT_CERT_DIR = "/etc/header-rewrite/client-certs";
+
+export function clientCertPath(tenantId: string): string {
+  return `${CLIENT_CERT_DIR}/${tenantId}.pem`;
+}
+
+/** Where certbot keeps the node certificate; Postfix reads the key first, then the full chain. */
+export function tlsPaths(fqdn: string): {
+  dir: string;
+  keyFile: string;
+  certFile: string;
+  chainFile: string;
+} {
+  const dir = `/etc/letsencrypt/live/${fqdn}`;
+  return {
+    dir,
+    keyFile: `${dir}/privkey.pem`,
+    certFile: `${dir}/cert.pem`,
+    chainFile: `${dir}/fullchain.pem`,
+  };
+}
+
+/** certbot runs this after every renewal: Postfix reloads and serves the new certificate. */
+export const CERTBOT_DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix";
+
+/** OVH API credentials for the dns-01 challenge (root-only). */
+export const ACME_DNS_CREDENTIALS = "/etc/letsencrypt/ovh.ini";
+
+/** Postfix's queue manager PID file: unchanged across `postfix reload`. */
+export const POSTFIX_MASTER_PID = "/var/spool/postfix/pid/master.pid";

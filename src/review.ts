@@ -1,0 +1,76 @@
+// The project reviewed offline, as `npm run validate` and `npm run render` show it: the same rules
+// and the same renders as `pulumi preview`, without the Pulumi CLI or any cloud access.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config";
+import { deploySteps } from "./deploy";
+import { MapValidationError, formatProblem, loadMaps } from "./maps";
+import { MAPS_DIR } from "./project";
+import { type NodeAddresses, renderInterfaces, renderNode, renderUserData } from "./render";
+
+/** Every problem maps/ has against every stack; warnings alone keep it valid unless STRICT. */
+export function validateProject(strict: boolean, mapsDir = MAPS_DIR): { ok: boolean; lines: string[] } {
+  const lines = new Set<string>();
+  let ok = true;
+  for (const stack of listStacks()) {
+    try {
+      const cfg = loadStackConfig(stack);
+      const maps = loadMaps(mapsDir, {
+        widestV4: cfg.widestClientRangeV4,
+        widestV6: cfg.widestClientRangeV6,
+        strict,
+      });
+      for (const w of maps.warnings) lines.add(formatProblem(w));
+    } catch (e) {
+      ok = false;
+      if (e instanceof MapValidationError) for (const p of e.problems) lines.add(formatProblem(p));
+      else if (e instanceof ConfigError) lines.add(e.message);
+      else throw e;
+    }
+  }
+  return { ok, lines: [...lines] };
+}
+
+/** Documentation-range stand-ins for addresses the cloud assigns; marked in the output. */
+function placeholderAddresses(index: number): NodeAddresses {
+  return {
+    ipv4: { address: `203.0.113.${10 + index}`, gateway: "203.0.113.1" },
+    ipv6: { address: `2001:db8:ffff::${(10 + index).toString(16)}`, gateway: "2001:db8:ffff::1" },
+  };
+}
+
+/**
+ * Writes, per node of STACK, exactly the files that node receives: user-data, network configuration,
+ * every deploy step in the order it runs, and the Postfix bundle. Returns the paths written.
+ */
+export function renderStack(
+  stack: string,
+  outDir: string,
+  given: Record<string, NodeAddresses> = {},
+): string[] {
+  const cfg = loadStackConfig(stack);
+  const maps = loadMaps(MAPS_DIR);
+  const written: string[] = [];
+  cfg.nodes.forEach((name, i) => {
+    const ctx = { stack, cfg, maps, node: nodeIdentity(cfg, name) };
+    const addrs = given[name] ?? placeholderAddresses(i);
+    const bundle = renderNode(ctx);
+    const note = given[name]
+      ? "given with --addresses"
+      : "PLACEHOLDER documentation-range addresses: the real ones come from the OVH port";
+    const files: Record<string, string> = {
+      "ADDRESSES.json": JSON.stringify({ ...addrs, placeholder: !given[name], note }, null, 2) + "\n",
+      "cloud-init/user-data": renderUserData(ctx, addrs),
+      "network/interfaces": renderInterfaces(ctx, addrs),
+    };
+    deploySteps(cfg, bundle).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
+    for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;
+    for (const [rel, text] of Object.entries(files)) {
+      const target = path.join(outDir, name, rel);
+      fs.mkdirSync(path.dirname(target), { recursive: true });
+      fs.writeFileSync(target, text);
+      written.push(target);
+    }
+  });
+  return written;
+}

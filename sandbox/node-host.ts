@@ -77,15 +77,18 @@ export function queue(h: NodeHost): QueueEntry[] {
     .map((l) => JSON.parse(l) as QueueEntry);
 }
 
-/** Kills every process in the node's namespace (its PID 1 takes the rest with it). */
+/**
+ * Kills every process in a namespace and waits (up to 5 s) until they are gone, so that a service
+ * restarted there next cannot race its predecessor for the port.
+ */
 export function killNamespace(netns: string): void {
-  sh(`ip netns pids ${netns} 2>/dev/null | xargs -r kill -9`);
+  const pids = `ip netns pids ${netns} 2>/dev/null`;
+  sh(`${pids} | xargs -r kill -9; for i in $(seq 50); do [ -z "$(${pids})" ] && break; sleep 0.1; done`);
 }
 
 /** Stops the node and removes its namespace and files. */
 export function removeNodeHost(h: NodeHost): void {
   killNamespace(h.netns);
-  for (let i = 0; i < 50 && sh(`ip netns pids ${h.netns} 2>/dev/null`).stdout.trim(); i++) sh("sleep 0.1");
   sh(`ip netns delete ${h.netns} 2>/dev/null`);
   fs.rmSync(h.dir, { recursive: true, force: true });
 }

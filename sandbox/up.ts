@@ -82,7 +82,6 @@ export function down(dir: string, opts: { quiet?: boolean } = {}): void {
   // Every process in each namespace: node PID 1 (its PID namespace takes Postfix with it), sinks,
   // dnsmasq, anything a user started there.
   for (const ns of names) killNamespace(ns);
-  for (let i = 0; i < 50 && names.some((ns) => sh(`ip netns pids ${ns}`).stdout.trim()); i++) sh("sleep 0.1");
   for (const ns of names) sh(`ip netns delete ${ns}`);
   if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true });
   if (!opts.quiet) {

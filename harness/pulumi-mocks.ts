@@ -7,7 +7,7 @@ import { performance } from "node:perf_hooks";
 import * as pulumi from "@pulumi/pulumi";
 import { PROJECT_ROOT } from "../src/project";
 
-export interface Registered {
+interface Registered {
   type: string;
   name: string;
   inputs: Record<string, any>;
@@ -35,7 +35,7 @@ export function fixture(stack: string): { config: Record<string, string>; secret
 }
 
 /** Ext-Net as the mocks present it: each node's port gets .10+i addresses, v6 in brackets as OpenStack may. */
-export const EXT_NET = {
+const EXT_NET = {
   v4: { cidr: "203.0.113.0/24", gatewayIp: "203.0.113.1" },
   v6: { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1" },
 };

@@ -4,9 +4,8 @@ import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { PROJECT_ROOT } from "../src/project";
 import { shellQuote as q } from "../src/shell";
-import { type Result, pollFor } from "./shell";
+import { type Result, TSX, inNetns, pollFor } from "./shell";
 import type { SinkRecord } from "./sink";
 import type { SandboxNode, Topology } from "./topology";
 
@@ -79,7 +78,7 @@ export function sinkCount(t: Topology): number {
   return t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
 }
 
-export interface Arrival {
+interface Arrival {
   sink: string;
   record: SinkRecord;
   eml: string;
@@ -111,7 +110,7 @@ export function header(eml: string, name: string): string | undefined {
   return new RegExp(`^${name}:[ \\t]*(.*)$`, "im").exec(head)?.[1].trim();
 }
 
-export interface LoadSummary {
+interface LoadSummary {
   prefix: string;
   count: number;
   accepted: number;
@@ -122,7 +121,7 @@ export interface LoadSummary {
   perSecond: number;
 }
 
-export interface LoadOptions {
+interface LoadOptions {
   count: number;
   prefix: string;
   connections?: number;
@@ -133,7 +132,6 @@ export interface LoadOptions {
 
 /** Runs sandbox/load.ts from tenant A's client against a node, in the background. */
 export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Promise<LoadSummary> {
-  const tsx = path.join(PROJECT_ROOT, "node_modules", ".bin", "tsx");
   const args = {
     server: node.ipv4,
     name: node.fqdn,
@@ -147,7 +145,7 @@ export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Pr
   const argv = Object.entries(args).flatMap(([k, v]) => [`--${k}`, String(v)]);
   const load = path.join(__dirname, "load.ts");
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", t.clients.allowed.netns, tsx, load, ...argv], {
+    const child = spawn("ip", ["netns", "exec", t.clients.allowed.netns, TSX, load, ...argv], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -165,8 +163,29 @@ export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Pr
   });
 }
 
+/** Runs sandbox/smtp-edge.ts from tenant A's client against a node and returns its JSON answer. */
+export function smtpEdge(
+  t: Topology,
+  node: SandboxNode,
+  check: string,
+  args: Record<string, number> = {},
+): unknown {
+  const argv = Object.entries(args).map(([k, v]) => `--${k} ${v}`);
+  const r = inNetns(
+    t.clients.allowed.netns,
+    [q(TSX), q(path.join(__dirname, "smtp-edge.ts")), `--server ${node.ipv4} --check ${check}`, ...argv].join(
+      " ",
+    ),
+    undefined,
+    180_000,
+  );
+  if (r.status !== 0)
+    throw new Error(`smtp-edge ${check} against ${node.name} failed: ${r.stderr || r.stdout}`);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!);
+}
+
 /** How many times each Message-ID with this prefix reached any tenant sink. */
-export function arrivals(t: Topology, prefix: string): Map<string, number> {
+function arrivals(t: Topology, prefix: string): Map<string, number> {
   const counts = new Map<string, number>();
   for (const s of t.sinks) {
     for (const r of readSink(s.dir)) {

@@ -29,7 +29,7 @@ export function bootNodeHost(h: NodeHost, init: string): void {
 }
 
 /** The node's PID 1 as seen from this machine, for entering all of its namespaces. */
-export function nodePid(h: NodeHost): number | undefined {
+function nodePid(h: NodeHost): number | undefined {
   const pids = sh(`ip netns pids ${h.netns} 2>/dev/null`).stdout.trim().split("\n").filter(Boolean);
   for (const pid of pids) {
     const status = fs.existsSync(`/proc/${pid}/status`) ? fs.readFileSync(`/proc/${pid}/status`, "utf8") : "";

@@ -38,7 +38,7 @@ export function ssh(
 }
 
 /** Runs a deploy script on a node exactly as the Pulumi program's remote.Command does. */
-export function runStep(t: Topology, node: SandboxNode, script: string): Result {
+function runStep(t: Topology, node: SandboxNode, script: string): Result {
   return ssh(t, node, RUN_AS_ROOT, script);
 }
 
@@ -87,7 +87,7 @@ export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext): void
   bootNodeHost(n, `exec bash ${q(path.join(__dirname, "node-init.sh"))} ${q(n.dir)} ${q(n.fqdn)}`);
 }
 
-export interface DeployOptions {
+interface DeployOptions {
   /** Changes the overlaid Postfix files before the deploy (tests break a deploy on purpose with it). */
   edit?: (files: Record<string, string>) => Record<string, string>;
   secrets?: NodeSecrets;

@@ -3,10 +3,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { serviceFqdn, type StackConfig } from "../src/config";
-import { PROJECT_ROOT } from "../src/project";
 import { shellQuote as q } from "../src/shell";
-import { inNetns, must, pollUntil, sh, startDetached } from "./shell";
-import { killNamespace } from "./node-host";
+import { TSX, inNetns, must, pollUntil, sh, startDetached } from "./shell";
+import { killNamespace, onNode } from "./node-host";
 import type { Sink, Topology } from "./topology";
 
 const EC_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
@@ -110,9 +109,8 @@ export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig 
   );
 }
 
-export type SinkTls = "valid" | "wrong-name" | "none";
+type SinkTls = "valid" | "wrong-name" | "none";
 
-const TSX = path.join(PROJECT_ROOT, "node_modules", ".bin", "tsx");
 const SINK = path.join(__dirname, "sink.ts");
 
 function runSink(netns: string, dir: string, args: string): void {
@@ -145,6 +143,17 @@ export function startTrap(t: Topology): void {
 /** Stops a tenant sink: its MX is down, nodes must queue (defer) mail for it. */
 export function stopSink(s: Sink): void {
   killNamespace(s.netns);
+}
+
+/**
+ * Starts a tenant sink again (in MODE; its predecessor, if any, is stopped first), waits until it
+ * answers, and makes every node retry its deferred mail at once instead of at the next queue run.
+ */
+export async function restartSink(t: Topology, s: Sink, mode: SinkTls = "valid"): Promise<void> {
+  stopSink(s);
+  startSink(t, s, mode);
+  await waitForSink(t, s);
+  for (const n of t.nodes) onNode(n, "postqueue -f");
 }
 
 export async function waitForSink(t: Topology, s: Sink): Promise<void> {

@@ -2,7 +2,12 @@
 // way to run, one bounded poll. Used by the sandbox, the tests and the bench alike.
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as path from "node:path";
+import { PROJECT_ROOT } from "../src/project";
 import { shellQuote as q } from "../src/shell";
+
+/** The TypeScript runner the sandbox starts its own services and clients with. */
+export const TSX = path.join(PROJECT_ROOT, "node_modules", ".bin", "tsx");
 
 export interface Result {
   status: number;

@@ -123,7 +123,8 @@ function main(): void {
         fs.writeFileSync(path.join(dir, `.${id}.json`), JSON.stringify(record, null, 2) + "\n");
         fs.renameSync(path.join(dir, `.${id}.json`), path.join(dir, `${id}.json`));
         log(
-          `accepted ${id} from ${client} (${record.node ?? "?"}) ${record.mailFrom} -> ${record.rcptTo.join(",")} tls=${record.tls?.protocol ?? "none"}`,
+          `accepted ${id} from ${client} (${record.node ?? "?"}) ${record.mailFrom} -> ` +
+            `${record.rcptTo.join(",")} tls=${record.tls?.protocol ?? "none"}`,
         );
         callback(null, `Queued as ${id}`);
       });

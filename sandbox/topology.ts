@@ -8,7 +8,7 @@ import type { NodeHost } from "./node-host";
 
 export const DEFAULT_DIR = "/var/tmp/header-rewrite-sandbox";
 
-export interface Host {
+interface Host {
   netns: string;
   ipv4: string;
   ipv6: string;

@@ -3,7 +3,7 @@ import * as crypto from "node:crypto";
 import type { NodeIdentity } from "./config";
 
 /** A table Postfix reads as cdb: the deploy builds it with postmap and checks it lookup by lookup. */
-export interface IndexedMap {
+interface IndexedMap {
   name: string;
   /** Key and value of every row, exactly as rendered. */
   rows: [string, string][];

@@ -39,7 +39,8 @@ export function checkClientBundle(tenantId: string, pem: string): string[] {
   const last = chain[chain.length - 1];
   if (!last.checkIssued(last) && chain.length === 1) {
     problems.push(
-      `${where}: only the leaf is present; Exchange Online answers 550 5.7.64 TenantAttribution without the intermediates (hint: use fullchain.pem)`,
+      `${where}: only the leaf is present; Exchange Online answers 550 5.7.64 TenantAttribution ` +
+        "without the intermediates (hint: use fullchain.pem)",
     );
   }
   if (new Date(chain[0].validTo).getTime() < Date.now())
@@ -53,7 +54,8 @@ export function checkClientCertificates(certs: Record<string, string>, maps: Rel
   for (const [id, pem] of Object.entries(certs)) {
     if (!known.has(id)) {
       problems.push(
-        `header-rewrite:clientCertificates.${id}: no such tenant in maps/per_sender_relayhosts (hint: tenants are ${[...known].join(", ")})`,
+        `header-rewrite:clientCertificates.${id}: no such tenant in maps/per_sender_relayhosts ` +
+          `(hint: tenants are ${[...known].join(", ")})`,
       );
       continue;
     }

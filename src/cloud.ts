@@ -4,9 +4,9 @@ import * as openstack from "@pulumi/openstack";
 import type { StackConfig } from "./config";
 import type { RelayMaps } from "./maps";
 
-export const PUBLIC_NETWORK = "Ext-Net";
+const PUBLIC_NETWORK = "Ext-Net";
 
-export interface Firewall {
+interface Firewall {
   cidr: string;
   family: 4 | 6;
   port: number;

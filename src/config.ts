@@ -9,7 +9,7 @@ import { PROJECT_ROOT } from "./project";
 
 export const PROJECT = "header-rewrite";
 
-export type AcmeChallenge = "http-01" | "dns-01";
+type AcmeChallenge = "http-01" | "dns-01";
 
 export interface StackConfig {
   /** OpenStack region of this stack (OVH UK1, BHS5). Read from `openstack:region`. */
@@ -104,7 +104,7 @@ const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
 const fqdn = "^(?=.{1,253}$)((?!-)[a-z0-9-]{1,63}(?<!-)\\.)+[a-z]{2,63}$";
 
 /** JSON schema of the `header-rewrite:` namespace; `description` doubles as the README table text. */
-export const SCHEMA = {
+const SCHEMA = {
   type: "object",
   additionalProperties: false,
   required: ["nodes", "dnsZone", "adminCidrs", "deploySshPublicKey", "acmeEmail"],
@@ -232,7 +232,8 @@ function describe(e: ErrorObject): string {
       return `${full} is not a known key (hint: check the spelling against README "Configuration")`;
     default: {
       const d = (SCHEMA.properties as Record<string, { description?: string }>)[key]?.description ?? "";
-      return `${full}${e.instancePath.split("/").length > 2 ? ` item ${e.instancePath.split("/")[2]}` : ""} ${e.message} (hint: ${d})`;
+      const item = e.instancePath.split("/")[2];
+      return `${full}${item !== undefined ? ` item ${item}` : ""} ${e.message} (hint: ${d})`;
     }
   }
 }

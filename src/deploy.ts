@@ -266,7 +266,7 @@ export type StepId = (typeof STEPS)[number];
  */
 export const SECRET_STEPS: ReadonlySet<StepId> = new Set<StepId>(["certificate", "client-certificates"]);
 
-export interface DeployStep {
+interface DeployStep {
   id: StepId;
   script: string;
 }

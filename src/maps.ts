@@ -18,19 +18,19 @@ export type MapName = (typeof MAP_NAMES)[number];
 export type MapTexts = Record<MapName, string>;
 
 /** Where a value came from, for messages in the compiler style `file:line:col`. */
-export interface Origin {
+interface Origin {
   file: string;
   line: number;
 }
 
 /** One logical line of a Postfix table: key, value, and where they stand. */
-export interface MapLine extends Origin {
+interface MapLine extends Origin {
   key: string;
   value: string;
   valueCol: number;
 }
 
-export interface Problem extends Origin {
+interface Problem extends Origin {
   col: number;
   severity: "error" | "warning";
   message: string;
@@ -49,10 +49,10 @@ export class MapValidationError extends Error {
   }
 }
 
-export type TranslationKind = "domain" | "address" | "exception";
+type TranslationKind = "domain" | "address" | "exception";
 
 /** sender_canonical_maps entry: the sender as tenant A sends it → the sender tenant B sees. */
-export interface Translation extends Origin {
+interface Translation extends Origin {
   kind: TranslationKind;
   from: string; // "@old.example" or "alice@old.example" (lower case)
   to: string; // "@new.example" or "a.smith@new.example" (lower case)
@@ -61,13 +61,13 @@ export interface Translation extends Origin {
 }
 
 /** access(5) entry keyed by the sender *before* rewriting. */
-export interface AllowedSender extends Origin {
+interface AllowedSender extends Origin {
   key: string; // "old.example", "alice@old.example", "alice@" or "<>"
   action: string; // "OK" or a reject action
 }
 
 /** One Microsoft 365 tenant as the relay sees it: a next hop (the tenant's MX host). */
-export interface Tenant {
+interface Tenant {
   id: string; // short name for transports and files, derived from the host
   nexthop: string; // exactly as written in the map: "[host]" or "[host]:port"
   host: string;
@@ -75,14 +75,14 @@ export interface Tenant {
 }
 
 /** sender_dependent_relayhost_maps entry keyed by the sender *after* rewriting. */
-export interface Relayhost extends Origin {
+interface Relayhost extends Origin {
   key: string; // "@new.example" or "ceo@old.example" or "<>"
   nexthop: string;
   tenantId: string;
 }
 
 /** A client range allowed to relay (mynetworks); also opens TCP 25 in the security group. */
-export interface ClientRange extends Origin {
+interface ClientRange extends Origin {
   cidr: string; // normalised "192.0.2.0/24" / "2001:db8::/32"
   family: 4 | 6;
   action: string;
@@ -98,7 +98,7 @@ export interface RelayMaps {
   warnings: Problem[];
 }
 
-export interface ValidationOptions {
+interface ValidationOptions {
   /** Widest client range accepted, as a prefix length (IPv4, IPv6). */
   widestV4?: number;
   widestV6?: number;
@@ -108,7 +108,7 @@ export interface ValidationOptions {
   displayDir?: string;
 }
 
-export const DEFAULT_WIDEST = { v4: 8, v6: 32 };
+const DEFAULT_WIDEST = { v4: 8, v6: 32 };
 
 /** How a map is named in messages: "maps/translate_domains". */
 type FileName = (map: MapName) => string;
@@ -131,7 +131,7 @@ class Report {
  * the first non-blank character, blank lines are ignored, a line starting with whitespace continues
  * the previous logical line.
  */
-export function logicalLines(text: string, file: string, report: Report): MapLine[] {
+function logicalLines(text: string, file: string, report: Report): MapLine[] {
   const out: MapLine[] = [];
   let current: { start: number; text: string } | undefined;
   const flush = () => {
@@ -171,7 +171,7 @@ export function logicalLines(text: string, file: string, report: Report): MapLin
 
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
-export function isDomain(d: string): boolean {
+function isDomain(d: string): boolean {
   if (d.length > 253 || !d.includes(".")) return false;
   const labels = d.split(".");
   return labels.every((l) => LABEL.test(l)) && !/^\d+$/.test(labels[labels.length - 1]);
@@ -180,7 +180,7 @@ export function isDomain(d: string): boolean {
 // RFC 5321 dot-atom local part; quoted local parts are not something a tenant sends from.
 const LOCAL_PART = /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
 
-export function splitAddress(a: string): { local: string; domain: string } | undefined {
+function splitAddress(a: string): { local: string; domain: string } | undefined {
   const at = a.lastIndexOf("@");
   if (at < 0) return undefined;
   return { local: a.slice(0, at), domain: a.slice(at + 1) };
@@ -367,7 +367,7 @@ function parseAllowedSenders(lines: MapLine[], r: Report): AllowedSender[] {
   return out;
 }
 
-const NEXTHOP = /^(\[)?([^\]\[:]+)(\])?(?::(\d+))?$/;
+const NEXTHOP = /^(\[)?([^\][:]+)(\])?(?::(\d+))?$/;
 
 /** A stable short id for a tenant next hop, used for transport names and file names. */
 export function tenantId(host: string): string {
@@ -638,7 +638,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): 
         t,
         t.from.length + 2,
         `"${t.from}" becomes "${t.to}", but ${file("per_sender_relayhosts")} has no next hop for it`,
-        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") to ${file("per_sender_relayhosts")}; without it mail goes straight to the recipient's MX`,
+        `add "@${t.toDomain} [tenant-mx-host]" (or "${t.to.startsWith("@") ? `user${t.to}` : t.to} [host]") ` +
+          `to ${file("per_sender_relayhosts")}; without it mail goes straight to the recipient's MX`,
       );
     }
   }
@@ -651,7 +652,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): 
           s,
           1,
           "the null sender <> is allowed but has no next hop",
-          `add "<> [tenant-mx-host]" to ${file("per_sender_relayhosts")}, or remove the line so bounces are refused (the default)`,
+          `add "<> [tenant-mx-host]" to ${file("per_sender_relayhosts")}, ` +
+            "or remove the line so bounces are refused (the default)",
         );
       }
       continue;
@@ -663,7 +665,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): 
       r.error(
         s,
         1,
-        `"${s.key}" allows every subdomain of ${domain.slice(1)}, but "@${domain.slice(1)}" in ${file("translate_domains")} does not match subdomains`,
+        `"${s.key}" allows every subdomain of ${domain.slice(1)}, ` +
+          `but "@${domain.slice(1)}" in ${file("translate_domains")} does not match subdomains`,
         `list each subdomain you rewrite, e.g. "sub${domain}" with "@sub${domain} @new.example" in ${file("translate_domains")}`,
       );
       continue;
@@ -672,11 +675,13 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): 
     const covered =
       a && a.local !== "" ? byFrom.has(s.key) || domainRewrite.has(domain) : domainRewrite.has(domain);
     if (!covered) {
+      const exception = a && a.local ? s.key : `user@${domain}`;
       r.error(
         s,
         1,
         `allowed sender "${s.key}" has no translation in ${file("translate_domains")}; it would leave under the old name`,
-        `add "@${domain} @new-domain" to ${file("translate_domains")} (or "${a && a.local ? s.key : `user@${domain}`} ${a && a.local ? s.key : `user@${domain}`}" for an exception)`,
+        `add "@${domain} @new-domain" to ${file("translate_domains")} ` +
+          `(or "${exception} ${exception}" for an exception)`,
       );
     }
   }
@@ -686,7 +691,8 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): 
       r.warn(
         t,
         1,
-        `"${t.from}" is rewritten but ${t.fromDomain} is not in ${file("allowed_senders")}, so such mail is refused before rewriting`,
+        `"${t.from}" is rewritten but ${t.fromDomain} is not in ${file("allowed_senders")}, ` +
+          "so such mail is refused before rewriting",
         `add "${t.fromDomain} OK" to ${file("allowed_senders")}, or remove the line`,
       );
     }

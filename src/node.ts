@@ -13,7 +13,7 @@ import { bundleHash } from "./bundle";
 import { RUN_AS_ROOT } from "./layout";
 import { checkClientCertificates } from "./certificates";
 
-export interface RelayNodeArgs {
+interface RelayNodeArgs {
   stack: string;
   cfg: StackConfig;
   maps: RelayMaps;
@@ -24,7 +24,7 @@ export interface RelayNodeArgs {
 }
 
 /** OpenStack may hand IPv6 addresses back in brackets ("[2001:db8::1]"). */
-export function splitFamilies(ips: string[]): { ipv4: string; ipv6: string } {
+function splitFamilies(ips: string[]): { ipv4: string; ipv6: string } {
   const clean = ips.map((ip) => ip.replace(/^\[|\]$/g, ""));
   const ipv4 = clean.find((ip) => ipaddr.IPv4.isValidFourPartDecimal(ip));
   const ipv6 = clean.find((ip) => ipaddr.IPv6.isValid(ip));

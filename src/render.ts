@@ -42,7 +42,7 @@ export interface RenderContext {
 }
 
 /** One address family of a node as it is configured on the interface. */
-export interface FamilyAddress {
+interface FamilyAddress {
   address: string;
   gateway: string;
 }
@@ -187,7 +187,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
 }
 
 /** master.cf service name of a tenant's smtp transport. */
-export function tenantTransport(tenantId: string): string {
+function tenantTransport(tenantId: string): string {
   return `tenant_${tenantId}`;
 }
 
@@ -195,7 +195,7 @@ export function renderInterfaces(ctx: RenderContext, addrs: NodeAddresses): stri
   return template("interfaces.hbs")({ node: ctx.node, iface: ctx.cfg.interfaceName, ...addrs });
 }
 
-export function nodePackages(cfg: StackConfig): string[] {
+function nodePackages(cfg: StackConfig): string[] {
   const pkgs = [
     "postfix",
     "postfix-cdb",

@@ -43,7 +43,8 @@ describe("client certificate bundles", () => {
   });
   it("refuses a leaf without its intermediates, naming the Exchange Online error", () => {
     expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem"))).toEqual([
-      "header-rewrite:clientCertificates.other_example: only the leaf is present; Exchange Online answers 550 5.7.64 TenantAttribution without the intermediates (hint: use fullchain.pem)",
+      "header-rewrite:clientCertificates.other_example: only the leaf is present; Exchange Online " +
+        "answers 550 5.7.64 TenantAttribution without the intermediates (hint: use fullchain.pem)",
     ]);
   });
   it("refuses a key that belongs to another certificate", () => {
@@ -66,7 +67,8 @@ describe("client certificate bundles", () => {
     expect(() =>
       checkClientCertificates({ nosuch: read("leaf.key") + read("leaf.pem") + read("int.pem") }, maps),
     ).toThrow(
-      "header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts (hint: tenants are new_example, other_example)",
+      "header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts " +
+        "(hint: tenants are new_example, other_example)",
     );
   });
 });

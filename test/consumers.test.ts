@@ -67,7 +67,8 @@ describe("ifupdown reads and applies the interfaces file", () => {
 
   it("ifup in a fresh network namespace gives ens3 its addresses and default routes", () => {
     const file = path.join(out, "lon1", "network", "interfaces");
-    // A veth ens3 (its peer stands in for OVH's router) in a private network and mount namespace; ifupdown's state lives in a private /run.
+    // A veth ens3 (its peer stands in for OVH's router) in a private network and mount namespace;
+    // ifupdown's state lives in a private /run.
     const script = `set -e
       mount -t tmpfs tmpfs /run && mkdir -p /run/network
       ip link set lo up

@@ -1,33 +1,30 @@
 // The rendered Postfix config and the staged deploy script, run by real Postfix on a node in its own
 // namespaces (overlay /etc, private spool, loopback only; nothing can leave the machine).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { POSTFIX_LIVE, POSTFIX_RELEASES, RELEASES_KEPT } from "../src/layout";
+import { POSTFIX_RELEASES, RELEASES_KEPT } from "../src/layout";
 import type { NodeHost } from "../sandbox/node-host";
 import { onNode, removeNodeHost } from "../sandbox/node-host";
-import { queuedAs, refusal } from "../sandbox/mail";
+import { refusal } from "../sandbox/mail";
 import type { Result } from "../sandbox/shell";
 import { editedMaps } from "./helpers/maps";
+import { MAIN_CF_TYPO_WARNING, expectFailedSafely, liveRelease, mainCfTypo } from "./helpers/deploys";
 import {
-  LON1,
   deferred,
   deployPostfix,
   explain as explainOn,
   lon1Bundle,
   sendLocal,
-  startTestNode,
+  startLon1,
 } from "./helpers/node";
 
 describe("rendered config on a real Postfix node (lon1)", () => {
   let n: NodeHost;
   const sh = (cmd: string, input?: string): Result => onNode(n, cmd, input);
   const explain = (r: Result) => explainOn(n, r);
-  const live = () => sh(`readlink ${POSTFIX_LIVE}`).stdout.trim();
+  const live = () => liveRelease(n);
 
   beforeAll(async () => {
-    n = await startTestNode(LON1.fqdn);
-    const r = deployPostfix(n, lon1Bundle());
-    expect(r.status, explain(r)).toBe(0);
-    console.log(r.stdout.trim());
+    n = await startLon1();
   });
   afterAll(() => n && removeNodeHost(n));
 
@@ -74,9 +71,8 @@ describe("rendered config on a real Postfix node (lon1)", () => {
       headers: ["From: Bob Example <bob@OLD.example>", "Reply-To: bob@old.example", "Cc: dave@old.example"],
     });
     expect(r.status, explain(r)).toBe(0);
-    const id = queuedAs(r);
-    expect(id, r.stdout).toBeTruthy();
-    const entry = await deferred(n, id!);
+    const entry = await deferred(n, r);
+    const id = entry.queue_id;
     expect(entry.sender).toBe("bob@new.example");
     // No DNS on this node: the failure names the next hop the relay chose, tenant B's MX.
     expect(entry.recipients[0].delay_reason).toContain("new-example.mail.protection.outlook.com");
@@ -107,24 +103,15 @@ describe("rendered config on a real Postfix node (lon1)", () => {
   });
 
   it("a broken deploy fails with Postfix's message and the old config stays live and relaying", () => {
-    const before = live();
-    const broken = lon1Bundle(undefined, (f) => ({
-      ...f,
-      "main.cf": f["main.cf"] + "smtpd_tls_security_levle = encrypt\n",
-    }));
-    const r = deployPostfix(n, broken);
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toContain("unused parameter: smtpd_tls_security_levle=encrypt");
-    expect(r.stderr).toContain("the live configuration was not changed");
-    expect(live()).toBe(before);
+    const before = liveRelease(n);
+    const r = deployPostfix(n, lon1Bundle(undefined, mainCfTypo));
+    expectFailedSafely(r, MAIN_CF_TYPO_WARNING, n, before);
     const dup = lon1Bundle(undefined, (f) => ({
       ...f,
       translate_domains: f.translate_domains + "@old.example @other.example\n",
     }));
     const r2 = deployPostfix(n, dup);
-    expect(r2.status).not.toBe(0);
-    expect(r2.stderr).toMatch(/postmap translate_domains: .*duplicate entry/);
-    expect(live()).toBe(before);
+    expectFailedSafely(r2, /postmap translate_domains: .*duplicate entry/, n, before);
     const ok = sendLocal(n, { from: "alice@old.example", to: "carol@partner.example", quitAfter: "RCPT" }).r;
     expect(ok.stdout, explain(ok)).toMatch(/<~ +250 2\.1\.5/);
     console.log(`broken deploys refused:\n  ${r.stderr.split("\n")[0]}\n  ${r2.stderr.split("\n")[0]}`);

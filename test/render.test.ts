@@ -147,7 +147,8 @@ describe("map errors stop everything with file:line", () => {
     } catch (e) {
       expect(e).toBeInstanceOf(MapValidationError);
       expect((e as Error).message).toContain(
-        'maps/allowed_senders:3:1: error: "@old.example" is not an access(5) key and never matches (hint: write the bare domain "old.example"',
+        'maps/allowed_senders:3:1: error: "@old.example" is not an access(5) key and never matches ' +
+          '(hint: write the bare domain "old.example"',
       );
     }
   });

@@ -178,7 +178,10 @@ export function describeStack(stack: string, expected: { region: string; nodes: 
           expect(unsecret(client.inputs.stdin)).toContain(`"$DIR/.${id}.pem.new"`);
         }
         console.log(
-          `${name}: ${tenants.length ? `operator client certificate for ${tenants.join(", ")}` : "node certificate for every tenant"}`,
+          `${name}: ` +
+            (tenants.length
+              ? `operator client certificate for ${tenants.join(", ")}`
+              : "node certificate for every tenant"),
         );
       });
     }

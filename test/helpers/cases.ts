@@ -14,7 +14,7 @@ export const BASELINE: MapTexts = {
   allow_relay_by_ip: "192.0.2.0/24 OK\n",
 };
 
-export interface Case {
+interface Case {
   name: string;
   maps: Record<string, string>;
   expected: string[];

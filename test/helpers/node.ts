@@ -12,7 +12,7 @@ import { type RelayMaps, loadMaps } from "../../src/maps";
 import { MAPS_DIR } from "../../src/project";
 import { renderNode } from "../../src/render";
 import { shellQuote as q } from "../../src/shell";
-import { type Message, type Sent, sendMail } from "../../sandbox/mail";
+import { type Message, type Sent, queuedAs, sendMail } from "../../sandbox/mail";
 import {
   type NodeHost,
   type QueueEntry,
@@ -25,7 +25,7 @@ import {
 import { overlayBundle } from "../../sandbox/overlay";
 import { type Result, must, pollFor, pollUntil, sh } from "../../sandbox/shell";
 
-export async function startTestNode(fqdn: string): Promise<NodeHost> {
+async function startTestNode(fqdn: string): Promise<NodeHost> {
   const name = fqdn.split(".")[0];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `hr-node-${name}-`));
   // Not "hr-": the sandbox removes its own namespaces by that prefix.
@@ -46,14 +46,14 @@ export async function startTestNode(fqdn: string): Promise<NodeHost> {
     const out = path.join(dir, "node.out");
     const why = fs.existsSync(out) ? fs.readFileSync(out, "utf8") : "";
     removeNodeHost(h);
-    throw new Error(`${(e as Error).message}: ${why}`);
+    throw new Error(`${(e as Error).message}: ${why}`, { cause: e });
   }
   return h;
 }
 
 /** lon1 as the real-Postfix tests deploy it: the committed lon stack. */
-export const LON = loadStackConfig("lon");
-export const LON1 = nodeIdentity(LON, "lon1");
+const LON = loadStackConfig("lon");
+const LON1 = nodeIdentity(LON, "lon1");
 
 /** lon1's rendered bundle with the sandbox overlay (Postfix logs to a file the tests can show). */
 export function lon1Bundle(
@@ -74,8 +74,13 @@ export function sendLocal(h: NodeHost, m: Omit<Message, "server">): Sent {
   return sendMail((c) => onNode(h, c), { server: "127.0.0.1", ...m });
 }
 
-/** Waits (bounded) until Postfix has tried message QUEUEID once and kept it deferred (no DNS here). */
-export async function deferred(h: NodeHost, queueId: string): Promise<QueueEntry> {
+/**
+ * The queue entry of the message the server accepted in R, once Postfix has tried it and kept it
+ * deferred (the test node has no DNS, so every delivery defers naming the next hop it chose).
+ */
+export async function deferred(h: NodeHost, r: Result): Promise<QueueEntry> {
+  const queueId = queuedAs(r);
+  if (!queueId) throw new Error(`the message was not accepted:\n${r.stdout}`);
   const entry = await pollFor(
     () => queue(h).find((e) => e.queue_id === queueId && e.recipients[0]?.delay_reason),
     20_000,
@@ -83,6 +88,19 @@ export async function deferred(h: NodeHost, queueId: string): Promise<QueueEntry
   );
   if (!entry) throw new Error(`message ${queueId} was not deferred within 20 s:\n${nodeLog(h, 20)}`);
   return entry;
+}
+
+/** lon1 in namespaces of its own, with the committed configuration deployed and Postfix running. */
+export async function startLon1(): Promise<NodeHost> {
+  const n = await startTestNode(LON1.fqdn);
+  const r = deployPostfix(n, lon1Bundle());
+  if (r.status !== 0) {
+    const why = explain(n, r);
+    removeNodeHost(n);
+    throw new Error(`the first deploy to the test node failed:\n${why}`);
+  }
+  console.log(r.stdout.trim());
+  return n;
 }
 
 /** A command's output and the node's recent Postfix log, for assertion messages. */

@@ -6,7 +6,7 @@ import { type Result, inNetns } from "../../sandbox/shell";
 import type { SandboxNode, Topology } from "../../sandbox/topology";
 import type { Sandbox } from "../../sandbox/up";
 
-export interface SendOptions extends Omit<Message, "server"> {
+interface SendOptions extends Omit<Message, "server"> {
   /** The client's namespace; tenant A's allowed client by default. */
   netns?: string;
 }

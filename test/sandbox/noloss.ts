@@ -4,12 +4,18 @@ import { expect, it } from "vitest";
 import { readSink, startLoad, waitForArrivals } from "../../sandbox/mail";
 import { nodeLog, onNode, queue } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
-import { startSink, stopSink, waitForSink } from "../../sandbox/services";
+import { restartSink, stopSink } from "../../sandbox/services";
 import { editedMaps } from "../helpers/maps";
+import type { SandboxNode } from "../../sandbox/topology";
 import type { Suite } from "./harness";
 
+/** Files in the node's queue directories (what a stopped Postfix holds). */
+const queueFiles = (n: SandboxNode) =>
+  onNode(n, "find /var/spool/postfix/{incoming,active,deferred,maildrop} -type f | wc -l").stdout.trim();
+
 export function noLossTests(sb: Suite): void {
-  it("2,000 messages across both nodes while a config redeploy runs on each node: every Message-ID arrives exactly once", async () => {
+  const redeploys = "2,000 messages across both nodes while a config redeploy runs on each node";
+  it(`${redeploys}: every Message-ID arrives exactly once`, async () => {
     const prefix = `noloss-${Date.now()}`;
     const per = 1000;
     const loads = sb.t.nodes.map((n) =>
@@ -29,7 +35,8 @@ export function noLossTests(sb: Suite): void {
     for (const s of summaries) {
       expect(s.failed, JSON.stringify(s)).toEqual([]);
       console.log(
-        `${s.prefix}: ${s.accepted} accepted in ${s.seconds.toFixed(1)} s (${s.perSecond.toFixed(0)}/s), ${s.retries} retries ${JSON.stringify(s.errors)}`,
+        `${s.prefix}: ${s.accepted} accepted in ${s.seconds.toFixed(1)} s (${s.perSecond.toFixed(0)}/s), ` +
+          `${s.retries} retries ${JSON.stringify(s.errors)}`,
       );
     }
     const counts = await waitForArrivals(sb.t, prefix, per * sb.t.nodes.length, 240_000);
@@ -60,9 +67,7 @@ export function noLossTests(sb: Suite): void {
       expect(q.length, `${n.name} holds the messages as deferred`).toBeGreaterThanOrEqual(per);
       expect(nodeLog(n, 100_000)).not.toMatch(/status=bounced/);
     }
-    startSink(sb.t, sink);
-    await waitForSink(sb.t, sink);
-    for (const n of sb.t.nodes) onNode(n, "postqueue -f");
+    await restartSink(sb.t, sink);
     const counts = await waitForArrivals(sb.t, prefix, per * sb.t.nodes.length, 120_000);
     expect(counts.size).toBe(per * sb.t.nodes.length);
     expect([...counts.values()].every((c) => c === 1)).toBe(true);
@@ -79,9 +84,7 @@ export function noLossTests(sb: Suite): void {
     await new Promise((r) => setTimeout(r, 1500));
     const stop = onNode(n, "postfix stop 2>&1");
     expect(stop.status, stop.stdout).toBe(0);
-    console.log(
-      `postfix stopped on ${n.name} mid-load; queue holds ${onNode(n, "find /var/spool/postfix/{incoming,active,deferred,maildrop} -type f | wc -l").stdout.trim()} file(s)`,
-    );
+    console.log(`postfix stopped on ${n.name} mid-load; queue holds ${queueFiles(n)} file(s)`);
     await new Promise((r) => setTimeout(r, 3000));
     const start = onNode(n, "/usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; postfix start 2>&1");
     expect(start.status, start.stdout).toBe(0);
@@ -90,7 +93,8 @@ export function noLossTests(sb: Suite): void {
     onNode(n, "postqueue -f");
     const counts = await waitForArrivals(sb.t, prefix, count, 180_000);
     console.log(
-      `${s.accepted} accepted (${s.retries} retries after the stop: ${JSON.stringify(s.errors)}); ${counts.size} delivered, ${[...counts.values()].filter((c) => c > 1).length} duplicated`,
+      `${s.accepted} accepted (${s.retries} retries after the stop: ${JSON.stringify(s.errors)}); ` +
+        `${counts.size} delivered, ${[...counts.values()].filter((c) => c > 1).length} duplicated`,
     );
     expect(counts.size).toBe(count);
   }, 300_000);

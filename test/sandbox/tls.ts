@@ -7,7 +7,7 @@ import { CERTBOT_DEPLOY_HOOK, CLIENT_CERT_DIR, clientCertPath, tlsPaths } from "
 import { readSink, refusal, waitForMessage } from "../../sandbox/mail";
 import { masterPid, nodeLog, onNode, queue } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
-import { type SinkTls, issueLeaf, startSink, stopSink, waitForSink } from "../../sandbox/services";
+import { issueLeaf, restartSink } from "../../sandbox/services";
 import { inNetns, pollFor } from "../../sandbox/shell";
 import type { SandboxNode, Sink } from "../../sandbox/topology";
 import type { Suite } from "./harness";
@@ -28,11 +28,6 @@ export function tlsTests(sb: Suite): void {
     const r = sClient(n, "");
     const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0] ?? "";
     return inNetns(sb.t.clients.allowed.netns, "openssl x509 -noout -serial", pem).stdout.trim();
-  };
-  const restartSink = async (s: Sink, mode: SinkTls) => {
-    stopSink(s);
-    startSink(sb.t, s, mode);
-    await waitForSink(sb.t, s);
   };
 
   it("each node's certificate came from Pebble through the production certbot step, and the full chain verifies", () => {
@@ -89,7 +84,8 @@ export function tlsTests(sb: Suite): void {
       expect(rec.clientCertificate?.issuer).toMatch(/^CN=Pebble Intermediate CA/);
       expect(rec.clientCertificate?.chainLength).toBe(2);
       console.log(
-        `${n.name} -> other-example over ${rec.tls?.protocol} from ${rec.clientAddress}, client cert ${rec.clientCertificate?.subject} (chain ${rec.clientCertificate?.chainLength})`,
+        `${n.name} -> other-example over ${rec.tls?.protocol} from ${rec.clientAddress}, ` +
+          `client cert ${rec.clientCertificate?.subject} (chain ${rec.clientCertificate?.chainLength})`,
       );
     }
     expect(nodeLog(sb.t.nodes[0], 10_000)).toMatch(
@@ -98,11 +94,12 @@ export function tlsTests(sb: Suite): void {
   });
 
   for (const mode of ["wrong-name", "none"] as const) {
-    it(`outbound: a tenant MX with ${mode === "none" ? "no TLS" : "a certificate for the wrong name"} makes mail defer, never bounce or go out in the clear`, async () => {
+    const mx = mode === "none" ? "no TLS" : "a certificate for the wrong name";
+    it(`outbound: a tenant MX with ${mx} makes mail defer, never bounce or go out in the clear`, async () => {
       const s = sinkFor("other-example.mail.protection.outlook.com");
       const n = sb.t.nodes[0];
       const before = readSink(s.dir).length;
-      await restartSink(s, mode);
+      await restartSink(sb.t, s, mode);
       const { r, id } = send(n, { from: "erin@legacy.example" });
       expect(r.status, explain(r, n)).toBe(0);
       const reason =
@@ -116,8 +113,7 @@ export function tlsTests(sb: Suite): void {
       expect(readSink(s.dir).length, "nothing reached the sink").toBe(before);
       expect(nodeLog(n, 10_000)).not.toMatch(/status=bounced/);
       console.log(`${mode}: deferred (${reason.slice(0, 80)})`);
-      await restartSink(s, "valid");
-      onNode(n, "postqueue -f");
+      await restartSink(sb.t, s, "valid");
       const got = await waitForMessage(sb.t, id, 60_000);
       expect(got, explain(undefined, n)).toBeTruthy();
       expect(got!.record.tls).not.toBeNull();
@@ -164,7 +160,8 @@ export function tlsTests(sb: Suite): void {
     for (const n of sb.t.nodes) expect(onNode(n, `ls ${CLIENT_CERT_DIR}/`).stdout.trim()).toBe("");
   });
 
-  it("certbot renew --force-renewal: the hook reloads Postfix, the new certificate is served, nothing restarts or is lost", async () => {
+  const renewal = "the hook reloads Postfix, the new certificate is served, nothing restarts or is lost";
+  it(`certbot renew --force-renewal: ${renewal}`, async () => {
     const n = sb.t.nodes[0];
     const serialBefore = servedSerial(n);
     const master = masterPid(n);
@@ -191,7 +188,8 @@ export function tlsTests(sb: Suite): void {
     const second = send(n, { from: "alice@old.example" });
     for (const m of [first, second]) expect(await waitForMessage(sb.t, m.id), explain(m.r, n)).toBeTruthy();
     console.log(
-      `${n.name}: ${serialBefore} -> ${serialAfter} served after renewal; master pid ${master} unchanged; both messages delivered`,
+      `${n.name}: ${serialBefore} -> ${serialAfter} served after renewal; ` +
+        `master pid ${master} unchanged; both messages delivered`,
     );
   });
 }

@@ -3,6 +3,7 @@
 import * as crypto from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { runStack } from "../harness/pulumi-mocks";
+import { runMain } from "../sandbox/shell";
 
 async function main(): Promise<void> {
   const [stack, projectDir] = process.argv.slice(2);
@@ -21,7 +22,4 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+runMain(main);

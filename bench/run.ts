@@ -21,6 +21,7 @@ import { deployNode, nodeContext } from "../sandbox/nodes";
 import { type SandboxNode, type Topology, committedMapsWith } from "../sandbox/topology";
 import { down, up } from "../sandbox/up";
 import { fmt, median } from "./stats";
+import { runMain } from "../sandbox/shell";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 500);
@@ -186,7 +187,4 @@ async function main(): Promise<void> {
   console.log(`\nwritten to ${path.relative(ROOT, out)}`);
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+runMain(main);

@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import nodemailer from "nodemailer";
+import { runMain } from "./shell";
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -94,7 +95,4 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+runMain(main);

@@ -78,7 +78,7 @@ export function sinkCount(t: Topology): number {
   return t.sinks.reduce((k, s) => k + readSink(s.dir).length, 0);
 }
 
-interface Arrival {
+export interface Arrival {
   sink: string;
   record: SinkRecord;
   eml: string;

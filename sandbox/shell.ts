@@ -73,3 +73,11 @@ export async function pollFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/** Runs an entry point's MAIN; any error is printed (with PREFIX) and the process exits 1. */
+export function runMain(main: () => Promise<unknown>, prefix = ""): void {
+  main().catch((e: Error) => {
+    console.error(prefix ? `${prefix}: ${e.message}` : e);
+    process.exit(1);
+  });
+}

@@ -3,6 +3,7 @@
 import * as path from "node:path";
 import { deployKeyFile } from "./nodes";
 import { type Probe, probe, probeTable } from "./probe";
+import { runMain } from "./shell";
 import { DEFAULT_DIR } from "./topology";
 import { overlaySummary, up } from "./up";
 
@@ -31,7 +32,4 @@ Tear down: sudo npm run sandbox:down`);
   if (rows.some((r) => r.verdict === "FAIL")) process.exit(1);
 }
 
-main().catch((e) => {
-  console.error(`sandbox: ${(e as Error).message}`);
-  process.exit(1);
-});
+runMain(main, "sandbox");

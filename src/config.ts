@@ -40,18 +40,14 @@ export interface StackConfig {
   clientMessageRateLimit: number;
 }
 
-/** Secret keys the program reads; never rendered into files. */
-export const SECRET_KEYS = [
-  `${PROJECT}:deploySshPrivateKey`,
-  `${PROJECT}:clientCertificates`,
-  `${PROJECT}:acmeDnsOvhCredentials`,
-] as const;
-
 /** Secret keys a stack may leave unset. */
 export const OPTIONAL_SECRET_KEYS = [
   `${PROJECT}:clientCertificates`,
   `${PROJECT}:acmeDnsOvhCredentials`,
 ] as const;
+
+/** Secret keys the program reads; never rendered into files. */
+export const SECRET_KEYS = [`${PROJECT}:deploySshPrivateKey`, ...OPTIONAL_SECRET_KEYS] as const;
 
 /** Provider keys users set; the program does not read them but documents and tests them. */
 export const PROVIDER_KEYS = {

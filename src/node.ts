@@ -4,19 +4,15 @@ import * as openstack from "@pulumi/openstack";
 import * as ovh from "@ovhcloud/pulumi-ovh";
 import * as command from "@pulumi/command";
 import * as ipaddr from "ipaddr.js";
-import { type StackConfig, nodeIdentity } from "./config";
-import type { RelayMaps } from "./maps";
+import { nodeIdentity } from "./config";
 import type { Region } from "./cloud";
-import { type NodeAddresses, renderNode, renderUserData } from "./render";
+import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "./render";
 import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps } from "./deploy";
 import { bundleHash } from "./bundle";
 import { RUN_AS_ROOT } from "./layout";
 import { checkClientCertificates } from "./certificates";
 
-interface RelayNodeArgs {
-  stack: string;
-  cfg: StackConfig;
-  maps: RelayMaps;
+interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
   region: Region;
   deployPrivateKey: pulumi.Output<string>;
   /** Pulumi secrets: operator client certificates per tenant id, OVH credentials for dns-01. */

@@ -111,13 +111,7 @@ export function renderOperatorMaps(maps: RelayMaps): Record<MapName, string> {
 }
 
 /** Tables Postfix reads as cdb (built with postmap); allow_relay_by_ip is a cidr table read as text. */
-const INDEXED = [
-  "translate_domains",
-  "allowed_senders",
-  "per_sender_relayhosts",
-  "tls_policy",
-  "tenant_transports",
-];
+const INDEXED = [...MAP_NAMES.filter((m) => m !== "allow_relay_by_ip"), "tls_policy", "tenant_transports"];
 
 /** Everything the Postfix step installs on one node, and the facts the deploy stages need. */
 export function renderNode(ctx: RenderContext): NodeBundle {

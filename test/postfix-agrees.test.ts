@@ -1,17 +1,17 @@
 // Every validator rule that says "Postfix would do X" is checked here once against a real Postfix:
 // the production config runs on a node namespace, the test writes the map lines the validator
 // refuses straight into the live config (bypassing it), and observes what Postfix does.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { POSTFIX_LIVE } from "../src/layout";
 import { refusal } from "../sandbox/mail";
-import { type NodeHost, onNode, removeNodeHost } from "../sandbox/node-host";
+import { onNode } from "../sandbox/node-host";
 import type { Result } from "../sandbox/shell";
 import { BASELINE, report } from "./helpers/cases";
-import { deferred, sendLocal, startLon1 } from "./helpers/node";
+import { deferred, sendLocal, useLon1 } from "./helpers/node";
 
 describe("the validator and Postfix agree", () => {
-  let n: NodeHost;
-  const sh = (cmd: string, input?: string) => onNode(n, cmd, input);
+  const lon1 = useLon1();
+  const sh = (cmd: string, input?: string) => onNode(lon1(), cmd, input);
 
   /** Replaces live maps with raw text (no validation), rebuilds them, reloads Postfix. */
   const rawMaps = (texts: Record<string, string>) => {
@@ -27,14 +27,9 @@ describe("the validator and Postfix agree", () => {
     expect(verdict.length, "the validator objects to this input").toBeGreaterThan(0);
     return verdict;
   };
-  const send = (from: string) => sendLocal(n, { from, headers: [`From: ${from}`] }).r;
-  const queued = (r: Result) => deferred(n, r);
+  const send = (from: string) => sendLocal(lon1(), { from, headers: [`From: ${from}`] }).r;
+  const queued = (r: Result) => deferred(lon1(), r);
   const refused = (r: Result) => /^5/.test(refusal(r) ?? "");
-
-  beforeAll(async () => {
-    n = await startLon1();
-  });
-  afterAll(() => n && removeNodeHost(n));
 
   it('access(5): "@old.example" never matches, so its senders are refused', () => {
     const v = rawMaps({ allowed_senders: "@old.example OK\n" });

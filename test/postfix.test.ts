@@ -1,9 +1,8 @@
 // The rendered Postfix config and the staged deploy script, run by real Postfix on a node in its own
 // namespaces (overlay /etc, private spool, loopback only; nothing can leave the machine).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { POSTFIX_RELEASES, RELEASES_KEPT } from "../src/layout";
-import type { NodeHost } from "../sandbox/node-host";
-import { onNode, removeNodeHost } from "../sandbox/node-host";
+import { onNode } from "../sandbox/node-host";
 import { refusal } from "../sandbox/mail";
 import type { Result } from "../sandbox/shell";
 import { editedMaps } from "./helpers/maps";
@@ -14,19 +13,14 @@ import {
   explain as explainOn,
   lon1Bundle,
   sendLocal,
-  startLon1,
+  useLon1,
 } from "./helpers/node";
 
 describe("rendered config on a real Postfix node (lon1)", () => {
-  let n: NodeHost;
-  const sh = (cmd: string, input?: string): Result => onNode(n, cmd, input);
-  const explain = (r: Result) => explainOn(n, r);
-  const live = () => liveRelease(n);
-
-  beforeAll(async () => {
-    n = await startLon1();
-  });
-  afterAll(() => n && removeNodeHost(n));
+  const lon1 = useLon1();
+  const sh = (cmd: string, input?: string): Result => onNode(lon1(), cmd, input);
+  const explain = (r: Result) => explainOn(lon1(), r);
+  const live = () => liveRelease(lon1());
 
   it("first deploy turns /etc/postfix into a symlink to the release and starts Postfix", () => {
     expect(live()).toMatch(/^\/etc\/postfix\.releases\/\d{8}T\d{6}Z-[0-9a-f]{12}$/);
@@ -65,13 +59,13 @@ describe("rendered config on a real Postfix node (lon1)", () => {
   });
 
   it("a relayed message leaves with the new sender, rewritten headers, the loop guard, toward tenant B", async () => {
-    const { r } = sendLocal(n, {
+    const { r } = sendLocal(lon1(), {
       from: "bob@old.example",
       to: "carol@partner.example",
       headers: ["From: Bob Example <bob@OLD.example>", "Reply-To: bob@old.example", "Cc: dave@old.example"],
     });
     expect(r.status, explain(r)).toBe(0);
-    const entry = await deferred(n, r);
+    const entry = await deferred(lon1(), r);
     const id = entry.queue_id;
     expect(entry.sender).toBe("bob@new.example");
     // No DNS on this node: the failure names the next hop the relay chose, tenant B's MX.
@@ -88,7 +82,7 @@ describe("rendered config on a real Postfix node (lon1)", () => {
 
   it("refuses a sender that is not allow-listed, a subdomain of an allowed domain, and the null sender", () => {
     const refuse = (from: string) => {
-      const { r } = sendLocal(n, { from, to: "carol@partner.example", quitAfter: "RCPT" });
+      const { r } = sendLocal(lon1(), { from, to: "carol@partner.example", quitAfter: "RCPT" });
       expect(r.stdout, explain(r)).toContain(`~> MAIL FROM:<${from === "<>" ? "" : from}>`);
       const line = refusal(r);
       expect(line, explain(r)).toBeTruthy();
@@ -103,16 +97,20 @@ describe("rendered config on a real Postfix node (lon1)", () => {
   });
 
   it("a broken deploy fails with Postfix's message and the old config stays live and relaying", () => {
-    const before = liveRelease(n);
-    const r = deployPostfix(n, lon1Bundle(undefined, mainCfTypo));
-    expectFailedSafely(r, MAIN_CF_TYPO_WARNING, n, before);
+    const before = liveRelease(lon1());
+    const r = deployPostfix(lon1(), lon1Bundle(undefined, mainCfTypo));
+    expectFailedSafely(r, MAIN_CF_TYPO_WARNING, lon1(), before);
     const dup = lon1Bundle(undefined, (f) => ({
       ...f,
       translate_domains: f.translate_domains + "@old.example @other.example\n",
     }));
-    const r2 = deployPostfix(n, dup);
-    expectFailedSafely(r2, /postmap translate_domains: .*duplicate entry/, n, before);
-    const ok = sendLocal(n, { from: "alice@old.example", to: "carol@partner.example", quitAfter: "RCPT" }).r;
+    const r2 = deployPostfix(lon1(), dup);
+    expectFailedSafely(r2, /postmap translate_domains: .*duplicate entry/, lon1(), before);
+    const ok = sendLocal(lon1(), {
+      from: "alice@old.example",
+      to: "carol@partner.example",
+      quitAfter: "RCPT",
+    }).r;
     expect(ok.stdout, explain(ok)).toMatch(/<~ +250 2\.1\.5/);
     console.log(`broken deploys refused:\n  ${r.stderr.split("\n")[0]}\n  ${r2.stderr.split("\n")[0]}`);
   });
@@ -121,7 +119,7 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     const before = live();
     const edited = editedMaps();
     await new Promise((r) => setTimeout(r, 1100)); // release names carry seconds
-    const r = deployPostfix(n, lon1Bundle(edited));
+    const r = deployPostfix(lon1(), lon1Bundle(edited));
     expect(r.status, explain(r)).toBe(0);
     expect(live()).not.toBe(before);
     expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe(
@@ -130,7 +128,7 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     expect(sh("postfix status").status).toBe(0);
     for (let i = 0; i < 5; i++) {
       await new Promise((res) => setTimeout(res, 1100));
-      expect(deployPostfix(n, lon1Bundle()).status).toBe(0);
+      expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
     }
     const releases = sh(`ls -1 ${POSTFIX_RELEASES}`).stdout.trim().split("\n");
     expect(releases.filter((d) => /^\d{8}T/.test(d))).toHaveLength(RELEASES_KEPT);

@@ -2,6 +2,7 @@
 // of its own with only loopback, so nothing it looks up or sends can leave, and a self-signed test
 // certificate where certbot would put it.
 import * as fs from "node:fs";
+import { afterAll, beforeAll } from "vitest";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { NodeBundle } from "../../src/bundle";
@@ -91,7 +92,7 @@ export async function deferred(h: NodeHost, r: Result): Promise<QueueEntry> {
 }
 
 /** lon1 in namespaces of its own, with the committed configuration deployed and Postfix running. */
-export async function startLon1(): Promise<NodeHost> {
+async function startLon1(): Promise<NodeHost> {
   const n = await startTestNode(LON1.fqdn);
   const r = deployPostfix(n, lon1Bundle());
   if (r.status !== 0) {
@@ -101,6 +102,16 @@ export async function startLon1(): Promise<NodeHost> {
   }
   console.log(r.stdout.trim());
   return n;
+}
+
+/** Gives the calling test file a running lon1 (started before its tests, removed after them). */
+export function useLon1(): () => NodeHost {
+  let n: NodeHost | undefined;
+  beforeAll(async () => {
+    n = await startLon1();
+  });
+  afterAll(() => n && removeNodeHost(n));
+  return () => n!;
 }
 
 /** A command's output and the node's recent Postfix log, for assertion messages. */

@@ -1,6 +1,7 @@
 // What the sandbox suites share: the running sandbox (topology, stacks, maps) and helpers that
 // explain failures with the node's Postfix log.
-import { type Message, type Sent, sendMail } from "../../sandbox/mail";
+import { expect } from "vitest";
+import { type Arrival, type Message, type Sent, sendMail, waitForMessage } from "../../sandbox/mail";
 import { nodeLog } from "../../sandbox/node-host";
 import { type Result, inNetns } from "../../sandbox/shell";
 import type { SandboxNode, Topology } from "../../sandbox/topology";
@@ -16,6 +17,8 @@ export interface Suite {
   readonly t: Topology;
   send(node: SandboxNode, opts: SendOptions): Sent;
   explain(r: Result | undefined, node?: SandboxNode): string;
+  /** Sends through NODE, expects it accepted and delivered to a tenant sink, and returns what arrived. */
+  relayed(node: SandboxNode, opts: SendOptions): Promise<Arrival>;
 }
 
 export function suite(get: () => Sandbox): Suite {
@@ -28,6 +31,13 @@ export function suite(get: () => Sandbox): Suite {
     },
     send(node, { netns, ...m }) {
       return sendMail((c) => inNetns(netns ?? sb.t.clients.allowed.netns, c), { server: node.ipv4, ...m });
+    },
+    async relayed(node, opts) {
+      const { r, id } = sb.send(node, opts);
+      expect(r.status, sb.explain(r, node)).toBe(0);
+      const got = await waitForMessage(sb.t, id);
+      expect(got, `${id} did not reach a tenant sink\n${sb.explain(r, node)}`).toBeTruthy();
+      return got!;
     },
     explain(r, node = sb.t.nodes[0]) {
       return `${r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : ""}--- ${node.name} postfix log ---\n${nodeLog(node, 25)}`;

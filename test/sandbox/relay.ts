@@ -42,7 +42,7 @@ export function relayTests(sb: Suite): void {
 
   it("rewrites envelope and From/Sender/Reply-To/Resent-From, keeps To/Cc and the display name, folds case", async () => {
     for (const n of sb.t.nodes) {
-      const { r, id } = send(n, {
+      const got = await sb.relayed(n, {
         from: "bob@Old.Example",
         headers: [
           'From: "Bob Example" <bob@OLD.example>',
@@ -53,10 +53,7 @@ export function relayTests(sb: Suite): void {
           "Cc: dave@old.example",
         ],
       });
-      expect(r.status, explain(r, n)).toBe(0);
-      const got = await waitForMessage(sb.t, id);
-      expect(got, explain(r, n)).toBeTruthy();
-      const { record, eml } = got!;
+      const { record, eml, sink } = got;
       expect(record.mailFrom.toLowerCase()).toBe("bob@new.example");
       expect(header(eml, "From")).toMatch(/^"Bob Example" <bob@new\.example>$/i);
       expect(header(eml, "Sender")).toMatch(/^bob@new\.example$/i);
@@ -65,7 +62,7 @@ export function relayTests(sb: Suite): void {
       expect(header(eml, "To")).toBe("Rcpt <rcpt@partner.example>");
       expect(header(eml, "Cc")).toBe("dave@old.example");
       expect(header(eml, "X-Header-Rewrite-Relayed")).toBe(n.fqdn);
-      expect(got!.sink).toBe("[new-example.mail.protection.outlook.com]");
+      expect(sink).toBe("[new-example.mail.protection.outlook.com]");
       console.log(
         `${n.name}: MAIL FROM bob@Old.Example -> ${record.mailFrom}; From ${header(eml, "From")}; Cc kept; loop guard ${n.fqdn}`,
       );
@@ -88,14 +85,11 @@ export function relayTests(sb: Suite): void {
     ];
     for (const n of sb.t.nodes) {
       for (const c of cases) {
-        const { r, id } = send(n, { from: c.from, headers: [`From: ${c.from}`] });
-        expect(r.status, explain(r, n)).toBe(0);
-        const got = await waitForMessage(sb.t, id);
-        expect(got, explain(r, n)).toBeTruthy();
-        expect(got!.record.mailFrom).toBe(c.out);
-        expect(header(got!.eml, "From")).toBe(c.out);
-        expect(got!.sink).toBe(c.sink);
-        expect(got!.record.node).toBe(n.name);
+        const got = await sb.relayed(n, { from: c.from, headers: [`From: ${c.from}`] });
+        expect(got.record.mailFrom).toBe(c.out);
+        expect(header(got.eml, "From")).toBe(c.out);
+        expect(got.sink).toBe(c.sink);
+        expect(got.record.node).toBe(n.name);
         console.log(`${n.name}: ${c.from} -> ${c.out} at ${c.sink}`);
       }
     }
@@ -168,12 +162,10 @@ export function relayTests(sb: Suite): void {
       expect(got!.record.mailFrom).toBe("bob@new.example"); // rewritten on arrival, before the edit
     }
     for (const n of sb.t.nodes) {
-      const { r, id } = send(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
-      expect(r.status, explain(r, n)).toBe(0);
-      const got = await waitForMessage(sb.t, id);
-      expect(got!.record.mailFrom, `${n.name} uses the edited map`).toBe("robert@new.example");
+      const got = await sb.relayed(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
+      expect(got.record.mailFrom, `${n.name} uses the edited map`).toBe("robert@new.example");
       console.log(
-        `${n.name}: master pid unchanged, queued mail delivered, bob@old.example now -> ${got!.record.mailFrom}`,
+        `${n.name}: master pid unchanged, queued mail delivered, bob@old.example now -> ${got.record.mailFrom}`,
       );
     }
   }, 180_000);

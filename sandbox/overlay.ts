@@ -12,7 +12,7 @@ export const OVERLAY_DESCRIPTION = [
   "node /etc/resolv.conf: the sandbox DNS (dnsmasq in the wan namespace) instead of OVH's resolvers",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
   "skipped step: cloud-init wait (no cloud-init runs in a namespace; its write_files, SSH keys and",
-  "  network commands are applied by sandbox/node-init.sh)",
+  "  network commands are applied by sandbox/nodes.ts, node-boot.sh and node-init.sh)",
 ];
 
 /** Steps of deploySteps() that the sandbox runs over SSH, in order. */

@@ -1,8 +1,10 @@
 // SMTP at the edges of a relay's limits, from one of the sandbox's client namespaces (run it there
-// with ip netns exec): oversized mail (declared with SIZE=, or really sent) through nodemailer's SMTP
-// client, and connection counts and bursts on raw sockets. Prints one JSON line with what the
+// with ip netns exec): oversized mail really sent (nodemailer's SMTP client), a SIZE= declaration
+// over the limit (a plain conversation: nodemailer refuses to send one the server advertised it
+// would refuse), and connection counts and bursts on raw sockets. Prints one JSON line with what the
 // server answered. Every run is bounded in count and time.
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
@@ -17,8 +19,48 @@ const { values } = parseArgs({
 });
 const server = values.server!;
 
-/** The server's reply to a message of BYTES, declared in MAIL FROM or streamed without SIZE=. */
-async function oversized(bytes: number, declare: boolean): Promise<{ code?: number; reply: string }> {
+/** A line-by-line SMTP conversation over STARTTLS, for what a client library will not send. */
+async function conversation(commands: string[]): Promise<string[]> {
+  let socket: net.Socket = net.connect({ host: server, port: 25 });
+  let buffer = "";
+  const waiting: ((line: string) => void)[] = [];
+  const listen = (s: net.Socket) =>
+    s.on("data", (d) => {
+      buffer += d.toString("latin1");
+      // A reply ends with a line "NNN text" (no dash after the code).
+      const m = /(?:^|\r\n)(\d{3}) [^\r\n]*\r\n$/.exec(buffer);
+      if (m) {
+        const reply = buffer.trim().split("\r\n").pop()!;
+        buffer = "";
+        waiting.shift()?.(reply);
+      }
+    });
+  const reply = () => new Promise<string>((resolve) => waiting.push(resolve));
+  listen(socket);
+  const say = (line: string) => {
+    const r = reply();
+    socket.write(`${line}\r\n`);
+    return r;
+  };
+  const replies = [await reply(), await say("EHLO client.example"), await say("STARTTLS")];
+  socket.removeAllListeners("data");
+  socket = tls.connect({ socket, servername: server, rejectUnauthorized: false });
+  await new Promise((r) => socket.once("secureConnect", r));
+  listen(socket);
+  replies.push(await say("EHLO client.example"));
+  for (const c of commands) replies.push(await say(c));
+  socket.end("QUIT\r\n");
+  return replies;
+}
+
+/** MAIL FROM with SIZE= over the limit: the server must refuse it before any data is sent. */
+async function declaredSize(bytes: number): Promise<{ code?: number; reply: string }> {
+  const reply = (await conversation([`MAIL FROM:<alice@old.example> SIZE=${bytes}`])).pop()!;
+  return { code: Number(reply.slice(0, 3)), reply };
+}
+
+/** The server's reply to BYTES really sent, without SIZE= (nodemailer declares none unless asked). */
+async function sentSize(bytes: number): Promise<{ code?: number; reply: string }> {
   const c = new SMTPConnection({
     host: server,
     port: 25,
@@ -40,11 +82,7 @@ async function oversized(bytes: number, declare: boolean): Promise<{ code?: numb
       for (let sent = 0; sent < bytes; sent += line.length) yield line;
     })(),
   );
-  const envelope = {
-    from: "alice@old.example",
-    to: ["rcpt@partner.example"],
-    ...(declare ? { size: bytes } : {}),
-  };
+  const envelope = { from: "alice@old.example", to: ["rcpt@partner.example"] };
   try {
     const info = await new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) =>
       c.send(envelope, body, (err, i) => (err ? reject(err) : resolve(i))),
@@ -101,9 +139,9 @@ async function main(): Promise<unknown> {
   const count = Math.min(Number(values.count), 1000);
   switch (values.check) {
     case "declared-size":
-      return oversized(bytes, true);
+      return declaredSize(bytes);
     case "sent-size":
-      return oversized(bytes, false);
+      return sentSize(bytes);
     case "hold-connections":
       return holdThenOneMore(count);
     case "burst":

@@ -40,9 +40,24 @@ const EXT_NET = {
   v6: { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1" },
 };
 
+/** Config on top of a stack's fixture: extra or changed keys, and which of them are secrets. */
+export interface StackVariant {
+  config?: Record<string, string>;
+  secretKeys?: string[];
+}
+
+/** The configuration a run sees: the stack's fixture with the variant on top. */
+export function stackConfig(stack: string, variant: StackVariant = {}): { config: Record<string, string>; secretKeys: string[] } {
+  const f = fixture(stack);
+  return {
+    config: { ...f.config, ...variant.config },
+    secretKeys: [...new Set([...f.secretKeys, ...(variant.secretKeys ?? [])])],
+  };
+}
+
 export async function runStack(
   stack: string,
-  overrides: Record<string, string> = {},
+  variant: StackVariant = {},
   projectDir = PROJECT_ROOT,
 ): Promise<StackRun> {
   const resources: Registered[] = [];
@@ -86,8 +101,8 @@ export async function runStack(
     stack,
     false,
   );
-  const f = fixture(stack);
-  pulumi.runtime.setAllConfig({ ...f.config, ...overrides }, f.secretKeys);
+  const { config, secretKeys } = stackConfig(stack, variant);
+  pulumi.runtime.setAllConfig(config, secretKeys);
   let program: Record<string, any> = {};
   await pulumi.runtime.runInPulumiStack(async () => {
     pulumi.runtime.registerStackTransformation((a) => {

@@ -30,12 +30,7 @@ export function checkClientBundle(tenantId: string, pem: string): string[] {
     problems.push(
       `${where}: the private key does not belong to the first certificate (hint: put the leaf first)`,
     );
-  for (let i = 0; i + 1 < chain.length; i++) {
-    if (!chain[i].checkIssued(chain[i + 1]))
-      problems.push(
-        `${where}: certificate ${i + 2} did not issue certificate ${i + 1} (hint: order leaf, intermediate, …)`,
-      );
-  }
+  problems.push(...chainOrder(where, chain));
   const last = chain[chain.length - 1];
   if (!last.checkIssued(last) && chain.length === 1) {
     problems.push(
@@ -43,9 +38,42 @@ export function checkClientBundle(tenantId: string, pem: string): string[] {
         "without the intermediates (hint: use fullchain.pem)",
     );
   }
-  if (new Date(chain[0].validTo).getTime() < Date.now())
-    problems.push(`${where}: the certificate expired on ${chain[0].validTo}`);
+  chain.forEach((c, i) => {
+    const which = i === 0 ? "the certificate" : `certificate ${i + 1} of the chain`;
+    if (new Date(c.validTo).getTime() < Date.now()) {
+      problems.push(`${where}: ${which} expired on ${c.validTo} (hint: renew it and set the new bundle)`);
+    } else if (new Date(c.validFrom).getTime() > Date.now()) {
+      problems.push(
+        `${where}: ${which} is not valid before ${c.validFrom} (hint: check the issuing CA's clock)`,
+      );
+    }
+  });
   return problems;
+}
+
+/** Each certificate must be issued by the next; a bundle holding the right certificates in the wrong order says so. */
+function chainOrder(where: string, chain: crypto.X509Certificate[]): string[] {
+  const broken = chain.slice(0, -1).flatMap((c, i) => (c.checkIssued(chain[i + 1]) ? [] : [i]));
+  if (broken.length === 0) return [];
+  // Follow issuers from the leaf: if that walk visits every certificate, only the order is wrong.
+  const order = [0];
+  for (let at = 0; ;) {
+    const next = chain.findIndex((c, j) => !order.includes(j) && chain[at].checkIssued(c));
+    if (next < 0) break;
+    order.push(next);
+    at = next;
+  }
+  if (order.length === chain.length) {
+    return [
+      `${where}: the certificates are out of order ` +
+        `(hint: put them as leaf, then each one's issuer: positions ${order.map((k) => k + 1).join(", ")})`,
+    ];
+  }
+  return broken.map(
+    (i) =>
+      `${where}: certificate ${i + 2} did not issue certificate ${i + 1} ` +
+      "(hint: the bundle holds a certificate of another chain; use the CA's fullchain.pem)",
+  );
 }
 
 export function checkClientCertificates(certs: Record<string, string>, maps: RelayMaps): void {

@@ -33,6 +33,21 @@ beforeAll(() => {
     `x509 -req -in leaf.csr -CA int.pem -CAkey int.key -CAcreateserial -days 30 -extfile ext.cnf -extensions leaf -out leaf.pem`,
   );
   openssl(`req ${ec} -subj /CN=other -keyout other.key -out other.csr`);
+  // An intermediate of another CA, and a leaf of ours whose validity ended in 2020 (openssl ca sets
+  // the dates; `x509 -days` cannot make a certificate that has already expired).
+  openssl(`req -x509 ${ec} -days 30 -subj /CN=other-root -keyout other-root.key -out other-root.pem`);
+  fs.mkdirSync(path.join(dir, "issued"));
+  fs.writeFileSync(path.join(dir, "index.txt"), "");
+  fs.writeFileSync(
+    path.join(dir, "ca.cnf"),
+    "[ca]\ndefault_ca=int\n[int]\ndatabase=index.txt\nnew_certs_dir=issued\nserial=serial.txt\n" +
+      "default_md=sha256\npolicy=any\nunique_subject=no\n[any]\ncommonName=supplied\n[leaf]\nbasicConstraints=CA:FALSE\n",
+  );
+  fs.writeFileSync(path.join(dir, "serial.txt"), "1000\n");
+  openssl(
+    "ca -batch -config ca.cnf -extensions leaf -cert int.pem -keyfile int.key -in leaf.csr -out expired.pem " +
+      "-startdate 20200101000000Z -enddate 20200201000000Z -notext",
+  );
 });
 
 describe("client certificate bundles", () => {
@@ -52,10 +67,35 @@ describe("client certificate bundles", () => {
       checkClientBundle("other_example", read("other.key") + read("leaf.pem") + read("int.pem"))[0],
     ).toContain("the private key does not belong to the first certificate");
   });
-  it("refuses a chain in the wrong order", () => {
+  it("refuses the right certificates in the wrong order, and says which order is right", () => {
+    const bundle = read("leaf.key") + read("leaf.pem") + read("root.pem") + read("int.pem");
+    expect(checkClientBundle("other_example", bundle)).toEqual([
+      "header-rewrite:clientCertificates.other_example: the certificates are out of order " +
+        "(hint: put them as leaf, then each one's issuer: positions 1, 3, 2)",
+    ]);
+    // Leaf and intermediate in order, with their root after them: accepted.
     expect(
-      checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("root.pem"))[0],
-    ).toContain("certificate 2 did not issue certificate 1");
+      checkClientBundle(
+        "other_example",
+        read("leaf.key") + read("leaf.pem") + read("int.pem") + read("root.pem"),
+      ),
+    ).toEqual([]);
+  });
+  it("refuses an intermediate of another chain", () => {
+    expect(
+      checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("other-root.pem")),
+    ).toEqual([
+      "header-rewrite:clientCertificates.other_example: certificate 2 did not issue certificate 1 " +
+        "(hint: the bundle holds a certificate of another chain; use the CA's fullchain.pem)",
+    ]);
+  });
+  it("refuses an expired certificate, naming the date", () => {
+    expect(
+      checkClientBundle("other_example", read("leaf.key") + read("expired.pem") + read("int.pem")),
+    ).toEqual([
+      "header-rewrite:clientCertificates.other_example: the certificate expired on Feb  1 00:00:00 2020 GMT " +
+        "(hint: renew it and set the new bundle)",
+    ]);
   });
   it("refuses a bundle without a key", () => {
     expect(checkClientBundle("other_example", read("leaf.pem"))[0]).toContain(

@@ -10,6 +10,7 @@ import { MapValidationError, loadMaps, parseMaps } from "../src/maps";
 import { MAPS_DIR, PROJECT_ROOT as ROOT } from "../src/project";
 import { type RenderContext, renderNode } from "../src/render";
 import { renderStack } from "../src/review";
+import { committedMapsWith } from "../sandbox/topology";
 import { editedMaps } from "./helpers/maps";
 
 const cfg = loadStackConfig("lon");
@@ -21,6 +22,29 @@ const scripts = (c = ctx, dns?: DnsOvhCredentials) =>
   Object.fromEntries(
     deploySteps(c.cfg, renderNode(c), { dnsCredentials: dns }).map((s) => [s.id, s.script]),
   ) as Record<StepId, string>;
+
+/** The rendered files in a directory, read back by Postfix's own postconf and postmap. */
+function readByPostfix(files: Record<string, string>) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-postconf-"));
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+  const postconf = (args: string[]) => {
+    const r = spawnSync("postconf", ["-c", dir, ...args], { encoding: "utf8" });
+    expect(r.stderr, `postconf ${args.join(" ")}`).toBe("");
+    return r.stdout;
+  };
+  const overrides = postconf(["-P"]);
+  return {
+    mainCf: files["main.cf"],
+    param: (k: string) => postconf(["-h", k]).replace(/\n$/, ""),
+    service: (name: string) => postconf(["-M", `${name}/unix`]),
+    serviceParam: (service: string, k: string) =>
+      new RegExp(`^${service}/unix/${k} = (.*)$`, "m").exec(overrides)?.[1],
+    postmap: (name: string) => {
+      const r = spawnSync("postmap", ["-c", dir, `cdb:${path.join(dir, name)}`], { encoding: "utf8" });
+      return `${r.stdout}${r.stderr}`;
+    },
+  };
+}
 
 function tree(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -54,26 +78,81 @@ describe("render", () => {
     expect(mainCf(), "update test/golden/lon1.main.cf after reviewing the diff").toBe(golden);
   });
 
-  it("main.cf fixes every seed mistake", () => {
-    const main = mainCf();
-    const param = (k: string) => new RegExp(`^${k} = (.*)$`, "m").exec(main)?.[1];
+  it("main.cf does what the README's table promises, as Postfix itself reads it", () => {
+    const pf = readByPostfix(renderNode(ctx).files);
+    const param = pf.param;
     expect(param("compatibility_level")).toBe("3.6");
     expect(param("mydestination")).toBe("$myhostname, localhost");
-    expect(param("local_header_rewrite_clients")).toBe("permit_mynetworks");
+    // Who may relay: loopback and the allow-listed ranges; everybody else is refused outright.
+    expect(param("mynetworks")).toBe("127.0.0.0/8, [::1]/128, cidr:${config_directory}/allow_relay_by_ip");
+    expect(param("smtpd_client_restrictions")).toBe("permit_mynetworks, reject");
     expect(param("smtpd_relay_restrictions")).toBe("permit_mynetworks, reject_unauth_destination");
+    // Which senders: the allow-list, keyed by the sender before rewriting, then a final reject.
+    expect(param("smtpd_sender_restrictions")).toBe(
+      "check_sender_access cdb:${config_directory}/allowed_senders, reject",
+    );
+    // "old.example OK" must not allow sub.old.example: access maps are not in this list.
+    expect(param("parent_domain_matches_subdomains").split(/[\s,]+/)).not.toContain("smtpd_access_maps");
+    // Rewrite: envelope and header senders, for tenant A's clients.
+    expect(param("sender_canonical_maps")).toBe("cdb:${config_directory}/translate_domains");
+    expect(param("sender_canonical_classes")).toBe("envelope_sender, header_sender");
+    expect(param("local_header_rewrite_clients")).toBe("permit_mynetworks");
+    expect(param("sender_dependent_relayhost_maps")).toBe("cdb:${config_directory}/per_sender_relayhosts");
     expect(param("allow_percent_hack")).toBe("no");
     expect(param("swap_bangpath")).toBe("no");
+    expect(param("disable_vrfy_command")).toBe("yes");
+    expect(param("alias_maps")).toBe("inline:{ { postmaster = root }, { abuse = root } }");
+    // TLS: mandatory inbound, 1.2 and up both ways, verified outbound through the policy table.
     expect(param("smtpd_tls_security_level")).toBe("encrypt");
+    expect(param("smtpd_tls_protocols")).toBe(">=TLSv1.2");
     expect(param("smtpd_tls_mandatory_protocols")).toBe(">=TLSv1.2");
+    expect(param("smtp_tls_mandatory_protocols")).toBe(">=TLSv1.2");
     expect(param("smtp_tls_CAfile")).toBe("/etc/ssl/certs/ca-certificates.crt");
     expect(param("smtp_tls_policy_maps")).toBe("cdb:${config_directory}/tls_policy");
-    expect(Number(param("mailbox_size_limit"))).toBeGreaterThanOrEqual(Number(param("message_size_limit")));
+    // Size: Exchange Online's maximum; local delivery at least twice that (README "Size").
     expect(Number(param("message_size_limit"))).toBe(150 * 1024 * 1024);
-    expect(main).not.toMatch(/^debug_peer/m);
-    expect(main).not.toContain("static:all");
-    expect(main).toContain("PREPEND X-Header-Rewrite-Relayed: lon1.example.net");
-    for (const m of main.matchAll(/(cdb|cidr):(\S+)/g))
+    expect(Number(param("mailbox_size_limit"))).toBeGreaterThanOrEqual(
+      2 * Number(param("message_size_limit")),
+    );
+    expect(param("smtpd_data_restrictions")).toContain("PREPEND X-Header-Rewrite-Relayed: lon1.example.net");
+    expect(param("debug_peer_list")).toBe("");
+    expect(param("local_header_rewrite_clients")).not.toContain("static:all");
+    for (const m of pf.mainCf.matchAll(/(cdb|cidr):(\S+)/g)) {
       expect(m[2].startsWith("${config_directory}/")).toBe(true);
+    }
+  });
+
+  it("every tenant next hop gets verified TLS and its own transport, chosen by the sender after rewriting", () => {
+    const bundle = renderNode(ctx);
+    const pf = readByPostfix(bundle.files);
+    const rows = (name: string) => bundle.indexedMaps.find((m) => m.name === name)!.rows;
+    // tls_policy: exactly the tenant next hops, each "secure" (verified, never plaintext).
+    expect(Object.fromEntries(rows("tls_policy"))).toEqual(
+      Object.fromEntries(maps.tenants.map((t) => [t.nexthop, "secure"])),
+    );
+    // tenant_transports: keyed like per_sender_relayhosts, each naming the transport of the tenant
+    // that key's next hop belongs to, and that transport exists in master.cf.
+    const relayhost = Object.fromEntries(rows("per_sender_relayhosts"));
+    const transports = rows("tenant_transports");
+    expect(transports.map(([k]) => k).sort()).toEqual(Object.keys(relayhost).sort());
+    for (const [key, transport] of transports) {
+      const tenant = maps.tenants.find((t) => t.nexthop === relayhost[key])!;
+      expect(transport, key).toBe(`tenant_${tenant.id}`);
+      expect(pf.service(transport), `${transport} in master.cf`).toMatch(
+        /^\S+ +unix +- +- +y +- +- +smtp( |$)/m,
+      );
+      expect(pf.serviceParam(transport, "inet_protocols"), "IPv4 only toward tenants").toBe("ipv4");
+    }
+    // With forceIPv4ToTenants off, the transports use both families.
+    const both = readByPostfix(renderNode({ ...ctx, cfg: { ...cfg, forceIPv4ToTenants: false } }).files);
+    for (const t of maps.tenants)
+      expect(both.serviceParam(`tenant_${t.id}`, "inet_protocols")).toBeUndefined();
+    // A tenant with an operator client certificate presents it; the others present the node's.
+    const withCert = readByPostfix(renderNode({ ...ctx, clientCertTenants: ["other_example"] }).files);
+    expect(withCert.serviceParam("tenant_other_example", "smtp_tls_chain_files")).toBe(
+      "/etc/header-rewrite/client-certs/other_example.pem",
+    );
+    expect(withCert.serviceParam("tenant_new_example", "smtp_tls_chain_files")).toBeUndefined();
   });
 
   it("debug peer logging appears only when configured", () => {
@@ -92,8 +171,24 @@ describe("render", () => {
   });
 
   it("the null sender is refused by a generated, explained line unless allowed_senders lists it", () => {
-    const senders = renderNode(ctx).files.allowed_senders;
-    expect(senders).toMatch(/^<> +550 5\.7\.1 Null sender/m);
+    const nullKeys = (files: Record<string, string>) =>
+      files.allowed_senders.split("\n").filter((l) => /^<>\s/.test(l));
+    expect(nullKeys(renderNode(ctx).files)).toEqual([
+      expect.stringMatching(/^<> +550 5\.7\.1 Null sender \(bounce or auto-reply\) is not relayed/),
+    ]);
+    // Listed by the operator (with a next hop): exactly that one line, no generated duplicate,
+    // and postmap builds the table without a warning.
+    const allowed = committedMapsWith({
+      allowed_senders: ["<> OK"],
+      per_sender_relayhosts: ["<> [new-example.mail.protection.outlook.com]"],
+    });
+    const bundle = renderNode({ ...ctx, maps: allowed });
+    expect(nullKeys(bundle.files)).toEqual([expect.stringMatching(/^<> +OK$/)]);
+    expect(
+      bundle.indexedMaps.find((m) => m.name === "allowed_senders")!.rows.filter(([k]) => k === "<>"),
+    ).toEqual([["<>", "OK"]]);
+    const pf = readByPostfix(bundle.files);
+    expect(pf.postmap("allowed_senders")).toBe("");
   });
 });
 

@@ -218,7 +218,8 @@ ${probes}rm -f "$STAGE"/.probe.*
 echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
 
 # 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
-NAME="$(date -u +%Y%m%dT%H%M%SZ)-\${BUNDLE:0:12}"
+# Nanoseconds: names are unique and sort in deploy order, even for two deploys in one second.
+NAME="$(date -u +%Y%m%dT%H%M%S.%NZ)-\${BUNDLE:0:12}"
 mv "$STAGE" "$RELEASES/$NAME"
 trap - EXIT
 PREVIOUS=""

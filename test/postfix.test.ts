@@ -2,7 +2,8 @@
 // namespaces (overlay /etc, private spool, loopback only; nothing can leave the machine).
 import { describe, expect, it } from "vitest";
 import { POSTFIX_RELEASES, RELEASES_KEPT } from "../src/layout";
-import { onNode } from "../sandbox/node-host";
+import { masterPid, onNode } from "../sandbox/node-host";
+import { committedMapsWith } from "../sandbox/topology";
 import { refusal } from "../sandbox/mail";
 import type { Result } from "../sandbox/shell";
 import { editedMaps } from "./helpers/maps";
@@ -21,9 +22,13 @@ describe("rendered config on a real Postfix node (lon1)", () => {
   const sh = (cmd: string, input?: string): Result => onNode(lon1(), cmd, input);
   const explain = (r: Result) => explainOn(lon1(), r);
   const live = () => liveRelease(lon1());
+  const releases = () =>
+    sh(`ls -1 ${POSTFIX_RELEASES}`)
+      .stdout.split("\n")
+      .filter((d) => /^\d{8}T/.test(d));
 
   it("first deploy turns /etc/postfix into a symlink to the release and starts Postfix", () => {
-    expect(live()).toMatch(/^\/etc\/postfix\.releases\/\d{8}T\d{6}Z-[0-9a-f]{12}$/);
+    expect(live()).toMatch(RELEASE);
     expect(sh("ls /etc/postfix.releases/original/postfix-files").status).toBe(0);
     expect(sh("postfix status").status).toBe(0);
   });
@@ -115,23 +120,87 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     console.log(`broken deploys refused:\n  ${r.stderr.split("\n")[0]}\n  ${r2.stderr.split("\n")[0]}`);
   });
 
-  it("a map edit goes live through reload, and releases are pruned", async () => {
+  it("a map edit goes live through reload without restarting Postfix", () => {
     const before = live();
-    const edited = editedMaps();
-    await new Promise((r) => setTimeout(r, 1100)); // release names carry seconds
-    const r = deployPostfix(lon1(), lon1Bundle(edited));
+    const master = masterPid(lon1());
+    const r = deployPostfix(lon1(), lon1Bundle(editedMaps()));
     expect(r.status, explain(r)).toBe(0);
     expect(live()).not.toBe(before);
     expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe(
       "robert@new.example",
     );
     expect(sh("postfix status").status).toBe(0);
-    for (let i = 0; i < 5; i++) {
-      await new Promise((res) => setTimeout(res, 1100));
-      expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
+    expect(masterPid(lon1()), "reloaded, not restarted").toBe(master);
+  });
+
+  it("a reload that fails switches back to the previous release and the deploy fails", () => {
+    const before = live();
+    // A postfix command whose reload fails (everything else is the real one), first on PATH.
+    sh(
+      `mkdir -p /run/fakebin && cat > /run/fakebin/postfix && chmod 755 /run/fakebin/postfix`,
+      FAILING_RELOAD,
+    );
+    const r = deployPostfix(lon1(), lon1Bundle(), "/run/fakebin");
+    expect(r.status, r.stdout).not.toBe(0);
+    expect(r.stderr).toContain("postfix reload: simulated reload failure");
+    expect(r.stderr).toContain(`switched back to ${before}`);
+    expect(live(), "the previous release is live again").toBe(before);
+    expect(sh("postfix status").status, "Postfix still runs").toBe(0);
+    console.log(r.stderr.trim().split("\n").pop());
+  });
+
+  it(`keeps the ${RELEASES_KEPT} newest releases and the package original, never the live one pruned`, () => {
+    const before = releases();
+    for (let i = 0; i < RELEASES_KEPT + 1; i++) {
+      const maps = committedMapsWith({ translate_domains: [`bob@old.example bob${i}@new.example`] });
+      expect(deployPostfix(lon1(), lon1Bundle(maps)).status).toBe(0);
     }
-    const releases = sh(`ls -1 ${POSTFIX_RELEASES}`).stdout.trim().split("\n");
-    expect(releases.filter((d) => /^\d{8}T/.test(d))).toHaveLength(RELEASES_KEPT);
-    expect(releases).toContain("original");
-  }, 30_000);
+    const after = releases();
+    expect(after).toHaveLength(RELEASES_KEPT);
+    expect(after).toEqual([...after].sort());
+    expect(
+      after.some((d) => before.includes(d)),
+      "every older release was pruned",
+    ).toBe(false);
+    expect(`${POSTFIX_RELEASES}/${after[after.length - 1]}`).toBe(live());
+    expect(sh(`test -d ${POSTFIX_RELEASES}/original`).status).toBe(0);
+    expect(sh("postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim()).toBe(
+      `bob${RELEASES_KEPT}@new.example`,
+    );
+  });
+
+  it("a built map that lacks a rendered key, or answers another value, fails the deploy", () => {
+    const before = live();
+    // postmap builds these without a word; only the deploy's own lookups notice.
+    const lostKey = lon1Bundle(undefined, (f) => ({
+      ...f,
+      translate_domains: f.translate_domains.replace(/^alice@old\.example .*\n/m, ""),
+    }));
+    expectFailedSafely(
+      deployPostfix(lon1(), lostKey),
+      /translate_domains: only (\d+) of (\d+) rendered keys are found in the built map/,
+      lon1(),
+      before,
+    );
+    const otherValue = lon1Bundle(undefined, (f) => ({
+      ...f,
+      translate_domains: f.translate_domains.replace("a.smith@new.example", "a.smyth@new.example"),
+    }));
+    expectFailedSafely(
+      deployPostfix(lon1(), otherValue),
+      "translate_domains: staged lookups differ from the rendered map",
+      lon1(),
+      before,
+    );
+  });
 });
+
+const RELEASE = new RegExp(
+  `^${POSTFIX_RELEASES.replace(/\./g, "\\.")}/\\d{8}T\\d{6}\\.\\d{9}Z-[0-9a-f]{12}$`,
+);
+
+/** `postfix`, except that `postfix reload` fails (as a reload the master refuses would). */
+const FAILING_RELOAD = `#!/bin/sh
+if [ "$1" = reload ]; then echo "simulated reload failure" >&2; exit 1; fi
+exec /usr/sbin/postfix "$@"
+`;

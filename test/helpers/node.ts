@@ -64,10 +64,10 @@ export function lon1Bundle(
   return overlayBundle(renderNode({ stack: "lon", cfg: LON, maps, node: LON1 }), edit);
 }
 
-/** Runs the production Postfix deploy step of BUNDLE on the node. */
-export function deployPostfix(h: NodeHost, bundle: NodeBundle): Result {
+/** Runs the production Postfix deploy step of BUNDLE on the node (with PATH first on the path, if given). */
+export function deployPostfix(h: NodeHost, bundle: NodeBundle, path?: string): Result {
   const step = deploySteps(LON, bundle).find((s) => s.id === "postfix")!;
-  return onNode(h, "bash -s", step.script);
+  return onNode(h, path ? `PATH=${path}:$PATH bash -s` : "bash -s", step.script);
 }
 
 /** Sends with swaks from the node itself to its own Postfix on loopback. */

@@ -48,6 +48,8 @@ async function main(): Promise<void> {
   let retries = 0;
   const failed: string[] = [];
   const errors: Record<string, number> = {};
+  // When the relay accepted each message (epoch ms), so a test can prove what overlapped what.
+  const acceptedAt: number[] = [];
   const sendOne = async (i: number) => {
     const messageId = `<${values.prefix}-${i}@load.sandbox.example>`;
     for (let attempt = 0; ; attempt++) {
@@ -59,6 +61,9 @@ async function main(): Promise<void> {
           messageId,
           text: body,
         });
+        acceptedAt.push(Date.now());
+        // Progress for whoever waits on this load while it runs.
+        if (acceptedAt.length % 10 === 0) console.log(`accepted ${acceptedAt.length}`);
         return;
       } catch (e) {
         const err = e as { responseCode?: number; code?: string; message: string };
@@ -91,6 +96,7 @@ async function main(): Promise<void> {
       errors,
       seconds,
       perSecond: (count - failed.length) / seconds,
+      acceptedAt,
     }),
   );
 }

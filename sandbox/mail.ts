@@ -110,7 +110,7 @@ export function header(eml: string, name: string): string | undefined {
   return new RegExp(`^${name}:[ \\t]*(.*)$`, "im").exec(head)?.[1].trim();
 }
 
-interface LoadSummary {
+export interface LoadSummary {
   prefix: string;
   count: number;
   accepted: number;
@@ -119,6 +119,13 @@ interface LoadSummary {
   errors: Record<string, number>;
   seconds: number;
   perSecond: number;
+  /** When the relay accepted each message (epoch ms), in order. */
+  acceptedAt: number[];
+}
+
+/** A load under way: its summary once done, and how many messages the relay has accepted so far. */
+export interface RunningLoad extends Promise<LoadSummary> {
+  accepted(): number;
 }
 
 interface LoadOptions {
@@ -131,7 +138,7 @@ interface LoadOptions {
 }
 
 /** Runs sandbox/load.ts from tenant A's client against a node, in the background. */
-export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Promise<LoadSummary> {
+export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): RunningLoad {
   const args = {
     server: node.ipv4,
     name: node.fqdn,
@@ -144,13 +151,18 @@ export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Pr
   };
   const argv = Object.entries(args).flatMap(([k, v]) => [`--${k}`, String(v)]);
   const load = path.join(__dirname, "load.ts");
-  return new Promise((resolve, reject) => {
+  let accepted = 0;
+  const done = new Promise<LoadSummary>((resolve, reject) => {
     const child = spawn("ip", ["netns", "exec", t.clients.allowed.netns, TSX, load, ...argv], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
     let err = "";
-    child.stdout.on("data", (d) => (out += d));
+    child.stdout.on("data", (d) => {
+      out += d;
+      const last = [...out.matchAll(/^accepted (\d+)$/gm)].pop();
+      if (last) accepted = Number(last[1]);
+    });
     child.stderr.on("data", (d) => (err += d));
     child.on("close", (code) => {
       const line = out.trim().split("\n").pop() ?? "";
@@ -161,6 +173,7 @@ export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Pr
       }
     });
   });
+  return Object.assign(done, { accepted: () => accepted });
 }
 
 /** Runs sandbox/smtp-edge.ts from tenant A's client against a node and returns its JSON answer. */

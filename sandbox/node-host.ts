@@ -78,6 +78,16 @@ export function queue(h: NodeHost): QueueEntry[] {
 }
 
 /**
+ * The Message-IDs of the mail in the node's queue, with their queue entries (the queue does not
+ * show Message-IDs; cleanup logged each one when the message arrived).
+ */
+export function queuedMessages(h: NodeHost): { messageId: string; entry: QueueEntry }[] {
+  const log = nodeLog(h, Number.MAX_SAFE_INTEGER);
+  const ids = new Map([...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].map((m) => [m[1], m[2]]));
+  return queue(h).map((entry) => ({ messageId: ids.get(entry.queue_id) ?? "(unknown)", entry }));
+}
+
+/**
  * Kills every process in a namespace and waits (up to 5 s) until they are gone, so that a service
  * restarted there next cannot race its predecessor for the port.
  */

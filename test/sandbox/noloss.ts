@@ -1,17 +1,32 @@
 // No-loss battery on the sandbox: redeploys under load, a tenant outage, Postfix stopped mid-load.
-// Every load is bounded in count and time; every message carries its own Message-ID.
+// Every load is bounded in count and time; every message carries its own Message-ID, and each test
+// proves from timestamps that the disruption really happened while its load was being accepted.
 import { expect, it } from "vitest";
-import { readSink, startLoad, waitForArrivals } from "../../sandbox/mail";
-import { nodeLog, onNode, queue } from "../../sandbox/node-host";
+import { type LoadSummary, type RunningLoad, readSink, startLoad, waitForArrivals } from "../../sandbox/mail";
+import { nodeLog, onNode, queuedMessages } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { restartSink, stopSink } from "../../sandbox/services";
-import { editedMaps } from "../helpers/maps";
+import { pollUntil } from "../../sandbox/shell";
 import type { SandboxNode } from "../../sandbox/topology";
+import { editedMaps } from "../helpers/maps";
 import type { Suite } from "./harness";
 
 /** Files in the node's queue directories (what a stopped Postfix holds). */
 const queueFiles = (n: SandboxNode) =>
   onNode(n, "find /var/spool/postfix/{incoming,active,deferred,maildrop} -type f | wc -l").stdout.trim();
+
+/** Waits until the relay has accepted at least N messages of a running load. */
+const acceptedAtLeast = (load: RunningLoad, n: number, what: string) =>
+  pollUntil(`${n} messages accepted (${what})`, () => load.accepted() >= n, 60_000, 100);
+
+/** How many messages of a load the relay accepted before, during and after [from, to]. */
+function around(s: LoadSummary, from: number, to: number): { before: number; during: number; after: number } {
+  return {
+    before: s.acceptedAt.filter((t) => t < from).length,
+    during: s.acceptedAt.filter((t) => t >= from && t <= to).length,
+    after: s.acceptedAt.filter((t) => t > to).length,
+  };
+}
 
 export function noLossTests(sb: Suite): void {
   const redeploys = "2,000 messages across both nodes while a config redeploy runs on each node";
@@ -21,22 +36,36 @@ export function noLossTests(sb: Suite): void {
     const loads = sb.t.nodes.map((n) =>
       startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 4 }),
     );
-    await new Promise((r) => setTimeout(r, 3000));
+    for (const [i, l] of loads.entries()) await acceptedAtLeast(l, 100, sb.t.nodes[i].name);
     const { stacks } = sb.sandbox;
-    const maps = [editedMaps(), sb.sandbox.maps];
-    for (const [round, m] of maps.entries()) {
-      for (const n of sb.t.nodes) {
-        const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, m));
-        expect(r.status, r.stderr).toBe(0);
-        console.log(`mid-stream redeploy ${round + 1} on ${n.name}: ${r.stdout.trim().split("\n").pop()}`);
+    const windows = new Map<string, { from: number; to: number }[]>(sb.t.nodes.map((n) => [n.name, []]));
+    try {
+      for (const [round, m] of [editedMaps(), sb.sandbox.maps].entries()) {
+        for (const n of sb.t.nodes) {
+          const from = Date.now();
+          const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, m));
+          windows.get(n.name)!.push({ from, to: Date.now() });
+          expect(r.status, r.stderr).toBe(0);
+          console.log(`mid-stream redeploy ${round + 1} on ${n.name}: ${r.stdout.trim().split("\n").pop()}`);
+        }
       }
+    } finally {
+      for (const n of sb.t.nodes) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, sb.sandbox.maps));
     }
     const summaries = await Promise.all(loads);
-    for (const s of summaries) {
+    for (const [i, s] of summaries.entries()) {
       expect(s.failed, JSON.stringify(s)).toEqual([]);
+      // The redeploys happened while this node was accepting its load: mail before and after each.
+      for (const w of windows.get(sb.t.nodes[i].name)!) {
+        const split = around(s, w.from, w.to);
+        expect(split.before, `${s.prefix} accepted mail before a redeploy`).toBeGreaterThan(0);
+        expect(split.after, `${s.prefix} accepted mail after a redeploy`).toBeGreaterThan(0);
+      }
+      const w = windows.get(sb.t.nodes[i].name)!;
       console.log(
         `${s.prefix}: ${s.accepted} accepted in ${s.seconds.toFixed(1)} s (${s.perSecond.toFixed(0)}/s), ` +
-          `${s.retries} retries ${JSON.stringify(s.errors)}`,
+          `${s.retries} retries ${JSON.stringify(s.errors)}; per redeploy accepted before/during/after: ` +
+          w.map((x) => Object.values(around(s, x.from, x.to)).join("/")).join(", "),
       );
     }
     const counts = await waitForArrivals(sb.t, prefix, per * sb.t.nodes.length, 240_000);
@@ -51,28 +80,41 @@ export function noLossTests(sb: Suite): void {
   it("a tenant sink down for 60 s: messages defer, none bounces, all arrive once it is back", async () => {
     const sink = sb.t.sinks.find((s) => s.host === "new-example.mail.protection.outlook.com")!;
     const prefix = `outage-${Date.now()}`;
-    stopSink(sink);
-    const before = readSink(sink.dir).length;
     const per = 25;
-    const summaries = await Promise.all(
-      sb.t.nodes.map((n) =>
-        startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 2 }),
-      ),
-    );
-    for (const s of summaries) expect(s.failed).toEqual([]);
-    await new Promise((r) => setTimeout(r, 60_000));
-    expect(readSink(sink.dir).length).toBe(before);
-    for (const n of sb.t.nodes) {
-      const q = queue(n).filter((e) => e.recipients.some((rc) => rc.delay_reason));
-      expect(q.length, `${n.name} holds the messages as deferred`).toBeGreaterThanOrEqual(per);
-      expect(nodeLog(n, 100_000)).not.toMatch(/status=bounced/);
+    stopSink(sink);
+    try {
+      const before = readSink(sink.dir).length;
+      const summaries = await Promise.all(
+        sb.t.nodes.map((n) =>
+          startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 2 }),
+        ),
+      );
+      for (const s of summaries) expect(s.failed).toEqual([]);
+      // Each node holds exactly this test's messages as deferred, with the reason, until the sink is back.
+      const ours = (n: SandboxNode) =>
+        queuedMessages(n).filter(
+          (q) => q.messageId.startsWith(`<${prefix}-${n.name}-`) && q.entry.recipients[0]?.delay_reason,
+        );
+      for (const n of sb.t.nodes) {
+        await pollUntil(`${n.name} defers all ${per} messages`, () => ours(n).length === per, 60_000, 500);
+      }
+      await new Promise((r) => setTimeout(r, 60_000)); // the outage itself: a minute of retries
+      expect(readSink(sink.dir).length).toBe(before);
+      for (const n of sb.t.nodes) {
+        const held = ours(n);
+        expect(held.length, `${n.name} still holds every message`).toBe(per);
+        expect(held[0].entry.recipients[0].delay_reason).toMatch(/Connection refused|connect to/);
+        expect(nodeLog(n, 100_000)).not.toMatch(/status=bounced/);
+      }
+    } finally {
+      await restartSink(sb.t, sink);
     }
-    await restartSink(sb.t, sink);
     const counts = await waitForArrivals(sb.t, prefix, per * sb.t.nodes.length, 120_000);
     expect(counts.size).toBe(per * sb.t.nodes.length);
     expect([...counts.values()].every((c) => c === 1)).toBe(true);
+    const total = per * sb.t.nodes.length;
     console.log(
-      `outage: ${per * sb.t.nodes.length} messages deferred for 60 s, 0 bounced, all delivered once after the sink returned`,
+      `outage: ${total} messages deferred for 60 s, 0 bounced, all delivered once after the sink returned`,
     );
   }, 300_000);
 
@@ -81,21 +123,30 @@ export function noLossTests(sb: Suite): void {
     const prefix = `stop-${Date.now()}`;
     const count = 300;
     const load = startLoad(sb.t, n, { count, prefix, connections: 4, deadline: 120 });
-    await new Promise((r) => setTimeout(r, 1500));
+    await acceptedAtLeast(load, 50, n.name);
+    const stoppedAt = Date.now();
     const stop = onNode(n, "postfix stop 2>&1");
     expect(stop.status, stop.stdout).toBe(0);
     console.log(`postfix stopped on ${n.name} mid-load; queue holds ${queueFiles(n)} file(s)`);
-    await new Promise((r) => setTimeout(r, 3000));
+    await new Promise((r) => setTimeout(r, 3000)); // down for three seconds: clients must retry
+    const startedAt = Date.now();
     const start = onNode(n, "/usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; postfix start 2>&1");
     expect(start.status, start.stdout).toBe(0);
     const s = await load;
     expect(s.failed, JSON.stringify(s)).toEqual([]);
+    // The stop fell inside the load: mail accepted before it, none while down, more after the start.
+    const split = around(s, stoppedAt, startedAt);
+    expect(split.before, "accepted before the stop").toBeGreaterThan(0);
+    expect(split.after, "accepted after the start").toBeGreaterThan(0);
+    expect(s.retries, "clients had to retry").toBeGreaterThan(0);
     onNode(n, "postqueue -f");
     const counts = await waitForArrivals(sb.t, prefix, count, 180_000);
     console.log(
-      `${s.accepted} accepted (${s.retries} retries after the stop: ${JSON.stringify(s.errors)}); ` +
+      `${s.accepted} accepted (${split.before} before the stop, ${split.during} while stopping, ` +
+        `${split.after} after the start; ${s.retries} retries: ${JSON.stringify(s.errors)}); ` +
         `${counts.size} delivered, ${[...counts.values()].filter((c) => c > 1).length} duplicated`,
     );
     expect(counts.size).toBe(count);
+    expect([...counts.values()].every((c) => c === 1)).toBe(true);
   }, 300_000);
 }

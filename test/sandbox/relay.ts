@@ -1,7 +1,7 @@
 // Relay behaviour through real Postfix on both sandbox nodes (run from test/sandbox.test.ts).
 import { expect, it } from "vitest";
 import { header, refusal, sinkCount, waitForMessage } from "../../sandbox/mail";
-import { masterPid, onNode, queue } from "../../sandbox/node-host";
+import { masterPid, onNode, queuedMessages } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { probe, probeTable } from "../../sandbox/probe";
 import { restartSink, stopSink } from "../../sandbox/services";
@@ -134,39 +134,46 @@ export function relayTests(sb: Suite): void {
     const sink = sb.t.sinks.find((s) => s.host === "new-example.mail.protection.outlook.com")!;
     const masters = sb.t.nodes.map(masterPid);
     stopSink(sink);
-    const queued = sb.t.nodes.map((n) => {
-      const { r, id } = send(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
-      expect(r.status, explain(r, n)).toBe(0);
-      return id;
-    });
-    for (const n of sb.t.nodes) {
-      const ctx = nodeContext(sb.t, n, sb.sandbox.stacks, editedMaps());
-      const r = deployNode(sb.t, n, ctx);
-      expect(r.status, explain(r, n)).toBe(0);
-      console.log(r.stdout.trim().split("\n").pop());
-    }
-    sb.t.nodes.forEach((n, i) => expect(masterPid(n), `${n.name} master not restarted`).toBe(masters[i]));
-    for (const n of sb.t.nodes) {
-      const senders = queue(n).map((e) => e.sender);
-      expect(senders, `${n.name} keeps the message queued while the sink is down`).toContain(
-        "bob@new.example",
-      );
-    }
-    await restartSink(sb.t, sink);
-    for (const id of queued) {
-      const got = await waitForMessage(sb.t, id, 60_000);
-      expect(
-        got,
-        `queued message ${id} delivered after the sink came back\n${explain(undefined)}`,
-      ).toBeTruthy();
-      expect(got!.record.mailFrom).toBe("bob@new.example"); // rewritten on arrival, before the edit
-    }
-    for (const n of sb.t.nodes) {
-      const got = await sb.relayed(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
-      expect(got.record.mailFrom, `${n.name} uses the edited map`).toBe("robert@new.example");
-      console.log(
-        `${n.name}: master pid unchanged, queued mail delivered, bob@old.example now -> ${got.record.mailFrom}`,
-      );
+    try {
+      const queued = sb.t.nodes.map((n) => {
+        const { r, id } = send(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
+        expect(r.status, explain(r, n)).toBe(0);
+        return id;
+      });
+      for (const n of sb.t.nodes) {
+        const ctx = nodeContext(sb.t, n, sb.sandbox.stacks, editedMaps());
+        const r = deployNode(sb.t, n, ctx);
+        expect(r.status, explain(r, n)).toBe(0);
+        console.log(r.stdout.trim().split("\n").pop());
+      }
+      sb.t.nodes.forEach((n, i) => expect(masterPid(n), `${n.name} master not restarted`).toBe(masters[i]));
+      for (const [i, n] of sb.t.nodes.entries()) {
+        const held = queuedMessages(n).find((q) => q.messageId === `<${queued[i]}>`);
+        expect(held?.entry.sender, `${n.name} keeps the message queued while the sink is down`).toBe(
+          "bob@new.example",
+        );
+      }
+      await restartSink(sb.t, sink);
+      for (const id of queued) {
+        const got = await waitForMessage(sb.t, id, 60_000);
+        expect(
+          got,
+          `queued message ${id} delivered after the sink came back\n${explain(undefined)}`,
+        ).toBeTruthy();
+        expect(got!.record.mailFrom).toBe("bob@new.example"); // rewritten on arrival, before the edit
+      }
+      for (const n of sb.t.nodes) {
+        const got = await sb.relayed(n, { from: "bob@old.example", headers: ["From: bob@old.example"] });
+        expect(got.record.mailFrom, `${n.name} uses the edited map`).toBe("robert@new.example");
+        console.log(
+          `${n.name}: master pid unchanged, queued mail delivered, bob@old.example now -> ${got.record.mailFrom}`,
+        );
+      }
+    } finally {
+      // The next suites expect the committed maps and a running sink.
+      await restartSink(sb.t, sink);
+      for (const n of sb.t.nodes)
+        deployNode(sb.t, n, nodeContext(sb.t, n, sb.sandbox.stacks, sb.sandbox.maps));
     }
   }, 180_000);
 

@@ -2,7 +2,7 @@
 // A "trap" host answers for every recipient domain (MX and A): anything arriving there leaked.
 import { expect, it } from "vitest";
 import { rcptReply, readSink, refusal, sinkCount, smtpEdge, waitForMessage } from "../../sandbox/mail";
-import { onNode, queue } from "../../sandbox/node-host";
+import { onNode, queuedMessages } from "../../sandbox/node-host";
 import type { Result } from "../../sandbox/shell";
 import type { Suite } from "./harness";
 
@@ -38,29 +38,42 @@ export function securityTests(sb: Suite): void {
     ];
     expect(forms.length).toBeGreaterThanOrEqual(20);
     const rows: string[][] = [];
+    const accepted: { to: string; id: string }[] = [];
+    const refused: string[] = [];
     for (const to of forms) {
       const inside = send(n, { from: "alice@old.example", to });
       const outside = send(n, { from: "alice@old.example", to, netns: sb.t.clients.outsider.netns });
       const out = rcptReply(outside.r);
       // From outside, every form is refused at RCPT (or before): the outsider cannot relay at all.
       expect(out, `outsider, RCPT TO:<${to}>\n${outside.r.stdout}`).toMatch(/^5\d\d /);
+      refused.push(outside.id);
       const ins = rcptReply(inside.r);
       // From tenant A a form is relayed to the sender's tenant (as any recipient is) or refused for
       // good; never a 4xx, which would make Exchange Online retry it for days.
       expect(ins, `allowed client, RCPT TO:<${to}>\n${inside.r.stdout}\n${sb.explain(undefined, n)}`).toMatch(
         /^(250|5\d\d) /,
       );
+      if (inside.r.status === 0) accepted.push({ to, id: inside.id });
+      else refused.push(inside.id);
       rows.push([to.length > 46 ? `${to.slice(0, 43)}...` : to, ins.slice(0, 60), out.slice(0, 44)]);
     }
-    // Give anything accepted time to be routed, then make sure none of it went anywhere but a tenant.
-    for (
-      let i = 0;
-      i < 50 && sb.t.nodes.some((x) => queue(x).some((e) => e.recipients.some((rc) => !rc.delay_reason)));
-      i++
-    ) {
-      await new Promise((res) => setTimeout(res, 200));
+    // Every accepted form went to the sender's own tenant, and only there.
+    for (const { to, id } of accepted) {
+      const got = await waitForMessage(sb.t, id, 30_000);
+      expect(got?.sink, `RCPT TO:<${to}> accepted: where did it go?\n${sb.explain(undefined, n)}`).toBe(
+        "[new-example.mail.protection.outlook.com]",
+      );
     }
-    await new Promise((res) => setTimeout(res, 2000));
+    // Nothing of this test sits in a queue waiting to go anywhere else, and nothing refused arrived.
+    const ours = new Set([...accepted.map((a) => `<${a.id}>`), ...refused.map((id) => `<${id}>`)]);
+    for (const x of sb.t.nodes) {
+      expect(
+        queuedMessages(x).filter((q) => ours.has(q.messageId)),
+        `${x.name} queue`,
+      ).toEqual([]);
+    }
+    const arrived = [...sb.t.sinks.map((s) => s.dir), sb.t.trap.dir].flatMap((d) => readSink(d));
+    expect(arrived.filter((r) => refused.some((id) => r.messageId === `<${id}>`))).toEqual([]);
     const leaked = readSink(sb.t.trap.dir);
     const w = [46, 60, 44];
     console.log(
@@ -69,7 +82,10 @@ export function securityTests(sb: Suite): void {
         .join(" | "),
     );
     for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join(" | "));
-    console.log(`trap (the rest of the Internet) received ${leaked.length} message(s)`);
+    console.log(
+      `${accepted.length} form(s) accepted, each delivered to the sender's tenant only; ` +
+        `trap (the rest of the Internet) received ${leaked.length} message(s)`,
+    );
     expect(leaked, JSON.stringify(leaked, null, 2)).toEqual([]);
   }, 120_000);
 

@@ -20,6 +20,7 @@ async function main(): Promise<void> {
       connections: { type: "string", default: "4" },
       deadline: { type: "string", default: "240" },
       size: { type: "string", default: "2000" },
+      rate: { type: "string", default: "0" },
     },
   });
   const count = Number(values.count);
@@ -79,9 +80,16 @@ async function main(): Promise<void> {
       }
     }
   };
+  // An optional pace (messages per second), so a load lasts long enough to overlap what a test does.
+  const rate = Number(values.rate);
   let next = 0;
   const workers = Array.from({ length: Number(values.connections) * 2 }, async () => {
-    while (next < count) await sendOne(next++);
+    while (next < count) {
+      const i = next++;
+      const due = rate > 0 ? started + (i * 1000) / rate : 0;
+      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+      await sendOne(i);
+    }
   });
   await Promise.all(workers);
   transport.close();

@@ -135,6 +135,8 @@ interface LoadOptions {
   /** Seconds after which the load stops retrying. */
   deadline?: number;
   size?: number;
+  /** Messages per second at most (0: as fast as the relay takes them). */
+  rate?: number;
 }
 
 /** Runs sandbox/load.ts from tenant A's client against a node, in the background. */
@@ -148,6 +150,7 @@ export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Ru
     connections: opts.connections ?? 4,
     deadline: opts.deadline ?? 240,
     size: opts.size ?? 2000,
+    rate: opts.rate ?? 0,
   };
   const argv = Object.entries(args).flatMap(([k, v]) => [`--${k}`, String(v)]);
   const load = path.join(__dirname, "load.ts");

@@ -87,6 +87,23 @@ export function queuedMessages(h: NodeHost): { messageId: string; entry: QueueEn
   return queue(h).map((entry) => ({ messageId: ids.get(entry.queue_id) ?? "(unknown)", entry }));
 }
 
+export interface Delivery {
+  to: string;
+  /** The host Postfix handed the message to (or tried to), without the address. */
+  relay: string;
+  status: string;
+  detail: string;
+}
+
+/** What the node's log says happened to the message with this Message-ID, attempt by attempt. */
+export function deliveries(h: NodeHost, messageId: string): Delivery[] {
+  const log = nodeLog(h, Number.MAX_SAFE_INTEGER);
+  const id = [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].find((m) => m[2] === messageId)?.[1];
+  if (!id) return [];
+  const line = new RegExp(`: ${id}: to=<([^>]*)>, .*?relay=([^\\[,]+)[^ ]*, .*? status=(\\w+) (.*)$`, "gm");
+  return [...log.matchAll(line)].map((m) => ({ to: m[1], relay: m[2], status: m[3], detail: m[4] }));
+}
+
 /**
  * Kills every process in a namespace and waits (up to 5 s) until they are gone, so that a service
  * restarted there next cannot race its predecessor for the port.

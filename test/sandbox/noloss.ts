@@ -34,7 +34,8 @@ export function noLossTests(sb: Suite): void {
     const prefix = `noloss-${Date.now()}`;
     const per = 1000;
     const loads = sb.t.nodes.map((n) =>
-      startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 4 }),
+      // Paced to last about 25 s, longer than the four redeploys take, so they fall inside it.
+      startLoad(sb.t, n, { count: per, prefix: `${prefix}-${n.name}`, connections: 4, rate: 40 }),
     );
     for (const [i, l] of loads.entries()) await acceptedAtLeast(l, 100, sb.t.nodes[i].name);
     const { stacks } = sb.sandbox;

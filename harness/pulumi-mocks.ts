@@ -47,7 +47,10 @@ export interface StackVariant {
 }
 
 /** The configuration a run sees: the stack's fixture with the variant on top. */
-export function stackConfig(stack: string, variant: StackVariant = {}): { config: Record<string, string>; secretKeys: string[] } {
+export function stackConfig(
+  stack: string,
+  variant: StackVariant = {},
+): { config: Record<string, string>; secretKeys: string[] } {
   const f = fixture(stack);
   return {
     config: { ...f.config, ...variant.config },

@@ -9,6 +9,7 @@ need swaks swaks; need cloud-init cloud-init; need ifquery ifupdown; need ifup i
 [ -x /usr/sbin/sshd ] || problems+=("/usr/sbin/sshd not found (Debian package openssh-server)"); need ssh openssh-client; need ssh-keygen openssh-client; need sudo sudo; need dnsmasq dnsmasq-base; need certbot certbot; need pebble pebble; need curl curl
 need ip iproute2; need unshare util-linux; need nsenter util-linux; need openssl openssl; need pgrep procps
 command -v swaks >/dev/null 2>&1 && ! swaks --support 2>&1 | grep -q "TLS supported" && problems+=("swaks cannot do TLS (Debian package libnet-ssleay-perl)")
+/usr/bin/python3 -c "import Milter" 2>/dev/null || problems+=("Debian's python3 cannot import Milter (Debian package python3-milter)")
 [ -e /usr/lib/postfix/postfix-cdb.so ] || problems+=("Postfix cdb map support not found (Debian package postfix-cdb)")
 if [ ${#problems[@]} -gt 0 ]; then
   echo "check-tools: cannot run the tests:" >&2

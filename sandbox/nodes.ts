@@ -11,7 +11,7 @@ import { type NodeAddresses, type RenderContext, renderNode, renderUserData } fr
 import { shellQuote as q } from "../src/shell";
 import { bootNodeHost } from "./node-host";
 import { SANDBOX_STEPS, overlayBundle, overlayConfig, overlayNodeEtc } from "./overlay";
-import { type Result, inNetns } from "./shell";
+import { type Result, inNetns, sh } from "./shell";
 import type { SandboxNode, StackInput, Topology } from "./topology";
 
 export function deployKeyFile(t: Topology): string {
@@ -111,6 +111,10 @@ export function deployNode(
     last = runStep(t, n, step.script);
     if (last.status !== 0) return last;
   }
+  // Right after a reload Postfix's TLS manager may still be restarting (454 to STARTTLS); a sender
+  // would retry, the tests should not have to.
+  const starttls = `swaks --server ${n.ipv4} --tls --helo deployer.example --quit-after STARTTLS >/dev/null 2>&1`;
+  for (let i = 0; i < 100 && inNetns(t.wan.netns, starttls).status !== 0; i++) sh("sleep 0.2");
   return last;
 }
 

@@ -7,7 +7,7 @@ import { expect, it } from "vitest";
 import { PROJECT_ROOT } from "../src/project";
 import { shellQuote as q } from "../src/shell";
 import { onNode } from "../sandbox/node-host";
-import { deferred, sendLocal, useLon1 } from "./helpers/node";
+import { deferred, sendLocal, smtpReady, useLon1 } from "./helpers/node";
 
 const PROBE = path.join(PROJECT_ROOT, "test", "fixtures", "milter", "header-probe.py");
 const lon1 = useLon1();
@@ -20,6 +20,7 @@ async function seen(options: string[]) {
   sh("for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/10025) 2>/dev/null && break; sleep 0.1; done");
   const set = ["smtpd_milters = inet:127.0.0.1:10025", "milter_default_action = tempfail", ...options];
   expect(sh(`postconf -e ${set.map(q).join(" ")} && postfix reload`).status).toBe(0);
+  await smtpReady(lon1());
   try {
     const { r } = sendLocal(lon1(), { from: "bob@old.example", headers: ["From: Bob <bob@old.example>"] });
     const entry = await deferred(lon1(), r);

@@ -76,6 +76,15 @@ export function sendLocal(h: NodeHost, m: Omit<Message, "server">): Sent {
 }
 
 /**
+ * Waits until the node's Postfix completes STARTTLS again: right after `postfix reload` its TLS
+ * manager may still be restarting and answer 454 (a sending MTA would simply retry).
+ */
+export async function smtpReady(h: NodeHost): Promise<void> {
+  const probe = "swaks --server 127.0.0.1 --tls --helo client.example --quit-after STARTTLS >/dev/null 2>&1";
+  await pollUntil(`STARTTLS on ${h.name}`, () => onNode(h, probe).status === 0, 20_000, 200);
+}
+
+/**
  * The queue entry of the message the server accepted in R, once Postfix has tried it and kept it
  * deferred (the test node has no DNS, so every delivery defers naming the next hop it chose).
  */

@@ -46,6 +46,17 @@ export function sendMail(run: (command: string) => Result, m: Message): Sent {
   return { r: run(`swaks ${args.filter(Boolean).join(" ")} 2>&1`), id };
 }
 
+/**
+ * Whether SERVER completes STARTTLS, asked through RUN. Right after `postfix reload` the TLS manager
+ * may still be restarting and answer 454 (a sending MTA would simply retry).
+ */
+export function starttlsAnswers(run: (command: string) => Result, server: string): boolean {
+  return (
+    run(`swaks --server ${server} --tls --helo client.example --quit-after STARTTLS >/dev/null 2>&1`)
+      .status === 0
+  );
+}
+
 /** The 4xx/5xx reply swaks saw (`<**` in plaintext, `<~*` inside TLS), if any. */
 export function refusal(r: Result): string | undefined {
   return /^<(?:\*\*|~\*)\s+([45]\d\d [^\n]*)$/m.exec(r.stdout)?.[1];

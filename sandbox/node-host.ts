@@ -57,6 +57,12 @@ export function nodeLog(h: NodeHost, lines = 40): string {
     .join("\n");
 }
 
+/** A command's output and the node's recent Postfix log, for assertion messages. */
+export function explainOnNode(h: NodeHost, r?: Result, lines = 25): string {
+  const output = r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : "";
+  return `${output}--- ${h.name} postfix log ---\n${nodeLog(h, lines)}`;
+}
+
 /** Postfix's master PID on the node: unchanged as long as Postfix was only reloaded. */
 export function masterPid(h: NodeHost): string {
   return onNode(h, `cat ${POSTFIX_MASTER_PID}`).stdout.trim();

@@ -10,6 +10,7 @@ import type { RelayMaps } from "../src/maps";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { shellQuote as q } from "../src/shell";
 import { bootNodeHost } from "./node-host";
+import { starttlsAnswers } from "./mail";
 import { SANDBOX_STEPS, overlayBundle, overlayConfig, overlayNodeEtc } from "./overlay";
 import { type Result, inNetns, sh } from "./shell";
 import type { SandboxNode, StackInput, Topology } from "./topology";
@@ -111,10 +112,9 @@ export function deployNode(
     last = runStep(t, n, step.script);
     if (last.status !== 0) return last;
   }
-  // Right after a reload Postfix's TLS manager may still be restarting (454 to STARTTLS); a sender
-  // would retry, the tests should not have to.
-  const starttls = `swaks --server ${n.ipv4} --tls --helo deployer.example --quit-after STARTTLS >/dev/null 2>&1`;
-  for (let i = 0; i < 100 && inNetns(t.wan.netns, starttls).status !== 0; i++) sh("sleep 0.2");
+  // A sender would retry a 454 after the reload; the tests should not have to.
+  const fromDeployer = (c: string) => inNetns(t.wan.netns, c);
+  for (let i = 0; i < 100 && !starttlsAnswers(fromDeployer, n.ipv4); i++) sh("sleep 0.2");
   return last;
 }
 

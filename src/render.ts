@@ -64,13 +64,13 @@ interface Table {
   rows: Row[];
 }
 
-function table(name: string, t: Table, rows = t.rows): string {
-  const width = Math.min(40, Math.max(0, ...rows.map(([key]) => key.length)));
+function table(name: string, t: Table): string {
+  const width = Math.min(40, Math.max(0, ...t.rows.map(([key]) => key.length)));
   return template("postfix-table.hbs")({
     name,
     purpose: t.purpose,
     source: `maps/${t.source}`,
-    rows: rows.map(([key, value]) => ({ key, value })),
+    rows: t.rows.map(([key, value]) => ({ key, value })),
     width,
   });
 }

@@ -13,11 +13,12 @@ import { type RelayMaps, loadMaps } from "../../src/maps";
 import { MAPS_DIR } from "../../src/project";
 import { renderNode } from "../../src/render";
 import { shellQuote as q } from "../../src/shell";
-import { type Message, type Sent, queuedAs, sendMail } from "../../sandbox/mail";
+import { type Message, type Sent, queuedAs, sendMail, starttlsAnswers } from "../../sandbox/mail";
 import {
   type NodeHost,
   type QueueEntry,
   bootNodeHost,
+  explainOnNode,
   nodeLog,
   onNode,
   queue,
@@ -75,13 +76,10 @@ export function sendLocal(h: NodeHost, m: Omit<Message, "server">): Sent {
   return sendMail((c) => onNode(h, c), { server: "127.0.0.1", ...m });
 }
 
-/**
- * Waits until the node's Postfix completes STARTTLS again: right after `postfix reload` its TLS
- * manager may still be restarting and answer 454 (a sending MTA would simply retry).
- */
+/** Waits until the node's Postfix completes STARTTLS again after a reload. */
 export async function smtpReady(h: NodeHost): Promise<void> {
-  const probe = "swaks --server 127.0.0.1 --tls --helo client.example --quit-after STARTTLS >/dev/null 2>&1";
-  await pollUntil(`STARTTLS on ${h.name}`, () => onNode(h, probe).status === 0, 20_000, 200);
+  const onIt = (c: string) => onNode(h, c);
+  await pollUntil(`STARTTLS on ${h.name}`, () => starttlsAnswers(onIt, "127.0.0.1"), 20_000, 200);
 }
 
 /**
@@ -125,5 +123,5 @@ export function useLon1(): () => NodeHost {
 
 /** A command's output and the node's recent Postfix log, for assertion messages. */
 export function explain(h: NodeHost, r?: Result): string {
-  return `${r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : ""}--- ${h.name} postfix log ---\n${nodeLog(h, 30)}`;
+  return explainOnNode(h, r, 30);
 }

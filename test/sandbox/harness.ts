@@ -2,7 +2,7 @@
 // explain failures with the node's Postfix log.
 import { expect } from "vitest";
 import { type Arrival, type Message, type Sent, sendMail, waitForMessage } from "../../sandbox/mail";
-import { nodeLog } from "../../sandbox/node-host";
+import { explainOnNode } from "../../sandbox/node-host";
 import { type Result, inNetns } from "../../sandbox/shell";
 import type { SandboxNode, Topology } from "../../sandbox/topology";
 import type { Sandbox } from "../../sandbox/up";
@@ -40,7 +40,7 @@ export function suite(get: () => Sandbox): Suite {
       return got!;
     },
     explain(r, node = sb.t.nodes[0]) {
-      return `${r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : ""}--- ${node.name} postfix log ---\n${nodeLog(node, 25)}`;
+      return explainOnNode(node, r);
     },
   };
   return sb;

@@ -46,10 +46,7 @@ export function sendMail(run: (command: string) => Result, m: Message): Sent {
   return { r: run(`swaks ${args.filter(Boolean).join(" ")} 2>&1`), id };
 }
 
-/**
- * Whether SERVER completes STARTTLS, asked through RUN. Right after `postfix reload` the TLS manager
- * may still be restarting and answer 454 (a sending MTA would simply retry).
- */
+/** Whether SERVER completes STARTTLS, asked through RUN (after a reload, before sending). */
 export function starttlsAnswers(run: (command: string) => Result, server: string): boolean {
   return (
     run(`swaks --server ${server} --tls --helo client.example --quit-after STARTTLS >/dev/null 2>&1`)

@@ -10,9 +10,8 @@ import type { RelayMaps } from "../src/maps";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { shellQuote as q } from "../src/shell";
 import { bootNodeHost } from "./node-host";
-import { starttlsAnswers } from "./mail";
 import { SANDBOX_STEPS, overlayBundle, overlayConfig, overlayNodeEtc } from "./overlay";
-import { type Result, inNetns, sh } from "./shell";
+import { type Result, inNetns } from "./shell";
 import type { SandboxNode, StackInput, Topology } from "./topology";
 
 export function deployKeyFile(t: Topology): string {
@@ -112,9 +111,6 @@ export function deployNode(
     last = runStep(t, n, step.script);
     if (last.status !== 0) return last;
   }
-  // A sender would retry a 454 after the reload; the tests should not have to.
-  const fromDeployer = (c: string) => inNetns(t.wan.netns, c);
-  for (let i = 0; i < 100 && !starttlsAnswers(fromDeployer, n.ipv4); i++) sh("sleep 0.2");
   return last;
 }
 

@@ -15,19 +15,24 @@ const lon1 = useLon1();
 /** Sends bob@old.example with `From: Bob <bob@old.example>` through smtpd with the probe milter. */
 async function seen(options: string[]) {
   const sh = (c: string) => onNode(lon1(), c);
-  const log = `/run/probe-${options.length}.log`;
-  sh(`rm -f ${log}; setsid /usr/bin/python3 ${q(PROBE)} inet:10025@127.0.0.1 ${log} >/dev/null 2>&1 &`);
-  sh("for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/10025) 2>/dev/null && break; sleep 0.1; done");
-  const set = ["smtpd_milters = inet:127.0.0.1:10025", "milter_default_action = tempfail", ...options];
-  expect(sh(`postconf -e ${set.map(q).join(" ")} && postfix reload`).status).toBe(0);
-  await smtpReady(lon1());
+  // A port of its own per call: a probe still exiting from the previous call cannot answer for it.
+  const port = 10025 + options.length;
+  const log = `/run/probe-${port}.log`;
+  sh(`rm -f ${log}; setsid /usr/bin/python3 ${q(PROBE)} inet:${port}@127.0.0.1 ${log} >/dev/null 2>&1 &`);
+  sh(`for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/${port}) 2>/dev/null && break; sleep 0.1; done`);
+  const set = [`smtpd_milters = inet:127.0.0.1:${port}`, "milter_default_action = tempfail", ...options];
   try {
+    expect(sh(`postconf -e ${set.map(q).join(" ")} && postfix reload`).status).toBe(0);
+    await smtpReady(lon1());
     const { r } = sendLocal(lon1(), { from: "bob@old.example", headers: ["From: Bob <bob@old.example>"] });
     const entry = await deferred(lon1(), r);
     const queuedFrom = sh(`postcat -hq ${entry.queue_id} | grep '^From:'`).stdout.trim();
     return { milter: sh(`cat ${log}`).stdout.trim().split("\n"), queuedSender: entry.sender, queuedFrom };
   } finally {
-    sh("pkill -f header-probe.py; postconf -X smtpd_milters milter_default_action receive_override_options");
+    sh(
+      "pkill -f header-probe.py; for i in $(seq 50); do pgrep -f header-probe.py >/dev/null || break; sleep 0.1; done",
+    );
+    sh("postconf -X smtpd_milters milter_default_action receive_override_options");
     sh("postfix reload");
   }
 }

@@ -21,6 +21,8 @@ function bigMaps(n: number): MapTexts {
       "@new.example [new-example.mail.protection.outlook.com]\n" +
       "@other.example [other-example.mail.protection.outlook.com]\n",
     allow_relay_by_ip: "192.0.2.0/24 OK\n2001:db8:a::/48 OK\n",
+    tenant_pins:
+      "old.example enforce dkim=old.example\nlegacy.example enforce dkim=tenanta.onmicrosoft.com\n",
   };
 }
 

@@ -4,9 +4,10 @@ import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { shellQuote as q } from "../src/shell";
+import { heredoc, shellQuote as q } from "../src/shell";
 import { type Result, TSX, inNetns, pollFor } from "./shell";
 import type { SinkRecord } from "./sink";
+import { type DkimSignature, signMessage } from "./dkim";
 import type { SandboxNode, Topology } from "./topology";
 
 export interface Message {
@@ -21,6 +22,10 @@ export interface Message {
   quitAfter?: string;
   /** More swaks arguments, e.g. `--tls-protocol tlsv1_2`. */
   extra?: string;
+  /** Sign as a tenant would (tenant A's key for mail that must pass pinning). */
+  dkim?: DkimSignature;
+  /** Changes the signed message before it is sent (an attacker replaying a signature). */
+  alter?: (signed: string) => string;
 }
 
 export interface Sent {
@@ -29,21 +34,47 @@ export interface Sent {
   id: string;
 }
 
+/**
+ * The message swaks would send (its default header set, HEADERS replacing a field of the same name),
+ * with CRLF line ends, ready to be signed.
+ */
+function composeMessage(m: Message, id: string): string {
+  const fields: [string, string][] = [
+    ["Date", new Date().toUTCString().replace("GMT", "+0000")],
+    ["To", m.to ?? "rcpt@partner.example"],
+    ["From", m.from],
+    ["Subject", "test message"],
+    ["Message-Id", `<${id}>`],
+  ];
+  for (const h of m.headers ?? []) {
+    const name = h.slice(0, h.indexOf(":"));
+    const value = h.slice(h.indexOf(":") + 1).trim();
+    const i = fields.findIndex(([n]) => n.toLowerCase() === name.toLowerCase());
+    if (i >= 0) fields[i] = [name, value];
+    else fields.push([name, value]);
+  }
+  return fields.map(([n, v]) => `${n}: ${v}\r\n`).join("") + "\r\nThis is a test mailing\r\n";
+}
+
 /** Sends one message with swaks through RUN (a client namespace or a node). */
 export function sendMail(run: (command: string) => Result, m: Message): Sent {
   const id = `${crypto.randomBytes(8).toString("hex")}@test.sandbox.example`;
   const headers = [...(m.headers ?? []), `Message-Id: <${id}>`].map((h) => `--header ${q(h)}`).join(" ");
+  // A signed message goes as DATA exactly as signed; swaks sends its lines with CRLF again.
+  const alter = m.alter ?? ((s: string) => s);
+  const signed = m.dkim && alter(signMessage(composeMessage(m, id), m.dkim)).replace(/\r\n/g, "\n");
   const args = [
     `--server ${m.server}`,
     "--helo client.example",
     m.tls === false ? "" : "--tls",
     `--from ${q(m.from)}`,
     `--to ${q(m.to ?? "rcpt@partner.example")}`,
-    headers,
+    signed ? "--data -" : headers,
     m.quitAfter ? `--quit-after ${m.quitAfter}` : "",
     m.extra ?? "",
   ];
-  return { r: run(`swaks ${args.filter(Boolean).join(" ")} 2>&1`), id };
+  const command = `swaks ${args.filter(Boolean).join(" ")} 2>&1`;
+  return { r: run(signed ? heredoc(command, signed) : command), id };
 }
 
 /** Whether SERVER completes STARTTLS, asked through RUN (after a reload, before sending). */

@@ -3,7 +3,7 @@
 // command reaches a node the same way (nsenter into its PID 1's namespaces).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { POSTFIX_MASTER_PID } from "../src/layout";
+import { POSTFIX_MASTER_PID, REWRITE_PASS } from "../src/layout";
 import { shellQuote as q } from "../src/shell";
 import { type Result, sh, startDetached } from "./shell";
 
@@ -101,13 +101,34 @@ export interface Delivery {
   detail: string;
 }
 
-/** What the node's log says happened to the message with this Message-ID, attempt by attempt. */
+/**
+ * What the node's log says happened to the message with this Message-ID, attempt by attempt, toward
+ * its tenant: the hand-over from pass 1 to the rewriting pass on loopback is left out.
+ */
 export function deliveries(h: NodeHost, messageId: string): Delivery[] {
   const log = nodeLog(h, Number.MAX_SAFE_INTEGER);
-  const id = [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].find((m) => m[2] === messageId)?.[1];
-  if (!id) return [];
-  const line = new RegExp(`: ${id}: to=<([^>]*)>, .*?relay=([^\\[,]+)[^ ]*, .*? status=(\\w+) (.*)$`, "gm");
-  return [...log.matchAll(line)].map((m) => ({ to: m[1], relay: m[2], status: m[3], detail: m[4] }));
+  const ids = [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].filter((m) => m[2] === messageId);
+  return ids.flatMap(([, id]) => {
+    const line = new RegExp(
+      `: ${id}: to=<([^>]*)>, .*?relay=([^\\[,]+)([^ ]*), .*? status=(\\w+) (.*)$`,
+      "gm",
+    );
+    return [...log.matchAll(line)]
+      .filter((m) => m[3] !== `[${REWRITE_PASS.host}]:${REWRITE_PASS.port}`)
+      .map((m) => ({ to: m[1], relay: m[2], status: m[4], detail: m[5] }));
+  });
+}
+
+/**
+ * The queue ID under which the message accepted as FIRST (pass 1, the ID in the 250 reply) waits
+ * for its tenant: pass 1 hands it to the rewriting pass, which queues it again.
+ */
+export function rewrittenAs(h: NodeHost, first: string): string | undefined {
+  const re = new RegExp(
+    `: ${first}: to=<[^>]*>, relay=${REWRITE_PASS.host}\\[[^\\]]*\\]:${REWRITE_PASS.port},` +
+      ".* status=sent \\(250 2\\.0\\.0 Ok: queued as (\\w+)\\)",
+  );
+  return re.exec(nodeLog(h, Number.MAX_SAFE_INTEGER))?.[1];
 }
 
 /**

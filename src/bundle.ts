@@ -18,6 +18,8 @@ export interface NodeBundle {
   clientCertificates: Record<string, string>;
   /** The node certificate files main.cf names (installed by the certificate step). */
   tls: { keyFile: string; chainFile: string };
+  /** The tenant-pinning milter's program (node/tenant-pin-milter.py), installed by the Postfix step. */
+  pinMilterProgram: string;
 }
 
 /** Content hash of a set of files, independent of object key order. */

@@ -7,6 +7,7 @@ import {
   ACME_DNS_CREDENTIALS,
   CERTBOT_DEPLOY_HOOK,
   CLIENT_CERT_DIR,
+  PIN_MILTER,
   POSTFIX_LIVE,
   POSTFIX_RELEASES,
   RELEASES_KEPT,
@@ -143,6 +144,67 @@ function probeScript(name: string, rows: [string, string][]): string {
 }
 
 /**
+ * Installs and (re)starts the tenant-pinning milter, before Postfix is switched to a release that
+ * uses it. systemd supervises it on a node; without systemd (a container) start-stop-daemon does.
+ * It restarts only when its program changed: a policy change is picked up from the live release.
+ */
+function pinMilterScript(program: string): string {
+  const m = PIN_MILTER;
+  const args = `${m.policy} ${m.host} ${m.port}`;
+  const unit = `[Unit]
+Description=header-rewrite tenant-pinning milter (README, "Tenant pinning")
+Before=postfix.service
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/python3 ${m.program} ${args}
+User=nobody
+Group=nogroup
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const unitFile = `/etc/systemd/system/${m.service}.service`;
+  return `# 5b. The tenant-pinning milter must answer before Postfix hands it mail.
+/usr/bin/python3 -c 'import Milter, dkim, dns.resolver' 2>/dev/null ||
+  fail "the pinning milter needs Python modules: apt-get install python3-milter python3-dkim python3-dnspython"
+install -d -m 755 ${m.program.replace(/\/[^/]+$/, "")}
+# A temporary name of its own: nodes that share /usr (containers) may deploy at the same time.
+PIN_NEW=$(mktemp ${m.program}.XXXXXX)
+${writeFile('"$PIN_NEW"', program)}/usr/bin/python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$PIN_NEW" ||
+  { rm -f "$PIN_NEW"; fail "the pinning milter program does not parse"; }
+PIN_CHANGED=no
+if cmp -s "$PIN_NEW" ${m.program}; then rm -f "$PIN_NEW"; else
+  chmod 755 "$PIN_NEW" && mv -f "$PIN_NEW" ${m.program}; PIN_CHANGED=yes
+fi
+if [ -d /run/systemd/system ]; then
+${heredoc(`cat > ${unitFile}.new`, unit)}  if ! cmp -s ${unitFile}.new ${unitFile}; then
+    mv -f ${unitFile}.new ${unitFile}; systemctl daemon-reload; PIN_CHANGED=yes
+  else rm -f ${unitFile}.new; fi
+  systemctl enable --quiet ${m.service}
+  if [ "$PIN_CHANGED" = yes ] || ! systemctl is-active --quiet ${m.service}; then systemctl restart ${m.service}; fi
+else
+  running=no
+  [ -s ${m.pidFile} ] && kill -0 "$(cat ${m.pidFile})" 2>/dev/null && running=yes
+  if [ "$running" = yes ] && [ "$PIN_CHANGED" = yes ]; then
+    start-stop-daemon --stop --quiet --pidfile ${m.pidFile} --retry 10 --remove-pidfile; running=no
+  fi
+  if [ "$running" = no ]; then
+    touch ${m.log} && chown nobody:nogroup ${m.log}
+    start-stop-daemon --start --quiet --background --make-pidfile --pidfile ${m.pidFile} --chuid nobody:nogroup \
+      --output ${m.log} --exec /usr/bin/python3 -- ${m.program} ${args}
+  fi
+fi
+for i in $(seq 100); do (exec 3<>/dev/tcp/${m.host}/${m.port}) 2>/dev/null && break; sleep 0.1; done
+(exec 3<>/dev/tcp/${m.host}/${m.port}) 2>/dev/null ||
+  fail "the tenant-pinning milter does not answer on ${m.host}:${m.port} (journalctl -u ${m.service}, or ${m.log})"
+
+`;
+}
+
+/**
  * The staged, atomic Postfix deploy. Everything is written and checked in a new release directory;
  * `/etc/postfix` is a symlink to the live release and is switched with one rename(2), then Postfix
  * reloads. Any failure before the switch leaves the live configuration untouched; a failed reload
@@ -217,7 +279,7 @@ check_map() {
 ${probes}rm -f "$STAGE"/.probe.*
 echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
 
-# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
+${pinMilterScript(bundle.pinMilterProgram)}# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
 # Nanoseconds: names are unique and sort in deploy order, even for two deploys in one second.
 NAME="$(date -u +%Y%m%dT%H%M%S.%NZ)-\${BUNDLE:0:12}"
 mv "$STAGE" "$RELEASES/$NAME"

@@ -43,3 +43,21 @@ export const ACME_DNS_CREDENTIALS = "/etc/letsencrypt/ovh.ini";
 
 /** Postfix's queue manager PID file: unchanged across `postfix reload`. */
 export const POSTFIX_MASTER_PID = "/var/spool/postfix/pid/master.pid";
+
+/**
+ * The tenant-pinning milter. Port 25 hands it each message before anything is rewritten; it reads
+ * its policy from the live release, so a redeploy changes pins with Postfix's own switch.
+ */
+export const PIN_MILTER = {
+  program: "/usr/local/lib/header-rewrite/tenant-pin-milter.py",
+  service: "header-rewrite-pin",
+  host: "127.0.0.1",
+  port: 10029,
+  policy: `${POSTFIX_LIVE}/tenant_pins.json`,
+  /** Where it logs and keeps its PID when the node has no systemd (systemd keeps both itself). */
+  log: "/var/log/header-rewrite-pin.log",
+  pidFile: "/run/header-rewrite-pin.pid",
+};
+
+/** Second pass: an smtpd on loopback whose cleanup rewrites mail that passed the pin check. */
+export const REWRITE_PASS = { host: "127.0.0.1", port: 10026 };

@@ -4,50 +4,32 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
+import {
+  type MapLine,
+  MapValidationError,
+  type Origin,
+  type Problem,
+  Report,
+  duplicates,
+  isDomain,
+  logicalLines,
+} from "./table";
+import { type TenantPin, parseTenantPins, pinFor } from "./pins";
 
-/** The operator's four maps, named by their file under maps/ everywhere (texts, messages, renders). */
+export { MapValidationError, formatProblem } from "./table";
+
+/** The operator's maps, named by their file under maps/ everywhere (texts, messages, renders). */
 export const MAP_NAMES = [
   "translate_domains",
   "allowed_senders",
   "per_sender_relayhosts",
   "allow_relay_by_ip",
+  "tenant_pins",
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];
 
 export type MapTexts = Record<MapName, string>;
-
-/** Where a value came from, for messages in the compiler style `file:line:col`. */
-interface Origin {
-  file: string;
-  line: number;
-}
-
-/** One logical line of a Postfix table: key, value, and where they stand. */
-interface MapLine extends Origin {
-  key: string;
-  value: string;
-  valueCol: number;
-}
-
-interface Problem extends Origin {
-  col: number;
-  severity: "error" | "warning";
-  message: string;
-  hint: string;
-}
-
-export function formatProblem(p: Problem): string {
-  return `${p.file}:${p.line}:${p.col}: ${p.severity}: ${p.message} (hint: ${p.hint})`;
-}
-
-export class MapValidationError extends Error {
-  constructor(readonly problems: Problem[]) {
-    const errors = problems.filter((p) => p.severity === "error").length;
-    super(`maps/ has ${errors} error(s); nothing was deployed:\n` + problems.map(formatProblem).join("\n"));
-    this.name = "MapValidationError";
-  }
-}
 
 type TranslationKind = "domain" | "address" | "exception";
 
@@ -94,6 +76,7 @@ export interface RelayMaps {
   relayhosts: Relayhost[];
   tenants: Tenant[];
   clientRanges: ClientRange[];
+  pins: TenantPin[];
   /** Legal but surprising things; fatal only with --strict. */
   warnings: Problem[];
 }
@@ -112,70 +95,6 @@ const DEFAULT_WIDEST = { v4: 8, v6: 32 };
 
 /** How a map is named in messages: "maps/translate_domains". */
 type FileName = (map: MapName) => string;
-
-class Report {
-  readonly problems: Problem[] = [];
-  error(o: Origin, col: number, message: string, hint: string): void {
-    this.problems.push({ file: o.file, line: o.line, col, severity: "error", message, hint });
-  }
-  warn(o: Origin, col: number, message: string, hint: string): void {
-    this.problems.push({ file: o.file, line: o.line, col, severity: "warning", message, hint });
-  }
-  get errors(): number {
-    return this.problems.filter((p) => p.severity === "error").length;
-  }
-}
-
-/**
- * Splits a Postfix table into logical lines the way Postfix reads them: `#` starts a comment only as
- * the first non-blank character, blank lines are ignored, a line starting with whitespace continues
- * the previous logical line.
- */
-function logicalLines(text: string, file: string, report: Report): MapLine[] {
-  const out: MapLine[] = [];
-  let current: { start: number; text: string } | undefined;
-  const flush = () => {
-    if (!current) return;
-    const m = /^(\S+)(\s+)?([\s\S]*)$/.exec(current.text.trimEnd())!;
-    out.push({
-      file,
-      line: current.start,
-      key: m[1],
-      value: m[3].replace(/\s+/g, " ").trim(),
-      valueCol: m[1].length + (m[2]?.length ?? 0) + 1,
-    });
-    current = undefined;
-  };
-  text.split("\n").forEach((raw, i) => {
-    const line = raw.replace(/\r$/, "");
-    if (/^\s*(#|$)/.test(line)) return; // comment or blank: does not end a logical line in Postfix either
-    if (/^\s/.test(line)) {
-      if (!current) {
-        report.error(
-          { file, line: i + 1 },
-          1,
-          "continuation line (starts with whitespace) without a preceding entry",
-          "remove the leading whitespace or join it to the entry above",
-        );
-      } else {
-        current.text += " " + line.trim();
-      }
-      return;
-    }
-    flush();
-    current = { start: i + 1, text: line };
-  });
-  flush();
-  return out;
-}
-
-const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-
-function isDomain(d: string): boolean {
-  if (d.length > 253 || !d.includes(".")) return false;
-  const labels = d.split(".");
-  return labels.every((l) => LABEL.test(l)) && !/^\d+$/.test(labels[labels.length - 1]);
-}
 
 // RFC 5321 dot-atom local part; quoted local parts are not something a tenant sends from.
 const LOCAL_PART = /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
@@ -546,30 +465,6 @@ function parseClientRanges(
 }
 
 /** The same key twice (Postfix keys are case-insensitive) is a mistake whichever line wins. */
-function duplicates(
-  lines: MapLine[],
-  normalise: (k: string) => string,
-  r: Report,
-  why: string,
-): Set<MapLine> {
-  const seen = new Map<string, MapLine>();
-  const dropped = new Set<MapLine>();
-  for (const l of lines) {
-    const k = normalise(l.key);
-    const first = seen.get(k);
-    if (first) {
-      const variant = first.key !== l.key ? ` (same ${why} as "${first.key}")` : "";
-      r.error(
-        l,
-        1,
-        `duplicate key "${l.key}"${variant}, first on line ${first.line}`,
-        "keep one line per key",
-      );
-      dropped.add(l);
-    } else seen.set(k, l);
-  }
-  return dropped;
-}
 
 function cidrKey(k: string): string {
   try {
@@ -725,6 +620,37 @@ function crossCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): 
   }
 }
 
+/** Every allowed sender domain is pinned (or marked unpinned), and every pin serves an allowed domain. */
+function pinCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): void {
+  const allowed = new Map<string, AllowedSender>();
+  for (const s of m.allowedSenders) {
+    if (s.action !== "OK" || s.key === "<>") continue;
+    const domain = splitAddress(s.key)?.domain ?? s.key;
+    if (domain && !allowed.has(domain)) allowed.set(domain, s);
+  }
+  const exact = new Set(m.pins.map((p) => p.key));
+  for (const [domain, s] of allowed) {
+    if (exact.has(domain) || (!domain.startsWith(".") && pinFor(m.pins, domain))) continue;
+    r.error(
+      s,
+      1,
+      `"${domain}" may relay but has no line in ${file("tenant_pins")}: ` +
+        "any tenant on Exchange Online's shared ranges could send as it",
+      `add "${domain} enforce dkim=${domain.replace(/^\./, "")}" (or mark it "unpinned", README "Tenant pinning")`,
+    );
+  }
+  const covers = (p: TenantPin, d: string) => p.key === d || (p.key.startsWith(".") && d.endsWith(p.key));
+  for (const p of m.pins) {
+    if ([...allowed.keys()].some((d) => covers(p, d))) continue;
+    r.error(
+      p,
+      1,
+      `"${p.key}" is pinned but ${file("allowed_senders")} does not allow it, so the pin never applies`,
+      `add "${p.key} OK" to ${file("allowed_senders")} or remove this line`,
+    );
+  }
+}
+
 export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayMaps {
   const r = new Report();
   const file = displayName(opts.displayDir);
@@ -746,6 +672,7 @@ export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayM
     widestV4: opts.widestV4 ?? DEFAULT_WIDEST.v4,
     widestV6: opts.widestV6 ?? DEFAULT_WIDEST.v6,
   });
+  const pins = parseTenantPins(lines("tenant_pins", lower), r);
   const empty = (k: MapName, what: string, hint: string) => {
     if (!r.problems.some((p) => p.file === file(k))) r.error({ file: file(k), line: 1 }, 1, what, hint);
   };
@@ -773,8 +700,11 @@ export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayM
       "no next hop: nothing could reach a tenant",
       "add e.g. @new.example [new-example.mail.protection.outlook.com]",
     );
-  const model = { translations, allowedSenders, relayhosts, tenants, clientRanges };
-  if (r.errors === 0) crossCheck(model, file, r);
+  const model = { translations, allowedSenders, relayhosts, tenants, clientRanges, pins };
+  if (r.errors === 0) {
+    crossCheck(model, file, r);
+    pinCheck(model, file, r);
+  }
   const sorted = [...r.problems].sort(
     (a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col,
   );

@@ -7,7 +7,8 @@ import { PROJECT_ROOT } from "./project";
 import type { NodeIdentity, StackConfig } from "./config";
 import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
 import type { NodeBundle } from "./bundle";
-import { clientCertPath, tlsPaths } from "./layout";
+import { PIN_MILTER, REWRITE_PASS, clientCertPath, tlsPaths } from "./layout";
+import { PIN_VERDICT_HEADER, type TenantPin, pinValue } from "./pins";
 
 const TEMPLATES = path.join(PROJECT_ROOT, "templates");
 
@@ -98,6 +99,11 @@ function operatorTables(maps: RelayMaps): Record<MapName, Table> {
       source: "allow_relay_by_ip",
       rows: maps.clientRanges.map((c) => [c.cidr, c.action]),
     },
+    tenant_pins: {
+      purpose: "read by the tenant-pinning milter (as tenant_pins.json): what proves tenant A",
+      source: "tenant_pins",
+      rows: maps.pins.map((p) => [p.key, pinValue(p)]),
+    },
   };
 }
 
@@ -111,7 +117,11 @@ export function renderOperatorMaps(maps: RelayMaps): Record<MapName, string> {
 }
 
 /** Tables Postfix reads as cdb (built with postmap); allow_relay_by_ip is a cidr table read as text. */
-const INDEXED = [...MAP_NAMES.filter((m) => m !== "allow_relay_by_ip"), "tls_policy", "tenant_transports"];
+const INDEXED = [
+  ...MAP_NAMES.filter((m) => m !== "allow_relay_by_ip" && m !== "tenant_pins"),
+  "tls_policy",
+  "tenant_transports",
+];
 
 /** Everything the Postfix step installs on one node, and the facts the deploy stages need. */
 export function renderNode(ctx: RenderContext): NodeBundle {
@@ -143,6 +153,9 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     // Local delivery (postmaster mail) must never be the smaller limit, or Postfix stops with a fatal error.
     mailboxSizeLimit: Math.max(51200000, 2 * cfg.messageSizeLimit),
     debugPeers: cfg.debugPeers.join(", "),
+    pin: PIN_MILTER,
+    rewritePass: REWRITE_PASS,
+    rewritePassSizeLimit: cfg.messageSizeLimit + 1048576,
   };
   const tables: Record<string, Table> = {
     ...operatorTables(maps),
@@ -163,6 +176,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     "master.cf": template("master.cf.hbs")(vars),
   };
   for (const [name, t] of Object.entries(tables)) files[name] = table(name, t);
+  files["tenant_pins.json"] = pinPolicy(maps.pins);
   if (!maps.allowedSenders.some((s) => s.key === "<>")) {
     const senders = tables.allowed_senders;
     const width = Math.min(40, Math.max(2, ...senders.rows.map(([key]) => key.length)));
@@ -177,7 +191,31 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     indexedMaps: INDEXED.map((name) => ({ name, rows: tables[name].rows })),
     clientCertificates,
     tls: { keyFile: tls.keyFile, chainFile: tls.chainFile },
+    pinMilterProgram: fs.readFileSync(path.join(PROJECT_ROOT, "node", "tenant-pin-milter.py"), "utf8"),
   };
+}
+
+/** What the pinning milter reads: maps/tenant_pins as JSON, each pin with the line it came from. */
+function pinPolicy(pins: TenantPin[]): string {
+  const policy = {
+    verdictHeader: PIN_VERDICT_HEADER,
+    pins: Object.fromEntries(
+      pins.map((p) => [
+        p.key,
+        {
+          mode: p.mode,
+          dkim: p.dkim,
+          originatorOrg: p.originatorOrg ?? null,
+          tenantId: p.tenantId ?? null,
+          secretHeader: p.secretHeader ?? null,
+          maxAgeHours: p.maxAgeHours,
+          keepSignatures: p.keepSignatures,
+          source: `${p.file}:${p.line}`,
+        },
+      ]),
+    ),
+  };
+  return JSON.stringify(policy, null, 2) + "\n";
 }
 
 /** master.cf service name of a tenant's smtp transport. */

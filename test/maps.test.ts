@@ -73,8 +73,19 @@ const wellFormed = fc
       selector: (t) => t[0],
     }),
     spacing: fc.constantFrom(" ", "\t", "   "),
+    pinStyle: fc.array(
+      fc.constantFrom(
+        "enforce",
+        "monitor",
+        "",
+        "keep-signatures",
+        "max-age=3d",
+        "originator-org=old.example",
+      ),
+      { maxLength: 3 },
+    ),
   })
-  .map(({ old, fresh, overrides, ranges, spacing }) => {
+  .map(({ old, fresh, overrides, ranges, spacing, pinStyle }) => {
     const oldD = old.map((l) => `${l}.old.example`);
     const newD = fresh.map((l) => `${l}.new.example`);
     const t: string[] = oldD.map((d, i) => `@${d}${spacing}@${newD[i % newD.length]}`);
@@ -98,6 +109,19 @@ const wellFormed = fc
       allowed_senders: oldD.map((d) => `${d} OK`).join("\n") + "\n",
       per_sender_relayhosts: relay.join("\n") + "\n",
       allow_relay_by_ip: ranges.map(([o, b]) => `${net(o, b)} OK`).join("\n") + "\n",
+      // Every old domain pinned; a second mode word would be an error, so keep only the first.
+      tenant_pins:
+        oldD
+          .map((d, i) => {
+            const words = pinStyle
+              .filter(Boolean)
+              .filter(
+                (w, k, a) =>
+                  !/^(enforce|monitor)$/.test(w) || a.findIndex((x) => /^(enforce|monitor)$/.test(x)) === k,
+              );
+            return `${d}${spacing}${[...new Set(words)].join(" ")} dkim=${d},tenant${i}.onmicrosoft.com`;
+          })
+          .join("\n") + "\n",
     };
   });
 
@@ -107,6 +131,7 @@ const strip = (m: RelayMaps) => ({
   relayhosts: m.relayhosts.map(({ key, nexthop }) => ({ key, nexthop })),
   clientRanges: m.clientRanges.map(({ cidr, action }) => ({ cidr, action })),
   tenants: m.tenants,
+  pins: m.pins.map(({ file: _f, line: _l, ...pin }) => pin),
 });
 
 describe("property-based", () => {

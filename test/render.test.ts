@@ -237,6 +237,7 @@ describe("map errors stop everything with file:line", () => {
         allowed_senders: "# c\n\n@old.example OK\n",
         per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
         allow_relay_by_ip: "192.0.2.0/24 OK\n",
+        tenant_pins: "old.example enforce dkim=old.example\n",
       });
       throw new Error("expected MapValidationError");
     } catch (e) {

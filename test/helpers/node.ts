@@ -23,9 +23,17 @@ import {
   onNode,
   queue,
   removeNodeHost,
+  rewrittenAs,
 } from "../../sandbox/node-host";
 import { overlayBundle } from "../../sandbox/overlay";
+import { type DkimKey, dkimRecord, dnsmasqKeys, makeDkimKey } from "../../sandbox/dkim";
 import { type Result, must, pollFor, pollUntil, sh } from "../../sandbox/shell";
+
+/** Tenant A's DKIM keys in the real-Postfix tests (old.example, tenanta.onmicrosoft.com), and another tenant's. */
+const KEYS_DIR = fs.mkdtempSync(path.join(os.tmpdir(), "hr-dkim-"));
+export const TENANT_A = makeDkimKey(KEYS_DIR, "old.example");
+export const TENANT_A_INITIAL: DkimKey = { ...TENANT_A, domain: "tenanta.onmicrosoft.com" };
+export const IMPOSTOR = makeDkimKey(KEYS_DIR, "impostor.example");
 
 async function startTestNode(fqdn: string): Promise<NodeHost> {
   const name = fqdn.split(".")[0];
@@ -36,7 +44,11 @@ async function startTestNode(fqdn: string): Promise<NodeHost> {
   const tls = tlsPaths(fqdn);
   bootNodeHost(
     h,
+    // DNS on the node's own loopback: the DKIM keys, nothing else (every other name is REFUSED,
+    // so deliveries defer).
     `rm -f /etc/resolv.conf; echo "nameserver 127.0.0.1" > /etc/resolv.conf
+    dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --listen-address=127.0.0.1 --bind-interfaces \\
+      --user=root --pid-file=/run/dnsmasq.pid ${dnsmasqKeys([TENANT_A, TENANT_A_INITIAL, IMPOSTOR].map((k) => dkimRecord(k)))}
     mkdir -p ${q(tls.dir)}
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=${fqdn}" \\
       -addext "subjectAltName=DNS:${fqdn}" -keyout ${q(tls.keyFile)} -out ${q(tls.chainFile)} 2>/dev/null
@@ -71,9 +83,9 @@ export function deployPostfix(h: NodeHost, bundle: NodeBundle, path?: string): R
   return onNode(h, path ? `PATH=${path}:$PATH bash -s` : "bash -s", step.script);
 }
 
-/** Sends with swaks from the node itself to its own Postfix on loopback. */
+/** Sends with swaks from the node itself to its own Postfix on loopback, signed as tenant A unless M says. */
 export function sendLocal(h: NodeHost, m: Omit<Message, "server">): Sent {
-  return sendMail((c) => onNode(h, c), { server: "127.0.0.1", ...m });
+  return sendMail((c) => onNode(h, c), { server: "127.0.0.1", dkim: TENANT_A, ...m });
 }
 
 /** Waits until the node's Postfix completes STARTTLS again after a reload. */
@@ -87,14 +99,17 @@ export async function smtpReady(h: NodeHost): Promise<void> {
  * deferred (the test node has no DNS, so every delivery defers naming the next hop it chose).
  */
 export async function deferred(h: NodeHost, r: Result): Promise<QueueEntry> {
-  const queueId = queuedAs(r);
-  if (!queueId) throw new Error(`the message was not accepted:\n${r.stdout}`);
+  const first = queuedAs(r);
+  if (!first) throw new Error(`the message was not accepted:\n${r.stdout}`);
   const entry = await pollFor(
-    () => queue(h).find((e) => e.queue_id === queueId && e.recipients[0]?.delay_reason),
+    () => {
+      const queueId = rewrittenAs(h, first);
+      return queue(h).find((e) => e.queue_id === queueId && e.recipients[0]?.delay_reason);
+    },
     20_000,
     100,
   );
-  if (!entry) throw new Error(`message ${queueId} was not deferred within 20 s:\n${nodeLog(h, 20)}`);
+  if (!entry) throw new Error(`message ${first} was not deferred within 20 s:\n${nodeLog(h, 20)}`);
   return entry;
 }
 

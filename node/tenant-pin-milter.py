@@ -1,0 +1,278 @@
+#!/usr/bin/python3
+# header-rewrite tenant-pinning milter (README, "Tenant pinning").
+#
+# Port 25 of a relay node hands every message to this milter before Postfix rewrites anything. It
+# decides, per sender domain and from maps/tenant_pins (rendered as tenant_pins.json), whether the
+# message provably comes from tenant A: a valid DKIM signature by a pinned d= that signs From, a
+# signed Date inside max-age, and optional header checks. Enforce refuses a failure with a 5.7.x
+# reply that names the failed check; monitor only stamps and logs the verdict. A check that cannot
+# decide (DNS) defers with 4.7.0 so Exchange Online retries. DKIM itself is dkimpy (Debian
+# python3-dkim), DNS is dnspython with an in-process cache that honours TTLs.
+#
+# usage: tenant-pin-milter.py POLICY_JSON HOST PORT
+import email.utils
+import json
+import logging
+import os
+import sys
+import time
+
+import dkim
+import dns.exception
+import dns.resolver
+import Milter
+from dkim.util import parse_tag_value
+
+POLICY_PATH, HOST, PORT = sys.argv[1], sys.argv[2], sys.argv[3]
+DNS_LIFETIME = 10.0
+
+log = logging.getLogger("header-rewrite-pin")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="header-rewrite-pin: %(message)s")
+
+
+class Policy:
+    """tenant_pins.json, re-read whenever the live release switches (a redeploy)."""
+
+    def __init__(self):
+        self.stamp = None
+        self.data = None
+
+    def current(self):
+        try:
+            st = os.stat(POLICY_PATH)
+        except OSError:
+            return None
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if stamp != self.stamp:
+            with open(POLICY_PATH, encoding="utf-8") as f:
+                self.data = json.load(f)
+            self.stamp = stamp
+            log.info("policy %s loaded: %d pinned domain(s)", POLICY_PATH, len(self.data["pins"]))
+        return self.data
+
+
+POLICY = Policy()
+
+
+class DnsUndecided(Exception):
+    pass
+
+
+RESOLVER = dns.resolver.Resolver()
+RESOLVER.cache = dns.resolver.LRUCache(10000)
+RESOLVER.lifetime = DNS_LIFETIME
+
+
+def txt_lookup(name, timeout=DNS_LIFETIME):
+    """dkimpy's dnsfunc: the key record, None when there is none; raises when DNS cannot answer."""
+    qname = name.decode("ascii") if isinstance(name, bytes) else name
+    try:
+        answer = RESOLVER.resolve(qname, "TXT")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return None
+    except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as e:
+        raise DnsUndecided(f"{qname}: {e.__class__.__name__}") from e
+    for rr in answer:
+        return b"".join(rr.strings)
+    return None
+
+
+class Collector(logging.Handler):
+    """Keeps dkimpy's reasons for a failed signature, to put them in the reply."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def domain_of(address):
+    address = address.strip().strip("<>")
+    return address.rsplit("@", 1)[1].lower() if "@" in address else ""
+
+
+def pin_for(pins, domain):
+    """The domain's own line, else the nearest ".parent" line (like access(5))."""
+    if domain in pins:
+        return pins[domain]
+    labels = domain.split(".")
+    for i in range(1, len(labels) - 1):
+        parent = "." + ".".join(labels[i:])
+        if parent in pins:
+            return pins[parent]
+    return None
+
+
+class Verdict:
+    def __init__(self, ok, text, code="550", xcode="5.7.1", undecided=False, signature=None):
+        self.ok, self.text, self.code, self.xcode = ok, text, code, xcode
+        self.undecided, self.signature = undecided, signature
+
+
+def signed_headers(tags):
+    return [h.strip().lower() for h in tags.get(b"h", b"").split(b":")]
+
+
+def check_dkim(pin, message, signatures):
+    """signatures: [(index among DKIM-Signature headers, tags)]. Returns a Verdict."""
+    wanted = [d.lower() for d in pin["dkim"]]
+    candidates = [(i, t) for i, t in signatures if t.get(b"d", b"").decode("ascii", "replace").lower() in wanted]
+    if not candidates:
+        return Verdict(False, f"no DKIM signature by {' or '.join(wanted)}", xcode="5.7.21")
+    failures = []
+    for i, tags in candidates:
+        d = tags[b"d"].decode("ascii").lower()
+        if b"from" not in signed_headers(tags):
+            failures.append(f"the signature by {d} does not sign From")
+            continue
+        collector = Collector()
+        logger = logging.getLogger(f"dkim-{id(collector)}")
+        logger.propagate = False
+        logger.addHandler(collector)
+        try:
+            ok = dkim.DKIM(message, logger=logger, timeout=DNS_LIFETIME).verify(idx=i, dnsfunc=txt_lookup)
+        except DnsUndecided as e:
+            return Verdict(False, f"the DKIM key of {d} could not be fetched ({e})", "451", "4.7.0", undecided=True)
+        except dkim.DKIMException as e:
+            ok, collector.messages = False, [str(e)]
+        finally:
+            logger.removeHandler(collector)
+        if ok:
+            return Verdict(True, f"dkim d={d} s={tags.get(b's', b'').decode('ascii', 'replace')}", signature=tags)
+        why = "; ".join(collector.messages) or "signature does not verify"
+        failures.append(f"the signature by {d} does not verify ({why})")
+    return Verdict(False, failures[0], xcode="5.7.20")
+
+
+def check_date(pin, headers, signature):
+    hours = pin["maxAgeHours"]
+    if not hours:
+        return None
+    if signature is not None and b"date" not in signed_headers(signature):
+        return Verdict(False, "the signature does not sign Date, so the message's age is unknown", xcode="5.7.21")
+    dates = [v for n, v in headers if n.lower() == "date"]
+    try:
+        sent = email.utils.parsedate_to_datetime(dates[0].strip()).timestamp()
+    except (IndexError, TypeError, ValueError):
+        return Verdict(False, "the message has no readable Date header")
+    age = time.time() - sent
+    if age > hours * 3600:
+        return Verdict(False, f"the signed Date is {age / 3600:.0f} h old (max-age {hours} h): a replayed message?")
+    if age < -2 * 3600:
+        return Verdict(False, "the signed Date is more than 2 h in the future")
+    return None
+
+
+def header_value(headers, name):
+    values = [v.strip() for n, v in headers if n.lower() == name.lower()]
+    return values[0] if len(values) == 1 else None
+
+
+def decide(pin, headers, message, secret):
+    """Every requirement of the pin, in order; the first failure is the verdict."""
+    if pin.get("secretHeader"):
+        got = header_value(headers, pin["secretHeader"])
+        if secret is None:
+            return Verdict(False, "the secret header's value is not installed on this node", "451", "4.7.0", True)
+        if got != secret:
+            return Verdict(False, f"header {pin['secretHeader']} is missing or wrong (tenant A's transport rule)")
+    passed = Verdict(True, "secret-header")
+    if pin["dkim"]:
+        sigs = [(i, parse_tag_value(v.encode("ascii", "replace").replace(b"\r\n", b"")))
+                for i, v in enumerate(v for n, v in headers if n.lower() == "dkim-signature")]
+        passed = check_dkim(pin, message, sigs)
+        if not passed.ok:
+            return passed
+        late = check_date(pin, headers, passed.signature)
+        if late:
+            return late
+    for key, header in (("originatorOrg", "X-OriginatorOrg"), ("tenantId", "X-MS-Exchange-CrossTenant-Id")):
+        if pin.get(key):
+            got = header_value(headers, header)
+            if (got or "").lower() != pin[key]:
+                return Verdict(False, f"{header} is {got!r}, not {pin[key]}")
+    return passed
+
+
+def read_secret():
+    try:
+        with open("/etc/header-rewrite/pin-secret", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@Milter.header_leading_space
+class PinMilter(Milter.Base):
+    def __init__(self):
+        self.id = Milter.uniqueID()
+
+    def envfrom(self, sender, *params):
+        self.sender = sender
+        self.headers = []
+        self.chunks = []
+        return Milter.CONTINUE
+
+    def header(self, name, value):
+        self.headers.append((name, value))
+        return Milter.CONTINUE
+
+    def body(self, chunk):
+        self.chunks.append(chunk)
+        return Milter.CONTINUE
+
+    def eom(self):
+        policy = POLICY.current()
+        queue_id = self.getsymval("i") or "-"
+        if policy is None:
+            self.setreply("451", "4.7.0", "header-rewrite: tenant pins are not installed on this node yet")
+            return Milter.TEMPFAIL
+        name = policy["verdictHeader"]
+        # A verdict header from outside is a forgery: remove every copy before anything else.
+        for n in range(sum(1 for h, _ in self.headers if h.lower() == name.lower()), 0, -1):
+            self.chgheader(name, n, None)
+        domain = domain_of(self.sender) or domain_of(email.utils.parseaddr(header_value(self.headers, "From") or "")[1])
+        pin = pin_for(policy["pins"], domain)
+        if pin is None:
+            verdict = Verdict(False, f"no tenant pin for sender domain {domain or '(none)'}")
+            pin = {"mode": "enforce", "source": "maps/tenant_pins"}
+        elif pin["mode"] == "unpinned":
+            verdict = Verdict(True, "unpinned domain: nothing checked")
+        else:
+            raw = b"".join(f"{n}:{v}".replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape") + b"\r\n"
+                           for n, v in self.headers)
+            message = raw + b"\r\n" + b"".join(self.chunks)
+            verdict = decide(pin, self.headers, message, read_secret())
+        state = "pass" if verdict.ok else ("temperror" if verdict.undecided else "fail")
+        stamp = f"{state} ({pin['mode']}) {domain}: {verdict.text} [{pin['source']}]"
+        log.info("%s: from=<%s> %s", queue_id, self.sender.strip("<>"), stamp)
+        if not verdict.ok and pin["mode"] != "monitor":
+            self.setreply(verdict.code, verdict.xcode,
+                          f"header-rewrite: tenant pinning {state} for {domain}: {verdict.text}")
+            return Milter.TEMPFAIL if verdict.undecided else Milter.REJECT
+        if verdict.ok and pin.get("secretHeader"):
+            for n in range(sum(1 for h, _ in self.headers if h.lower() == pin["secretHeader"].lower()), 0, -1):
+                self.chgheader(pin["secretHeader"], n, None)
+        if verdict.ok and pin.get("dkim") and not pin.get("keepSignatures"):
+            # Rewriting From breaks tenant A's signatures: remove them so tenant B's recipients and
+            # DMARC reports never see a failing d=old.example signature.
+            sigs = [v for n, v in self.headers if n.lower() == "dkim-signature"]
+            for n in range(len(sigs), 0, -1):
+                tags = parse_tag_value(sigs[n - 1].encode("ascii", "replace").replace(b"\r\n", b""))
+                if tags.get(b"d", b"").decode("ascii", "replace").lower() in pin["dkim"]:
+                    self.chgheader("DKIM-Signature", n, None)
+        self.addheader(name, " " + stamp)  # values keep their leading space (header_leading_space)
+        return Milter.ACCEPT
+
+
+def main():
+    Milter.factory = PinMilter
+    Milter.set_flags(Milter.CHGHDRS + Milter.ADDHDRS)
+    log.info("listening on %s:%s, policy %s", HOST, PORT, POLICY_PATH)
+    Milter.runmilter("header-rewrite-pin", f"inet:{PORT}@{HOST}", 240)
+
+
+if __name__ == "__main__":
+    main()

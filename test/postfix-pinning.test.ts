@@ -1,0 +1,175 @@
+// Tenant pinning on a real Postfix node: the milter sees tenant A's message as it was signed, a pass
+// is then rewritten by cleanup, and everything that does not prove tenant A is refused with a 5.7.x
+// reply that names the check, from the attacker's seat (another tenant on the same addresses).
+import { describe, expect, it } from "vitest";
+import { MAPS_DIR } from "../src/project";
+import { parseMaps, readMapTexts } from "../src/maps";
+import { PIN_MILTER } from "../src/layout";
+import { queuedAs, refusal } from "../sandbox/mail";
+import { onNode, queue } from "../sandbox/node-host";
+import type { Result } from "../sandbox/shell";
+import {
+  IMPOSTOR,
+  TENANT_A,
+  TENANT_A_INITIAL,
+  deferred,
+  deployPostfix,
+  explain,
+  lon1Bundle,
+  sendLocal,
+  smtpReady,
+  useLon1,
+} from "./helpers/node";
+
+const lon1 = useLon1();
+const sh = (c: string) => onNode(lon1(), c);
+
+/** The committed maps with tenant_pins lines replaced (by key) or added. */
+function pinsWith(lines: Record<string, string>) {
+  const texts = readMapTexts(MAPS_DIR);
+  for (const [key, line] of Object.entries(lines)) {
+    const re = new RegExp(`^${key.replace(/\./g, "\\.")}\\s.*$`, "m");
+    texts.tenant_pins = re.test(texts.tenant_pins)
+      ? texts.tenant_pins.replace(re, line)
+      : texts.tenant_pins + line + "\n";
+  }
+  return parseMaps(texts);
+}
+
+/** The queued message's headers after both passes. */
+async function queuedHeaders(r: Result): Promise<{ sender: string; headers: string }> {
+  const entry = await deferred(lon1(), r);
+  return { sender: entry.sender, headers: sh(`postcat -hq ${entry.queue_id}`).stdout };
+}
+
+function refused(r: Result): string {
+  const line = refusal(r);
+  expect(line, explain(lon1(), r)).toBeTruthy();
+  return line!;
+}
+
+const bob = {
+  from: "bob@old.example",
+  to: "carol@partner.example",
+  headers: ["From: Bob <bob@old.example>"],
+};
+
+describe("tenant A's signed mail is verified as sent, then rewritten", () => {
+  it("relaxed/relaxed by old.example: passes, sender and From rewritten, signature removed, verdict stamped", async () => {
+    const { r } = sendLocal(lon1(), bob);
+    const q = await queuedHeaders(r);
+    expect(q.sender).toBe("bob@new.example");
+    expect(q.headers).toMatch(/^From: Bob <bob@new\.example>$/m);
+    expect(q.headers).not.toMatch(/^DKIM-Signature:/im);
+    expect(q.headers).toMatch(
+      /^X-Header-Rewrite-Pin: pass \(enforce\) old\.example: dkim d=old\.example s=selector1 /m,
+    );
+    console.log(q.headers.split("\n").find((l) => l.startsWith("X-Header-Rewrite-Pin")));
+  });
+
+  it("simple/simple, an over-signed From, and the tenant's onmicrosoft.com signature pass too", async () => {
+    const variants = [
+      { ...TENANT_A, canon: "simple/simple" },
+      { ...TENANT_A, canon: "relaxed/simple", headers: ["From", "From", "Date", "Subject", "To"] },
+      TENANT_A_INITIAL,
+    ];
+    for (const dkim of variants) {
+      const { r } = sendLocal(lon1(), { ...bob, dkim });
+      const q = await queuedHeaders(r);
+      expect(q.headers, JSON.stringify(dkim)).toMatch(/^From: Bob <bob@new\.example>$/m);
+      expect(q.headers).toMatch(
+        new RegExp(
+          `^X-Header-Rewrite-Pin: pass \\(enforce\\) old\\.example: dkim d=${dkim.domain.replace(/\./g, "\\.")} `,
+          "m",
+        ),
+      );
+    }
+  });
+});
+
+describe("refused with a 5.7.x that names the check, nothing queued", () => {
+  const before = () => queue(lon1()).length;
+  const cases: [string, Parameters<typeof sendLocal>[1], RegExp][] = [
+    [
+      "unsigned",
+      { ...bob, dkim: undefined },
+      /^550 5\.7\.21 .*no DKIM signature by old\.example or tenanta\.onmicrosoft\.com/,
+    ],
+    [
+      "signed by the impostor's own domain",
+      { ...bob, dkim: IMPOSTOR },
+      /^550 5\.7\.21 .*no DKIM signature by old\.example/,
+    ],
+    [
+      "tenant A's signature replayed onto an altered body",
+      { ...bob, alter: (s) => s.replace("This is a test mailing", "Please pay invoice 4711") },
+      /^550 5\.7\.20 .*signature by old\.example does not verify \(.*body hash/,
+    ],
+    [
+      "tenant A's signature replayed with an altered From",
+      { ...bob, alter: (s) => s.replace("From: Bob <bob@old.example>", "From: CEO <ceo@old.example>") },
+      /^550 5\.7\.20 .*signature by old\.example does not verify/,
+    ],
+    [
+      "a genuine signature on a message dated four days ago (replay window)",
+      { ...bob, headers: [...bob.headers, "Date: " + new Date(Date.now() - 4 * 86400_000).toUTCString()] },
+      /^550 5\.7\.1 .*signed Date is 96 h old \(max-age 48 h\)/,
+    ],
+  ];
+  for (const [what, message, reply] of cases) {
+    it(what, () => {
+      const queued = before();
+      const { r } = sendLocal(lon1(), message);
+      const line = refused(r);
+      console.log(`${what} -> ${line}`);
+      expect(line).toMatch(reply);
+      expect(queue(lon1()).length).toBe(queued);
+    });
+  }
+
+  it("a forged verdict header is removed; only the relay's own verdict remains", async () => {
+    const { r } = sendLocal(lon1(), {
+      ...bob,
+      headers: [...bob.headers, "X-Header-Rewrite-Pin: pass (enforce) forged"],
+    });
+    const q = await queuedHeaders(r);
+    const verdicts = q.headers.split("\n").filter((l) => /^X-Header-Rewrite-Pin:/i.test(l));
+    expect(verdicts).toHaveLength(1);
+    expect(verdicts[0]).toMatch(/: pass \(enforce\) old\.example: dkim d=old\.example/);
+  });
+});
+
+describe("modes and undecided checks (a map edit and a redeploy)", () => {
+  it("a key that DNS cannot serve defers with 451 4.7.0, so the sender retries", async () => {
+    const maps = pinsWith({ "old.example": "old.example enforce dkim=old.example,nodns.example" });
+    expect(deployPostfix(lon1(), lon1Bundle(maps)).status).toBe(0);
+    await smtpReady(lon1());
+    const { r } = sendLocal(lon1(), { ...bob, dkim: { ...TENANT_A, domain: "nodns.example" } });
+    const line = refused(r);
+    console.log(`unreachable key -> ${line}`);
+    expect(line).toMatch(/^451 4\.7\.0 .*DKIM key of nodns\.example could not be fetched/);
+  });
+
+  it("monitor mode relays the impostor, stamps and logs the failed verdict", async () => {
+    const maps = pinsWith({ "old.example": "old.example monitor dkim=old.example" });
+    const d = deployPostfix(lon1(), lon1Bundle(maps));
+    expect(d.status, explain(lon1(), d)).toBe(0);
+    await smtpReady(lon1());
+    const { r } = sendLocal(lon1(), { ...bob, dkim: IMPOSTOR });
+    const q = await queuedHeaders(r);
+    expect(q.sender).toBe("bob@new.example");
+    expect(q.headers).toMatch(
+      /^X-Header-Rewrite-Pin: fail \(monitor\) old\.example: no DKIM signature by old\.example /m,
+    );
+    // The node log has it too, with the queue ID the client was given.
+    expect(sh(`cat ${PIN_MILTER.log}`).stdout).toMatch(
+      new RegExp(
+        `${queuedAs(r)}: from=<bob@old\\.example> fail \\(monitor\\) old\\.example: no DKIM signature`,
+      ),
+    );
+    // Back to the committed (enforce) maps: the same message is refused again.
+    expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
+    await smtpReady(lon1());
+    expect(refused(sendLocal(lon1(), { ...bob, dkim: IMPOSTOR }).r)).toMatch(/^550 5\.7\.21 /);
+  });
+});

@@ -25,14 +25,30 @@ export interface DkimSignature extends DkimKey {
 /** What Exchange Online lists in h= (seen in its signatures): From first, Date among them. */
 export const EXO_SIGNED_HEADERS = ["From", "Date", "Subject", "Message-ID", "Content-Type", "MIME-Version"];
 
-/** Creates (once) an RSA-2048 key for DOMAIN in DIR. */
-export function makeDkimKey(dir: string, domain: string, selector = "selector1"): DkimKey {
-  const keyFile = path.join(dir, `dkim-${domain}.pem`);
-  if (!fs.existsSync(keyFile)) {
-    fs.mkdirSync(dir, { recursive: true });
-    must(sh(`openssl genrsa -out ${q(keyFile)} 2048 2>/dev/null`), `DKIM key for ${domain}`);
+/** Tenant A's initial domain in the committed maps (Exchange Online signs with it by default). */
+export const TENANT_A_INITIAL_DOMAIN = "tenanta.onmicrosoft.com";
+
+/**
+ * How Exchange Online signs tenant A's mail from SENDER: with the sender domain's own key where DKIM
+ * is enabled for it (here: the key's domain), otherwise with the tenant's initial domain.
+ */
+export function tenantSignature(key: DkimKey, sender: string): DkimKey {
+  const domain = sender.slice(sender.lastIndexOf("@") + 1).toLowerCase();
+  return domain === key.domain ? key : { ...key, domain: TENANT_A_INITIAL_DOMAIN };
+}
+
+/** Where DOMAIN's key lives in DIR (Exchange Online's first selector is "selector1"). */
+export function dkimKeyIn(dir: string, domain: string, selector = "selector1"): DkimKey {
+  return { domain, selector, keyFile: path.join(dir, `dkim-${domain}.pem`) };
+}
+
+/** Creates the key's RSA-2048 private key file unless it exists. */
+export function createDkimKey(key: DkimKey): DkimKey {
+  if (!fs.existsSync(key.keyFile)) {
+    fs.mkdirSync(path.dirname(key.keyFile), { recursive: true });
+    must(sh(`openssl genrsa -out ${q(key.keyFile)} 2048 2>/dev/null`), `DKIM key for ${key.domain}`);
   }
-  return { domain, selector, keyFile };
+  return key;
 }
 
 /** The key record: name and TXT value, as any DNS server publishes it. */

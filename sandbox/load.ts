@@ -21,6 +21,10 @@ async function main(): Promise<void> {
       deadline: { type: "string", default: "240" },
       size: { type: "string", default: "2000" },
       rate: { type: "string", default: "0" },
+      // Tenant A's key: every message is signed (nodemailer's DKIM signer), as Exchange Online would.
+      "dkim-key": { type: "string" },
+      "dkim-domain": { type: "string" },
+      "dkim-selector": { type: "string" },
     },
   });
   const count = Number(values.count);
@@ -39,6 +43,13 @@ async function main(): Promise<void> {
       ca: values.ca ? fs.readFileSync(values.ca) : undefined,
       minVersion: "TLSv1.2",
     },
+    dkim: values["dkim-key"]
+      ? {
+          domainName: values["dkim-domain"]!,
+          keySelector: values["dkim-selector"]!,
+          privateKey: fs.readFileSync(values["dkim-key"], "utf8"),
+        }
+      : undefined,
     connectionTimeout: 10_000,
     greetingTimeout: 10_000,
     socketTimeout: 30_000,

@@ -190,6 +190,9 @@ export function startLoad(t: Topology, node: SandboxNode, opts: LoadOptions): Ru
     deadline: opts.deadline ?? 240,
     size: opts.size ?? 2000,
     rate: opts.rate ?? 0,
+    "dkim-key": t.clients.allowed.dkim.keyFile,
+    "dkim-domain": t.clients.allowed.dkim.domain,
+    "dkim-selector": t.clients.allowed.dkim.selector,
   };
   const argv = Object.entries(args).flatMap(([k, v]) => [`--${k}`, String(v)]);
   const load = path.join(__dirname, "load.ts");

@@ -35,8 +35,10 @@ function networkScript(t: Topology): string {
     `ip -n ${ns} addr add ${ipv6}/64 dev eth0 nodad`,
     `ip -n ${ns} -6 route add default via ${gw6} dev eth0`,
   ];
-  const { allowed, outsider } = t.clients;
-  lines.push(...plain(allowed.netns, allowed.veth, allowed.ipv4, allowed.ipv6, "192.0.2.1", "2001:db8:a::1"));
+  const { allowed, impostor, outsider } = t.clients;
+  // The impostor shares tenant A's network: Exchange Online's addresses are shared by every tenant.
+  for (const c of [allowed, impostor])
+    lines.push(...plain(c.netns, c.veth, c.ipv4, c.ipv6, "192.0.2.1", "2001:db8:a::1"));
   lines.push(
     ...plain(outsider.netns, outsider.veth, outsider.ipv4, outsider.ipv6, "198.51.100.1", "2001:db8:bad::1"),
   );

@@ -3,6 +3,7 @@
 import { header, refusal, sendMail, waitForMessage } from "./mail";
 import { inNetns } from "./shell";
 import type { SandboxNode, Topology } from "./topology";
+import { tenantSignature } from "./dkim";
 
 export interface Probe {
   node: string;
@@ -27,6 +28,7 @@ export async function probe(
     from,
     to: "someone@partner.example",
     headers: [`From: Alice Example <${from}>`, `Subject: sandbox probe via ${n.name}`],
+    dkim: tenantSignature(t.clients.allowed.dkim, from),
   });
   const failed = { node: n.name, senderIn: from, senderOut: "-", headerFromOut: "-", sink: "-", tls: "-" };
   if (r.status !== 0) return { ...failed, verdict: "FAIL", detail: refusal(r) ?? r.stdout.slice(-300) };

@@ -6,6 +6,7 @@ import { serviceFqdn, type StackConfig } from "../src/config";
 import { shellQuote as q } from "../src/shell";
 import { TSX, inNetns, must, pollUntil, sh, startDetached } from "./shell";
 import { killNamespace, onNode } from "./node-host";
+import { TENANT_A_INITIAL_DOMAIN, dkimRecord, dnsmasqKeys } from "./dkim";
 import type { Sink, Topology } from "./topology";
 
 const EC_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
@@ -81,6 +82,15 @@ export function issueLeaf(
   );
 }
 
+/**
+ * The DKIM keys the sandbox DNS publishes: tenant A's under old.example and under its initial
+ * domain (the onmicrosoft.com signature), the impostor's under its own domain.
+ */
+export function dkimRecords(t: Topology): { name: string; value: string }[] {
+  const a = t.clients.allowed.dkim;
+  return [dkimRecord(a), dkimRecord(a, TENANT_A_INITIAL_DOMAIN), dkimRecord(t.clients.impostor.dkim)];
+}
+
 export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig }[]): void {
   const hosts: string[] = [];
   for (const n of t.nodes) hosts.push(`${n.ipv4} ${n.fqdn}`, `${n.ipv6} ${n.fqdn}`);
@@ -102,6 +112,7 @@ export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig 
       `dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --addn-hosts=${q(file)} ` +
         `--listen-address=${t.dns.ipv4},${t.dns.ipv6} --bind-interfaces --except-interface=lo --user=root ` +
         t.trap.domains.map((d) => `--mx-host=${d},${t.trap.host},10 `).join("") +
+        `${dnsmasqKeys(dkimRecords(t))} ` +
         `--pid-file=${q(path.join(t.dir, "dns", "dnsmasq.pid"))} ` +
         `--log-facility=${q(path.join(t.dir, "dns", "dnsmasq.log"))} --log-queries`,
     ),

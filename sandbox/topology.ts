@@ -5,6 +5,7 @@ import { listStacks, loadStackConfig, nodeFqdn, type StackConfig } from "../src/
 import { type MapName, type RelayMaps, loadMaps, parseMaps, readMapTexts } from "../src/maps";
 import { MAPS_DIR } from "../src/project";
 import type { NodeHost } from "./node-host";
+import { type DkimKey, dkimKeyIn } from "./dkim";
 
 export const DEFAULT_DIR = "/var/tmp/header-rewrite-sandbox";
 
@@ -36,7 +37,11 @@ export interface Topology {
   /** Pebble, the ACME test CA, standing in for Let's Encrypt. */
   acme: { host: string; ipv4: string; directory: string; management: string };
   nodes: SandboxNode[];
-  clients: { allowed: Host; outsider: Host };
+  /**
+   * allowed: tenant A on Exchange Online (signs with its old.example key); impostor: another tenant
+   * on the same shared addresses (inside the allowed range, signs as itself); outsider: anyone else.
+   */
+  clients: { allowed: Host & { dkim: DkimKey }; impostor: Host & { dkim: DkimKey }; outsider: Host };
   sinks: Sink[];
   /** Stands in for the rest of the Internet: MX and A of recipient domains. Mail here is a relay leak. */
   trap: Host & { host: string; dir: string; domains: string[] };
@@ -120,7 +125,20 @@ export function planTopology(
     },
     nodes,
     clients: {
-      allowed: { netns: "hr-tenant-a", veth: "vca", ipv4: "192.0.2.10", ipv6: "2001:db8:a::10" },
+      allowed: {
+        netns: "hr-tenant-a",
+        veth: "vca",
+        ipv4: "192.0.2.10",
+        ipv6: "2001:db8:a::10",
+        dkim: dkimKeyIn(path.join(dir, "keys"), "old.example"),
+      },
+      impostor: {
+        netns: "hr-impostor",
+        veth: "vci",
+        ipv4: "192.0.2.66",
+        ipv6: "2001:db8:a::66",
+        dkim: dkimKeyIn(path.join(dir, "keys"), "impostor.example"),
+      },
       outsider: { netns: "hr-outsider", veth: "vco", ipv4: "198.51.100.200", ipv6: "2001:db8:bad::10" },
     },
     sinks,
@@ -149,7 +167,11 @@ export function topologyJson(t: Topology): unknown {
       ipv4: n.ipv4,
       ipv6: n.ipv6,
     })),
-    clients: { allowed: host(t.clients.allowed), outsider: host(t.clients.outsider) },
+    clients: {
+      allowed: { ...host(t.clients.allowed), dkim: t.clients.allowed.dkim },
+      impostor: { ...host(t.clients.impostor), dkim: t.clients.impostor.dkim },
+      outsider: host(t.clients.outsider),
+    },
     sinks: t.sinks.map((s) => ({
       nexthop: s.nexthop,
       netns: s.netns,

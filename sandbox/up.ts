@@ -8,6 +8,7 @@ import { shellQuote as q } from "../src/shell";
 import { buildNetwork } from "./network";
 import { deployKeyFile, deployNode, deployStockNode, nodeContext, ssh, startNode } from "./nodes";
 import { OVERLAY_DESCRIPTION } from "./overlay";
+import { createDkimKey } from "./dkim";
 import { makePki, startDns, startPebble, startSink, startTrap, waitForSink } from "./services";
 import { killNamespace } from "./node-host";
 import { must, pollUntil, sh } from "./shell";
@@ -49,6 +50,8 @@ export async function up(
     "ssh-keygen",
   );
   makePki(t);
+  createDkimKey(t.clients.allowed.dkim);
+  createDkimKey(t.clients.impostor.dkim);
   fs.writeFileSync(path.join(dir, "topology.json"), JSON.stringify(topologyJson(t), null, 2) + "\n");
   buildNetwork(t);
   startDns(t, project.stacks);

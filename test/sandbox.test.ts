@@ -9,6 +9,7 @@ import { relayTests } from "./sandbox/relay";
 import { tlsTests } from "./sandbox/tls";
 import { noLossTests } from "./sandbox/noloss";
 import { securityTests } from "./sandbox/security";
+import { pinningTests } from "./sandbox/pinning";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
 let sandbox: Sandbox;
@@ -21,6 +22,7 @@ afterAll(() => down(DIR, { quiet: true }));
 
 describe("sandbox: relaying through two real nodes", () => relayTests(sb));
 describe("sandbox: TLS in and out", () => tlsTests(sb));
+describe("sandbox: tenant pinning", () => pinningTests(sb));
 describe("sandbox: no message lost", () => noLossTests(sb));
 // Last: its rate-limit burst uses up tenant A's connection budget on one node for a minute.
 describe("sandbox: security battery", () => securityTests(sb));

@@ -26,14 +26,21 @@ import {
   rewrittenAs,
 } from "../../sandbox/node-host";
 import { overlayBundle } from "../../sandbox/overlay";
-import { type DkimKey, dkimRecord, dnsmasqKeys, makeDkimKey } from "../../sandbox/dkim";
+import {
+  type DkimKey,
+  TENANT_A_INITIAL_DOMAIN,
+  createDkimKey,
+  dkimKeyIn,
+  dkimRecord,
+  dnsmasqKeys,
+} from "../../sandbox/dkim";
 import { type Result, must, pollFor, pollUntil, sh } from "../../sandbox/shell";
 
 /** Tenant A's DKIM keys in the real-Postfix tests (old.example, tenanta.onmicrosoft.com), and another tenant's. */
 const KEYS_DIR = fs.mkdtempSync(path.join(os.tmpdir(), "hr-dkim-"));
-export const TENANT_A = makeDkimKey(KEYS_DIR, "old.example");
-export const TENANT_A_INITIAL: DkimKey = { ...TENANT_A, domain: "tenanta.onmicrosoft.com" };
-export const IMPOSTOR = makeDkimKey(KEYS_DIR, "impostor.example");
+export const TENANT_A = createDkimKey(dkimKeyIn(KEYS_DIR, "old.example"));
+export const TENANT_A_INITIAL: DkimKey = { ...TENANT_A, domain: TENANT_A_INITIAL_DOMAIN };
+export const IMPOSTOR = createDkimKey(dkimKeyIn(KEYS_DIR, "impostor.example"));
 
 async function startTestNode(fqdn: string): Promise<NodeHost> {
   const name = fqdn.split(".")[0];
@@ -85,7 +92,11 @@ export function deployPostfix(h: NodeHost, bundle: NodeBundle, path?: string): R
 
 /** Sends with swaks from the node itself to its own Postfix on loopback, signed as tenant A unless M says. */
 export function sendLocal(h: NodeHost, m: Omit<Message, "server">): Sent {
-  return sendMail((c) => onNode(h, c), { server: "127.0.0.1", dkim: TENANT_A, ...m });
+  return sendMail((c) => onNode(h, c), {
+    server: "127.0.0.1",
+    dkim: tenantSignature(TENANT_A, m.from),
+    ...m,
+  });
 }
 
 /** Waits until the node's Postfix completes STARTTLS again after a reload. */

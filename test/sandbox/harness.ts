@@ -3,6 +3,7 @@
 import { expect } from "vitest";
 import { type Arrival, type Message, type Sent, sendMail, waitForMessage } from "../../sandbox/mail";
 import { explainOnNode } from "../../sandbox/node-host";
+import { tenantSignature } from "../../sandbox/dkim";
 import { type Result, inNetns } from "../../sandbox/shell";
 import type { SandboxNode, Topology } from "../../sandbox/topology";
 import type { Sandbox } from "../../sandbox/up";
@@ -11,6 +12,8 @@ interface SendOptions extends Omit<Message, "server"> {
   /** The client's namespace; tenant A's allowed client by default. */
   netns?: string;
 }
+
+/** Mail from tenant A is signed with its key unless the options say otherwise (dkim: undefined). */
 
 export interface Suite {
   readonly sandbox: Sandbox;
@@ -30,7 +33,11 @@ export function suite(get: () => Sandbox): Suite {
       return get().t;
     },
     send(node, { netns, ...m }) {
-      return sendMail((c) => inNetns(netns ?? sb.t.clients.allowed.netns, c), { server: node.ipv4, ...m });
+      return sendMail((c) => inNetns(netns ?? sb.t.clients.allowed.netns, c), {
+        server: node.ipv4,
+        dkim: tenantSignature(sb.t.clients.allowed.dkim, m.from),
+        ...m,
+      });
     },
     async relayed(node, opts) {
       const { r, id } = sb.send(node, opts);

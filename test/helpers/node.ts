@@ -33,6 +33,7 @@ import {
   dkimKeyIn,
   dkimRecord,
   dnsmasqKeys,
+  tenantSignature,
 } from "../../sandbox/dkim";
 import { type Result, must, pollFor, pollUntil, sh } from "../../sandbox/shell";
 

@@ -22,10 +22,12 @@ const secrets = pulumi.secret(
     .all([
       project.getSecretObject<Record<string, string>>("clientCertificates"),
       project.getSecretObject<DnsOvhCredentials>("acmeDnsOvhCredentials"),
+      project.getSecret("pinSecret"),
     ])
-    .apply(([clientCertificates, dnsCredentials]) => ({
+    .apply(([clientCertificates, dnsCredentials, pinSecret]) => ({
       clientCertificates: clientCertificates ?? {},
       dnsCredentials,
+      pinSecret,
     })),
 );
 

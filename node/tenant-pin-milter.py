@@ -9,8 +9,9 @@
 # decide (DNS) defers with 4.7.0 so Exchange Online retries. DKIM itself is dkimpy (Debian
 # python3-dkim), DNS is dnspython with an in-process cache that honours TTLs.
 #
-# usage: tenant-pin-milter.py POLICY_JSON HOST PORT
+# usage: tenant-pin-milter.py POLICY_JSON HOST PORT SECRET_FILE
 import email.utils
+import hmac
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import dns.resolver
 import Milter
 from dkim.util import parse_tag_value
 
-POLICY_PATH, HOST, PORT = sys.argv[1], sys.argv[2], sys.argv[3]
+POLICY_PATH, HOST, PORT, SECRET_FILE = sys.argv[1:5]
 DNS_LIFETIME = 10.0
 
 log = logging.getLogger("header-rewrite-pin")
@@ -176,7 +177,7 @@ def decide(pin, headers, message, secret):
         got = header_value(headers, pin["secretHeader"])
         if secret is None:
             return Verdict(False, "the secret header's value is not installed on this node", "451", "4.7.0", True)
-        if got != secret:
+        if got is None or not hmac.compare_digest(got.encode(), secret.encode()):
             return Verdict(False, f"header {pin['secretHeader']} is missing or wrong (tenant A's transport rule)")
     passed = Verdict(True, "secret-header")
     if pin["dkim"]:
@@ -191,14 +192,16 @@ def decide(pin, headers, message, secret):
     for key, header in (("originatorOrg", "X-OriginatorOrg"), ("tenantId", "X-MS-Exchange-CrossTenant-Id")):
         if pin.get(key):
             got = header_value(headers, header)
-            if (got or "").lower() != pin[key]:
+            if got is None:
+                return Verdict(False, f"{header} is missing or repeated (want exactly one: {pin[key]})")
+            if got.lower() != pin[key]:
                 return Verdict(False, f"{header} is {got!r}, not {pin[key]}")
     return passed
 
 
 def read_secret():
     try:
-        with open("/etc/header-rewrite/pin-secret", encoding="utf-8") as f:
+        with open(SECRET_FILE, encoding="utf-8") as f:
             return f.read().strip()
     except OSError:
         return None

@@ -16,7 +16,12 @@ export const OVERLAY_DESCRIPTION = [
 ];
 
 /** Steps of deploySteps() that the sandbox runs over SSH, in order. */
-export const SANDBOX_STEPS: readonly StepId[] = ["certificate", "client-certificates", "postfix"];
+export const SANDBOX_STEPS: readonly StepId[] = [
+  "certificate",
+  "client-certificates",
+  "pin-secret",
+  "postfix",
+];
 
 const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
 

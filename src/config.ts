@@ -44,6 +44,7 @@ export interface StackConfig {
 export const OPTIONAL_SECRET_KEYS = [
   `${PROJECT}:clientCertificates`,
   `${PROJECT}:acmeDnsOvhCredentials`,
+  `${PROJECT}:pinSecret`,
 ] as const;
 
 /** Secret keys the program reads; never rendered into files. */

@@ -121,6 +121,26 @@ echo "client certificates: ${ids.length ? ids.join(", ") : "none"}"
 `;
 }
 
+/**
+ * The secret-header value (header-rewrite:pinSecret) where the pinning milter reads it, or none.
+ * Its own step, so the Postfix step stays free of secrets and readable in `pulumi preview`.
+ */
+function pinSecretScript(secret: string | undefined): string {
+  const file = PIN_MILTER.secretFile;
+  const body = secret
+    ? `install -d -m 755 ${file.replace(/\/[^/]+$/, "")}
+(umask 027; ${writeFile(`${file}.new`, secret)})
+chgrp nogroup ${file}.new && mv -f ${file}.new ${file}
+echo "pin secret installed"`
+    : `rm -f ${file}
+echo "pin secret: none configured"`;
+  return `#!/bin/bash
+# header-rewrite: the secret tenant A's transport rule stamps (README, "Tenant pinning").
+set -euo pipefail
+${body}
+`;
+}
+
 /** How many sample lookups per map the deploy checks against the staged .cdb files. */
 const PROBES_PER_MAP = 40;
 
@@ -150,7 +170,7 @@ function probeScript(name: string, rows: [string, string][]): string {
  */
 function pinMilterScript(program: string): string {
   const m = PIN_MILTER;
-  const args = `${m.policy} ${m.host} ${m.port}`;
+  const args = `${m.policy} ${m.host} ${m.port} ${m.secretFile}`;
   const unit = `[Unit]
 Description=header-rewrite tenant-pinning milter (README, "Tenant pinning")
 Before=postfix.service
@@ -319,7 +339,7 @@ echo "header-rewrite: ${node.fqdn} now runs bundle \${BUNDLE:0:12} ($NAME)"
 }
 
 /** The steps a node is pushed after boot, in the order they run. */
-export const STEPS = ["cloud-init", "certificate", "client-certificates", "postfix"] as const;
+export const STEPS = ["cloud-init", "certificate", "client-certificates", "pin-secret", "postfix"] as const;
 
 export type StepId = (typeof STEPS)[number];
 
@@ -327,7 +347,11 @@ export type StepId = (typeof STEPS)[number];
  * Steps built from secrets (keys, API credentials): their scripts stay Pulumi secrets. The Postfix
  * bundle holds none and stays readable in `pulumi preview` for review.
  */
-export const SECRET_STEPS: ReadonlySet<StepId> = new Set<StepId>(["certificate", "client-certificates"]);
+export const SECRET_STEPS: ReadonlySet<StepId> = new Set<StepId>([
+  "certificate",
+  "client-certificates",
+  "pin-secret",
+]);
 
 interface DeployStep {
   id: StepId;
@@ -337,6 +361,8 @@ interface DeployStep {
 export interface NodeSecrets {
   clientCertificates?: Record<string, string>;
   dnsCredentials?: DnsOvhCredentials;
+  /** header-rewrite:pinSecret, for pins with secret-header=. */
+  pinSecret?: string;
 }
 
 /** Every deploy step of one node, built from its bundle; used by the Pulumi program and the sandbox. */
@@ -345,6 +371,7 @@ export function deploySteps(cfg: StackConfig, bundle: NodeBundle, secrets: NodeS
     "cloud-init": waitForCloudInitScript(),
     certificate: certificateScript(cfg, bundle.node, secrets.dnsCredentials),
     "client-certificates": clientCertificatesScript(secrets.clientCertificates ?? {}),
+    "pin-secret": pinSecretScript(secrets.pinSecret),
     postfix: deployPostfixScript(bundle),
   };
   return STEPS.map((id) => ({ id, script: scripts[id] }));

@@ -57,6 +57,8 @@ export const PIN_MILTER = {
   /** Where it logs and keeps its PID when the node has no systemd (systemd keeps both itself). */
   log: "/var/log/header-rewrite-pin.log",
   pidFile: "/run/header-rewrite-pin.pid",
+  /** The value tenant A's transport rule sets in a pin's secret-header (root:nogroup 0640). */
+  secretFile: "/etc/header-rewrite/pin-secret",
 };
 
 /** Second pass: an smtpd on loopback whose cleanup rewrites mail that passed the pin check. */

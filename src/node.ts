@@ -11,6 +11,7 @@ import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps } from 
 import { bundleHash } from "./bundle";
 import { RUN_AS_ROOT } from "./layout";
 import { checkClientCertificates } from "./certificates";
+import { checkPinSecret } from "./pins";
 
 interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
   region: Region;
@@ -141,6 +142,7 @@ export class RelayNode extends pulumi.ComponentResource {
     const pushed = args.secrets.apply((secrets) => {
       const certs = secrets.clientCertificates ?? {};
       checkClientCertificates(certs, maps);
+      checkPinSecret(secrets.pinSecret, maps.pins);
       const bundle = renderNode({ ...ctx, clientCertTenants: Object.keys(certs).sort() });
       return { bundle, steps: deploySteps(cfg, bundle, secrets) };
     });

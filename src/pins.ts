@@ -174,3 +174,27 @@ export function pinFor(pins: TenantPin[], domain: string): TenantPin | undefined
   }
   return undefined;
 }
+
+/** Header-safe and long enough not to be guessed; no spaces, so transport rules copy it intact. */
+const SECRET_SHAPE = /^[A-Za-z0-9._~+/=-]{24,200}$/;
+
+/**
+ * header-rewrite:pinSecret must exist (with a usable shape) exactly when a pin asks for a secret
+ * header; checked before any node is pushed anything.
+ */
+export function checkPinSecret(secret: string | undefined, pins: TenantPin[]): void {
+  const users = pins.filter((p) => p.secretHeader);
+  const fix = 'pulumi config set --secret header-rewrite:pinSecret "$(openssl rand -base64 32)"';
+  if (users.length && !secret) {
+    throw new Error(
+      `${users[0].file}:${users[0].line}: secret-header=${users[0].secretHeader} needs the secret ` +
+        `header-rewrite:pinSecret, which is not set (hint: ${fix}, and put the same value in tenant A's transport rule)`,
+    );
+  }
+  if (secret && !SECRET_SHAPE.test(secret)) {
+    throw new Error(
+      "header-rewrite:pinSecret must be 24 to 200 characters of letters, digits and ._~+/=- " +
+        `(no spaces; a header value tenant A's transport rule can carry) (hint: ${fix})`,
+    );
+  }
+}

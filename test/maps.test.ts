@@ -6,7 +6,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { MAP_NAMES, MapValidationError, type RelayMaps, parseMaps } from "../src/maps";
+import { MAP_NAMES, MapValidationError, type RelayMaps, parseMaps, readMapTexts } from "../src/maps";
+import { checkPinSecret } from "../src/pins";
 import { PROJECT_ROOT as ROOT } from "../src/project";
 import { renderOperatorMaps } from "../src/render";
 import { BASELINE, listCases, readCase, report, withBaseline } from "./helpers/cases";
@@ -206,5 +207,30 @@ describe("property-based", () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe("tenant pins and header-rewrite:pinSecret", () => {
+  const withSecretHeader = parseMaps(
+    withBaseline({ tenant_pins: "old.example enforce dkim=old.example secret-header=X-Tenant-A-Token\n" }),
+  ).pins;
+  it("a secret-header pin without the secret fails, naming the map line and the command that fixes it", () => {
+    expect(() => checkPinSecret(undefined, withSecretHeader)).toThrow(
+      /^maps\/tenant_pins:1: secret-header=X-Tenant-A-Token needs the secret header-rewrite:pinSecret, .*pulumi config set --secret header-rewrite:pinSecret/,
+    );
+  });
+  it("a secret that a header cannot carry, or that is short enough to guess, is refused", () => {
+    for (const bad of ["short", "has spaces in it but is long enough", "x".repeat(201)]) {
+      expect(() => checkPinSecret(bad, withSecretHeader), bad).toThrow(/must be 24 to 200 characters/);
+    }
+    expect(() => checkPinSecret("Zq8xR2vLw5NcT7yH3kPbAa1+/=", withSecretHeader)).not.toThrow();
+  });
+  it("without a secret-header pin the secret is optional", () => {
+    expect(() => checkPinSecret(undefined, parseMaps(withBaseline({})).pins)).not.toThrow();
+  });
+  it("the committed maps pin every allowed sender domain in enforce mode", () => {
+    const maps = parseMaps(readMapTexts(path.join(ROOT, "maps")));
+    const domains = maps.allowedSenders.filter((s) => s.action === "OK").map((s) => s.key);
+    for (const d of domains) expect(maps.pins.find((p) => p.key === d)?.mode, d).toBe("enforce");
   });
 });

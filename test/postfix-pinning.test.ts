@@ -14,6 +14,7 @@ import {
   TENANT_A_INITIAL,
   deferred,
   deployPostfix,
+  deployStep,
   explain,
   lon1Bundle,
   sendLocal,
@@ -171,5 +172,76 @@ describe("modes and undecided checks (a map edit and a redeploy)", () => {
     expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
     await smtpReady(lon1());
     expect(refused(sendLocal(lon1(), { ...bob, dkim: IMPOSTOR }).r)).toMatch(/^550 5\.7\.21 /);
+  });
+});
+
+describe("optional header requirements (a map edit, the secret from header-rewrite:pinSecret)", () => {
+  const SECRET = "Zq8xR2vLw5NcT7yH3kPb-test-only";
+  const GUID = "3dd8961f-e488-4e60-8e11-a82d994e183d";
+
+  it("secret-header: missing or wrong is refused; right passes and the header never leaves the relay", async () => {
+    const maps = pinsWith({
+      "old.example": "old.example enforce dkim=old.example secret-header=X-Tenant-A-Token",
+    });
+    const bundle = lon1Bundle(maps);
+    expect(deployStep(lon1(), "pin-secret", bundle, { secrets: { pinSecret: SECRET } }).status).toBe(0);
+    expect(sh(`stat -c '%a %U:%G' ${PIN_MILTER.secretFile}`).stdout.trim()).toBe("640 root:nogroup");
+    expect(deployPostfix(lon1(), bundle).status).toBe(0);
+    await smtpReady(lon1());
+    try {
+      for (const [what, extra] of [
+        ["missing", []],
+        ["wrong", ["X-Tenant-A-Token: guessed-value-of-some-length"]],
+      ] as const) {
+        const line = refused(sendLocal(lon1(), { ...bob, headers: [...bob.headers, ...extra] }).r);
+        console.log(`secret header ${what} -> ${line}`);
+        expect(line).toMatch(
+          /^550 5\.7\.1 .*header X-Tenant-A-Token is missing or wrong \(tenant A's transport rule\)/,
+        );
+      }
+      const { r } = sendLocal(lon1(), { ...bob, headers: [...bob.headers, `X-Tenant-A-Token: ${SECRET}`] });
+      const q = await queuedHeaders(r);
+      expect(q.headers).not.toContain(SECRET);
+      expect(q.headers).toMatch(
+        /^X-Header-Rewrite-Pin: pass \(enforce\) old\.example: dkim d=old\.example /m,
+      );
+    } finally {
+      expect(deployStep(lon1(), "pin-secret", lon1Bundle()).status).toBe(0);
+      expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
+    }
+    expect(sh(`test -e ${PIN_MILTER.secretFile}`).status, "no secret configured: the file is removed").toBe(
+      1,
+    );
+  });
+
+  it("originator-org and tenant-id: absent, wrong or duplicated (a prepended forgery) is refused", async () => {
+    const maps = pinsWith({
+      "old.example": `old.example enforce dkim=old.example originator-org=old.example tenant-id=${GUID}`,
+    });
+    expect(deployPostfix(lon1(), lon1Bundle(maps)).status).toBe(0);
+    await smtpReady(lon1());
+    const stamped = ["X-OriginatorOrg: old.example", `X-MS-Exchange-CrossTenant-Id: ${GUID}`];
+    try {
+      const attempts: [string, string[], ((s: string) => string)?][] = [
+        ["absent", []],
+        [
+          "another tenant's id",
+          [
+            "X-OriginatorOrg: old.example",
+            "X-MS-Exchange-CrossTenant-Id: 00000000-0000-0000-0000-000000000000",
+          ],
+        ],
+        ["a second, prepended X-OriginatorOrg", stamped, (s) => `X-OriginatorOrg: old.example\r\n${s}`],
+      ];
+      for (const [what, extra, alter] of attempts) {
+        const line = refused(sendLocal(lon1(), { ...bob, headers: [...bob.headers, ...extra], alter }).r);
+        console.log(`Exchange headers ${what} -> ${line}`);
+        expect(line).toMatch(/^550 5\.7\.1 .*X-(OriginatorOrg|MS-Exchange-CrossTenant-Id) is /);
+      }
+      const q = await queuedHeaders(sendLocal(lon1(), { ...bob, headers: [...bob.headers, ...stamped] }).r);
+      expect(q.sender).toBe("bob@new.example");
+    } finally {
+      expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
+    }
   });
 });

@@ -158,21 +158,23 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(ptr4.order).toBeGreaterThan(run.one(T.record, `${name}-a`).order);
       });
 
-      it(`${name}: config push runs cloud-init wait -> certificate -> client certificates -> staged Postfix deploy`, () => {
+      it(`${name}: config push: cloud-init wait -> certificate -> client certificates -> pin secret -> Postfix`, () => {
         const cmd = (id: string) => run.one(T.command, `${name}-${id}`);
-        const [wait, cert, client, postfix] = [
+        const [wait, cert, client, pinSecret, postfix] = [
           cmd("cloud-init"),
           cmd("certificate"),
           cmd("client-certificates"),
+          cmd("pin-secret"),
           cmd("postfix"),
         ];
         expect(wait.opts.dependsOn).toEqual([name]);
         expect(cert.opts.dependsOn).toEqual([`${name}-cloud-init`, `${name}-a`, `${name}-aaaa`]);
         expect(client.opts.dependsOn).toEqual([`${name}-certificate`]);
-        expect(postfix.opts.dependsOn).toEqual([`${name}-client-certificates`]);
-        const order = [wait.order, cert.order, client.order, postfix.order];
+        expect(pinSecret.opts.dependsOn).toEqual([`${name}-client-certificates`]);
+        expect(postfix.opts.dependsOn).toEqual([`${name}-pin-secret`]);
+        const order = [wait.order, cert.order, client.order, pinSecret.order, postfix.order];
         expect(order).toEqual([...order].sort((x, y) => x - y));
-        for (const c of [wait, cert, client, postfix]) {
+        for (const c of [wait, cert, client, pinSecret, postfix]) {
           expect(unsecret(c.inputs.connection)).toMatchObject({ host: ipv4, user: "debian" });
           expect(c.inputs.triggers).toEqual([`${name}-id`]);
           expect(c.inputs.create).toMatch(/^sudo bash -s # [a-z-]+ [0-9a-f]{16}$/);
@@ -187,6 +189,9 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         // Steps built from secrets are secrets whatever they hold today.
         expect(cert.inputs.stdin[SECRET_SIG], "certificate script is a secret").toBe(SECRET_VALUE);
         expect(client.inputs.stdin[SECRET_SIG], "client certificate script is a secret").toBe(SECRET_VALUE);
+        expect(pinSecret.inputs.stdin[SECRET_SIG], "pin secret script is a secret").toBe(SECRET_VALUE);
+        const secret = effective[`${PROJECT}:pinSecret`];
+        expect(unsecret(pinSecret.inputs.stdin)).toContain(secret ?? "rm -f /etc/header-rewrite/pin-secret");
         if (challenge === "dns-01") {
           const dns = JSON.parse(effective[`${PROJECT}:acmeDnsOvhCredentials`]);
           expect(unsecret(cert.inputs.stdin)).toContain(

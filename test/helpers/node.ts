@@ -7,7 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { NodeBundle } from "../../src/bundle";
 import { loadStackConfig, nodeIdentity } from "../../src/config";
-import { deploySteps } from "../../src/deploy";
+import { type NodeSecrets, type StepId, deploySteps } from "../../src/deploy";
 import { tlsPaths } from "../../src/layout";
 import { type RelayMaps, loadMaps } from "../../src/maps";
 import { MAPS_DIR } from "../../src/project";
@@ -85,10 +85,20 @@ export function lon1Bundle(
   return overlayBundle(renderNode({ stack: "lon", cfg: LON, maps, node: LON1 }), edit);
 }
 
-/** Runs the production Postfix deploy step of BUNDLE on the node (with PATH first on the path, if given). */
+/** Runs one production deploy step of BUNDLE on the node (with PATH first on the path, if given). */
+export function deployStep(
+  h: NodeHost,
+  id: StepId,
+  bundle: NodeBundle,
+  opts: { secrets?: NodeSecrets; path?: string } = {},
+): Result {
+  const step = deploySteps(LON, bundle, opts.secrets).find((s) => s.id === id)!;
+  return onNode(h, opts.path ? `PATH=${opts.path}:$PATH bash -s` : "bash -s", step.script);
+}
+
+/** Runs the production Postfix deploy step of BUNDLE on the node. */
 export function deployPostfix(h: NodeHost, bundle: NodeBundle, path?: string): Result {
-  const step = deploySteps(LON, bundle).find((s) => s.id === "postfix")!;
-  return onNode(h, path ? `PATH=${path}:$PATH bash -s` : "bash -s", step.script);
+  return deployStep(h, "postfix", bundle, { path });
 }
 
 /** Sends with swaks from the node itself to its own Postfix on loopback, signed as tenant A unless M says. */

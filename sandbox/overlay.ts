@@ -10,6 +10,7 @@ export const OVERLAY_DESCRIPTION = [
   "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
   "main.cf: + `maillog_file = /var/log/postfix.log` (a namespace has no syslog)",
   "node /etc/resolv.conf: the sandbox DNS (dnsmasq in the wan namespace) instead of OVH's resolvers",
+  "DNS: tenant A's and the impostor's DKIM public keys are the sandbox's own (sandbox/dkim.ts), not Microsoft's",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
   "skipped step: cloud-init wait (no cloud-init runs in a namespace; its write_files, SSH keys and",
   "  network commands are applied by sandbox/nodes.ts, node-boot.sh and node-init.sh)",

@@ -10,6 +10,8 @@ need swaks swaks; need cloud-init cloud-init; need ifquery ifupdown; need ifup i
 need ip iproute2; need unshare util-linux; need nsenter util-linux; need openssl openssl; need pgrep procps
 command -v swaks >/dev/null 2>&1 && ! swaks --support 2>&1 | grep -q "TLS supported" && problems+=("swaks cannot do TLS (Debian package libnet-ssleay-perl)")
 /usr/bin/python3 -c "import Milter" 2>/dev/null || problems+=("Debian's python3 cannot import Milter (Debian package python3-milter)")
+/usr/bin/python3 -c "import dkim" 2>/dev/null || problems+=("Debian's python3 cannot import dkim (Debian package python3-dkim)")
+/usr/bin/python3 -c "import dns.resolver" 2>/dev/null || problems+=("Debian's python3 cannot import dns.resolver (Debian package python3-dnspython)")
 [ -e /usr/lib/postfix/postfix-cdb.so ] || problems+=("Postfix cdb map support not found (Debian package postfix-cdb)")
 if [ ${#problems[@]} -gt 0 ]; then
   echo "check-tools: cannot run the tests:" >&2

@@ -236,6 +236,10 @@ function nodePackages(cfg: StackConfig): string[] {
     "unattended-upgrades",
     "swaks",
     "ifupdown",
+    // The tenant-pinning milter: milter protocol, DKIM, DNS.
+    "python3-milter",
+    "python3-dkim",
+    "python3-dnspython",
   ];
   if (cfg.acmeChallenge === "dns-01") pkgs.push("python3-certbot-dns-ovh");
   return pkgs;

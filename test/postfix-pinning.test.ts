@@ -128,6 +128,19 @@ describe("refused with a 5.7.x that names the check, nothing queued", () => {
     });
   }
 
+  it("keep-signatures (a map edit) leaves tenant A's signature on the relayed message", async () => {
+    const maps = pinsWith({ "old.example": "old.example enforce dkim=old.example keep-signatures" });
+    expect(deployPostfix(lon1(), lon1Bundle(maps)).status).toBe(0);
+    await smtpReady(lon1());
+    try {
+      const q = await queuedHeaders(sendLocal(lon1(), bob).r);
+      expect(q.headers).toMatch(/^DKIM-Signature: .*d=old\.example;/ms);
+      expect(q.headers).toMatch(/^From: Bob <bob@new\.example>$/m);
+    } finally {
+      expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
+    }
+  });
+
   it("a forged verdict header is removed; only the relay's own verdict remains", async () => {
     const { r } = sendLocal(lon1(), {
       ...bob,

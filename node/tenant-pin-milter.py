@@ -9,7 +9,7 @@
 # decide (DNS) defers with 4.7.0 so Exchange Online retries. DKIM itself is dkimpy (Debian
 # python3-dkim), DNS is dnspython with an in-process cache that honours TTLs.
 #
-# usage: tenant-pin-milter.py POLICY_JSON HOST PORT SECRET_FILE
+# usage: tenant-pin-milter.py POLICY_JSON SOCKET SECRET_FILE   (SOCKET: unix:/path)
 import email.utils
 import hmac
 import json
@@ -24,7 +24,7 @@ import dns.resolver
 import Milter
 from dkim.util import parse_tag_value
 
-POLICY_PATH, HOST, PORT, SECRET_FILE = sys.argv[1:5]
+POLICY_PATH, SOCKET, SECRET_FILE = sys.argv[1:4]
 DNS_LIFETIME = 10.0
 
 log = logging.getLogger("header-rewrite-pin")
@@ -78,15 +78,20 @@ def txt_lookup(name, timeout=DNS_LIFETIME):
     return None
 
 
-class Collector(logging.Handler):
-    """Keeps dkimpy's reasons for a failed signature, to put them in the reply."""
+class Collector:
+    """dkimpy's logger for one verification: keeps its reasons for a failed signature for the reply
+    (a plain object, not a logging.Logger: those live forever once created)."""
 
     def __init__(self):
-        super().__init__()
         self.messages = []
 
-    def emit(self, record):
-        self.messages.append(record.getMessage())
+    def error(self, msg, *args):
+        self.messages.append(msg % args if args else str(msg))
+
+    warning = info = error
+
+    def debug(self, *args):
+        pass
 
 
 def domain_of(address):
@@ -129,17 +134,12 @@ def check_dkim(pin, message, signatures):
             failures.append(f"the signature by {d} does not sign From")
             continue
         collector = Collector()
-        logger = logging.getLogger(f"dkim-{id(collector)}")
-        logger.propagate = False
-        logger.addHandler(collector)
         try:
-            ok = dkim.DKIM(message, logger=logger, timeout=DNS_LIFETIME).verify(idx=i, dnsfunc=txt_lookup)
+            ok = dkim.DKIM(message, logger=collector, timeout=DNS_LIFETIME).verify(idx=i, dnsfunc=txt_lookup)
         except DnsUndecided as e:
             return Verdict(False, f"the DKIM key of {d} could not be fetched ({e})", "451", "4.7.0", undecided=True)
         except dkim.DKIMException as e:
             ok, collector.messages = False, [str(e)]
-        finally:
-            logger.removeHandler(collector)
         if ok:
             return Verdict(True, f"dkim d={d} s={tags.get(b's', b'').decode('ascii', 'replace')}", signature=tags)
         why = "; ".join(collector.messages) or "signature does not verify"
@@ -212,16 +212,20 @@ class PinMilter(Milter.Base):
     def __init__(self):
         self.id = Milter.uniqueID()
 
+    # No reply to the collecting callbacks: Postfix need not wait for the milter on every header.
+    @Milter.noreply
     def envfrom(self, sender, *params):
         self.sender = sender
         self.headers = []
         self.chunks = []
         return Milter.CONTINUE
 
+    @Milter.noreply
     def header(self, name, value):
         self.headers.append((name, value))
         return Milter.CONTINUE
 
+    @Milter.noreply
     def body(self, chunk):
         self.chunks.append(chunk)
         return Milter.CONTINUE
@@ -273,8 +277,10 @@ class PinMilter(Milter.Base):
 def main():
     Milter.factory = PinMilter
     Milter.set_flags(Milter.CHGHDRS + Milter.ADDHDRS)
-    log.info("listening on %s:%s, policy %s", HOST, PORT, POLICY_PATH)
-    Milter.runmilter("header-rewrite-pin", f"inet:{PORT}@{HOST}", 240)
+    log.info("listening on %s, policy %s", SOCKET, POLICY_PATH)
+    # The socket is open to all; its directory (nobody:postfix, 0750) lets only Postfix reach it.
+    os.umask(0)
+    Milter.runmilter("header-rewrite-pin", SOCKET, 240)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ function probeScript(name: string, rows: [string, string][]): string {
  */
 function pinMilterScript(program: string): string {
   const m = PIN_MILTER;
-  const args = `${m.policy} ${m.host} ${m.port} ${m.secretFile}`;
+  const args = `${m.policy} unix:${m.socket} ${m.secretFile}`;
   const unit = `[Unit]
 Description=header-rewrite tenant-pinning milter (README, "Tenant pinning")
 Before=postfix.service
@@ -191,6 +191,7 @@ WantedBy=multi-user.target
 /usr/bin/python3 -c 'import Milter, dkim, dns.resolver' 2>/dev/null ||
   fail "the pinning milter needs Python modules: apt-get install python3-milter python3-dkim python3-dnspython"
 install -d -m 755 ${m.program.replace(/\/[^/]+$/, "")}
+install -d -m 750 -o nobody -g postfix ${m.socketDir}
 # A temporary name of its own: nodes that share /usr (containers) may deploy at the same time.
 PIN_NEW=$(mktemp ${m.program}.XXXXXX)
 ${writeFile('"$PIN_NEW"', program)}/usr/bin/python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$PIN_NEW" ||
@@ -217,9 +218,9 @@ else
       --output ${m.log} --exec /usr/bin/python3 -- ${m.program} ${args}
   fi
 fi
-for i in $(seq 100); do (exec 3<>/dev/tcp/${m.host}/${m.port}) 2>/dev/null && break; sleep 0.1; done
-(exec 3<>/dev/tcp/${m.host}/${m.port}) 2>/dev/null ||
-  fail "the tenant-pinning milter does not answer on ${m.host}:${m.port} (journalctl -u ${m.service}, or ${m.log})"
+answers() { /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' ${m.socket} 2>/dev/null; }
+for i in $(seq 100); do answers && break; sleep 0.1; done
+answers || fail "the tenant-pinning milter does not answer on ${m.socket} (journalctl -u ${m.service}, or ${m.log})"
 
 `;
 }

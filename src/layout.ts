@@ -51,8 +51,11 @@ export const POSTFIX_MASTER_PID = "/var/spool/postfix/pid/master.pid";
 export const PIN_MILTER = {
   program: "/usr/local/lib/header-rewrite/tenant-pin-milter.py",
   service: "header-rewrite-pin",
-  host: "127.0.0.1",
-  port: 10029,
+  /** A UNIX socket inside Postfix's queue directory (smtpd is chrooted there): no TCP, no port. */
+  socketDir: "/var/spool/postfix/header-rewrite",
+  socket: "/var/spool/postfix/header-rewrite/pin.sock",
+  /** How smtpd names it: relative to the queue directory, so it works chrooted or not. */
+  postfixSocket: "unix:header-rewrite/pin.sock",
   policy: `${POSTFIX_LIVE}/tenant_pins.json`,
   /** Where it logs and keeps its PID when the node has no systemd (systemd keeps both itself). */
   log: "/var/log/header-rewrite-pin.log",

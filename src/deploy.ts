@@ -218,7 +218,9 @@ else
       --output ${m.log} --exec /usr/bin/python3 -- ${m.program} ${args}
   fi
 fi
-answers() { /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' ${m.socket} 2>/dev/null; }
+answers() {
+  /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' ${m.socket} 2>/dev/null
+}
 for i in $(seq 100); do answers && break; sleep 0.1; done
 answers || fail "the tenant-pinning milter does not answer on ${m.socket} (journalctl -u ${m.service}, or ${m.log})"
 

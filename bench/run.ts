@@ -23,7 +23,7 @@ import { down, up } from "../sandbox/up";
 import { fmt, median } from "./stats";
 import { runMain } from "../sandbox/shell";
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 500);
 const lines: string[] = [];
 const say = (s: string) => {

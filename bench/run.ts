@@ -121,14 +121,19 @@ async function partB(): Promise<void> {
         "(client -> relay -> verified TLS -> sink):",
     );
     say(
-      `  - header-rewrite (${relay.name}: rewrite, sender and client checks, per-tenant transport, ` +
-        `TLS in and out; anvil rate limits lifted): ${fmt(ours, "msg/s")}`,
+      `  - header-rewrite (${relay.name}: tenant pinning enforced (every message DKIM-verified), rewrite, ` +
+        "sender and client checks, per-tenant transport, TLS in and out; anvil rate limits lifted): " +
+        fmt(ours, "msg/s"),
     );
     say(
       `  - stock Debian Postfix (${stock.name}: Debian main.cf + relayhost, TLS in and out): ` +
         fmt(base, "msg/s"),
     );
-    say(`  - ratio header-rewrite / stock: ${(median(ours) / median(base)).toFixed(2)}`);
+    const pairs = ours.map((x, i) => x / base[i]);
+    say(
+      `  - ratio header-rewrite / stock: ${(median(ours) / median(base)).toFixed(2)} (medians); ` +
+        `run by run ${pairs.map((r) => r.toFixed(2)).join(", ")}, median ${median(pairs).toFixed(2)}`,
+    );
 
     const big = sizedMaps(100_000);
     const small = sizedMaps(10 - committed.translations.length);

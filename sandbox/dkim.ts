@@ -69,7 +69,7 @@ export function dnsmasqKeys(records: { name: string; value: string }[]): string 
   const txt = records.map(
     (r) => `--txt-record=${q(`${r.name},${(r.value.match(/.{1,255}/g) ?? []).join(",")}`)}`,
   );
-  // An hour, like the selector records Microsoft publishes, so the milter's cache works as on a node.
+  // An hour (a usual TTL for DKIM records), so the milter's cache works as it would on a node.
   return [`--local=/${domains.join("/")}/`, "--local-ttl=3600", ...txt].join(" ");
 }
 

@@ -36,6 +36,23 @@ export function pinningTests(sb: Suite): void {
     }
   });
 
+  it("canonicalisation variants pass on every node: simple/simple, relaxed/simple with From over-signed", async () => {
+    const key = sb.t.clients.allowed.dkim;
+    const variants = [
+      { ...key, canon: "simple/simple" },
+      { ...key, canon: "relaxed/simple", headers: ["From", "From", "Date", "Subject", "Message-ID"] },
+    ];
+    for (const n of relays()) {
+      for (const dkim of variants) {
+        const { record, eml } = await sb.relayed(n, { ...alice, dkim });
+        expect(record.mailFrom, `${n.name} ${dkim.canon}`).toBe("a.smith@new.example");
+        expect(header(eml, "X-Header-Rewrite-Pin")).toMatch(
+          /^pass \(enforce\) old\.example: dkim d=old\.example /,
+        );
+      }
+    }
+  });
+
   it("legacy.example signed by the tenant's onmicrosoft.com domain passes, as the map configures", async () => {
     const dkim = { ...sb.t.clients.allowed.dkim, domain: TENANT_A_INITIAL_DOMAIN };
     for (const n of relays()) {

@@ -120,6 +120,23 @@ export function deliveries(h: NodeHost, messageId: string): Delivery[] {
 }
 
 /**
+ * How many times the node handed the message with this Message-ID to its rewriting pass: more than
+ * once means it entered the relay twice (a client resent it, or a hand-over was cut off by a stop
+ * after the second pass had queued it).
+ */
+export function handOvers(h: NodeHost, messageId: string): number {
+  const log = nodeLog(h, Number.MAX_SAFE_INTEGER);
+  const ids = new Set(
+    [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].filter((m) => m[2] === messageId).map((m) => m[1]),
+  );
+  const handOver = new RegExp(
+    `: ([0-9A-F]+): to=<[^>]*>, relay=${REWRITE_PASS.host}\\[[^\\]]*\\]:${REWRITE_PASS.port},.* status=sent `,
+    "g",
+  );
+  return [...log.matchAll(handOver)].filter((m) => ids.has(m[1])).length;
+}
+
+/**
  * The queue ID under which the message accepted as FIRST (pass 1, the ID in the 250 reply) waits
  * for its tenant: pass 1 hands it to the rewriting pass, which queues it again.
  */

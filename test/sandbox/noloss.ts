@@ -3,7 +3,7 @@
 // proves from timestamps that the disruption really happened while its load was being accepted.
 import { expect, it } from "vitest";
 import { type LoadSummary, type RunningLoad, readSink, startLoad, waitForArrivals } from "../../sandbox/mail";
-import { nodeLog, onNode, queuedMessages } from "../../sandbox/node-host";
+import { handOvers, nodeLog, onNode, queuedMessages } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { restartSink, stopSink } from "../../sandbox/services";
 import { pollUntil } from "../../sandbox/shell";
@@ -149,6 +149,13 @@ export function noLossTests(sb: Suite): void {
         `${counts.size} delivered, ${[...counts.values()].filter((c) => c > 1).length} duplicated`,
     );
     expect(counts.size).toBe(count);
-    expect([...counts.values()].every((c) => c === 1)).toBe(true);
+    // A hard stop can cut a transaction after the message was safely queued but before the sender
+    // (tenant A's client, or pass 1 handing over to the rewriting pass) saw the 250: SMTP then
+    // delivers twice rather than lose it. Every duplicate must be such a case, proven by the log.
+    const duplicated = [...counts.entries()].filter(([, c]) => c > 1).map(([id]) => id);
+    for (const id of duplicated) {
+      expect(handOvers(n, id), `${id} arrived twice without entering the relay twice`).toBeGreaterThan(1);
+    }
+    expect(duplicated.length, "duplicates beyond the transactions a stop can cut").toBeLessThanOrEqual(8);
   }, 300_000);
 }

@@ -16,13 +16,27 @@ import {
 } from "./layout";
 import { heredoc, shellQuote as shq, writeFile } from "./shell";
 
-/** Waits for first-boot provisioning; exit 2 from cloud-init means "done, with recoverable errors". */
+/**
+ * Waits for first-boot provisioning; exit 2 from cloud-init means "done, with recoverable errors".
+ * A first boot with package upgrades takes minutes: a progress line every HEARTBEAT seconds keeps
+ * the SSH session from looking idle to NAT and firewall timeouts.
+ */
 function waitForCloudInitScript(): string {
   return `#!/bin/bash
 # header-rewrite: wait until cloud-init has finished first boot (packages, network).
 set -u
+HEARTBEAT=\${HEARTBEAT:-20}
 if command -v cloud-init >/dev/null 2>&1; then
-  cloud-init status --wait >/dev/null
+  cloud-init status --wait >/dev/null 2>&1 &
+  waiter=$!
+  started=$SECONDS
+  while kill -0 "$waiter" 2>/dev/null; do
+    for _ in $(seq "$HEARTBEAT"); do kill -0 "$waiter" 2>/dev/null || break; sleep 1; done
+    if kill -0 "$waiter" 2>/dev/null; then
+      echo "cloud-init still running after $((SECONDS - started)) s: $(cloud-init status 2>/dev/null | tr '\\n' ' ')"
+    fi
+  done
+  wait "$waiter"
   rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
     echo "cloud-init failed (exit $rc):" >&2

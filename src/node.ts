@@ -159,6 +159,10 @@ export class RelayNode extends pulumi.ComponentResource {
           create,
           update: create,
           stdin,
+          // Default true: each update would Setenv PULUMI_COMMAND_STDOUT/STDERR, which Debian's sshd
+          // refuses (AcceptEnv LANG LC_* only), warning on every run (pulumi-command
+          // provider/pkg/provider/remote/commandOutputs.go). The scripts never read them.
+          addPreviousOutputInEnv: false,
           // A replaced server starts empty: run the step again on the new one.
           triggers: [this.server.id],
         },

@@ -55,7 +55,7 @@ export const PROVIDER_KEYS = {
   required: [
     "openstack:authUrl",
     "openstack:region",
-    "openstack:tenantName",
+    "openstack:tenantId",
     "openstack:userName",
     "openstack:password",
     "openstack:userDomainName",
@@ -254,12 +254,19 @@ export function parseStackConfig(
   raw: Record<string, unknown>,
   region: string | undefined,
   source: string,
+  tenantName?: string,
 ): StackConfig {
   const values: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(raw)) if (v !== undefined) values[k] = decode(v);
   const problems: string[] = [];
   if (!validate(values)) problems.push(...(validate.errors ?? []).map(describe));
   if (!region) problems.push("openstack:region is required (hint: UK1 for London, BHS5 for Beauharnois)");
+  // The provider reads tenantName as the project NAME; OVH's names are 16 digits, its IDs 32 hex.
+  if (tenantName && /^[0-9a-f]{32}$/i.test(tenantName))
+    problems.push(
+      "openstack:tenantName holds a project ID (32 hex digits), but the provider reads it as the project name " +
+        "(hint: pulumi config rm openstack:tenantName && pulumi config set openstack:tenantId <that ID>)",
+    );
   for (const [i, c] of ((Array.isArray(values.adminCidrs) ? values.adminCidrs : []) as unknown[]).entries()) {
     if (typeof c !== "string" || !ipaddr.isValidCIDR(c)) {
       problems.push(
@@ -300,7 +307,7 @@ export const CONFIG_KEYS = Object.keys(SCHEMA.properties);
 export function readStackFile(
   root: string,
   stack: string,
-): { raw: Record<string, unknown>; region?: string; file: string } {
+): { raw: Record<string, unknown>; region?: string; tenantName?: string; file: string } {
   const file = path.join(root, `Pulumi.${stack}.yaml`);
   if (!fs.existsSync(file))
     throw new ConfigError(`Pulumi.${stack}.yaml`, [
@@ -315,13 +322,17 @@ export function readStackFile(
   }
   const region =
     typeof config["openstack:region"] === "string" ? (config["openstack:region"] as string) : undefined;
-  return { raw, region, file: path.basename(file) };
+  const tenantName =
+    typeof config["openstack:tenantName"] === "string"
+      ? (config["openstack:tenantName"] as string)
+      : undefined;
+  return { raw, region, tenantName, file: path.basename(file) };
 }
 
 /** One stack's validated configuration, read from Pulumi.<stack>.yaml. */
 export function loadStackConfig(stack: string, root = PROJECT_ROOT): StackConfig {
-  const { raw, region, file } = readStackFile(root, stack);
-  return parseStackConfig(raw, region, file);
+  const { raw, region, tenantName, file } = readStackFile(root, stack);
+  return parseStackConfig(raw, region, file, tenantName);
 }
 
 export function listStacks(root = PROJECT_ROOT): string[] {
@@ -340,5 +351,6 @@ export function configFromPulumi(
   const project = pulumiConfig();
   const raw: Record<string, unknown> = {};
   for (const key of CONFIG_KEYS) raw[key] = project.get(key);
-  return parseStackConfig(raw, pulumiConfig("openstack").get("region"), `Pulumi.${stack}.yaml`);
+  const openstack = pulumiConfig("openstack");
+  return parseStackConfig(raw, openstack.get("region"), `Pulumi.${stack}.yaml`, openstack.get("tenantName"));
 }

@@ -227,6 +227,19 @@ describe("stack configuration errors name the file, the key and the fix", () => 
   it("missing region", () => {
     expect(attempt(base.raw, "")).toContain("openstack:region is required");
   });
+  it("a project ID under openstack:tenantName (the provider reads a name there)", () => {
+    let message = "";
+    try {
+      parseStackConfig(base.raw, base.region, "Pulumi.lon.yaml", "0123456789abcdef0123456789abcdef");
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain("openstack:tenantName holds a project ID");
+    expect(message).toContain("pulumi config set openstack:tenantId");
+    expect(() =>
+      parseStackConfig(base.raw, base.region, "Pulumi.lon.yaml", "8697178539611767"),
+    ).not.toThrow();
+  });
 });
 
 describe("map errors stop everything with file:line", () => {

@@ -13,7 +13,13 @@ interface Registered {
   inputs: Record<string, any>;
   order: number;
   /** Options as the program passed them (seen through a stack transformation). */
-  opts: { protect?: boolean; ignoreChanges?: string[]; dependsOn: string[]; parent?: string };
+  opts: {
+    protect?: boolean;
+    ignoreChanges?: string[];
+    deleteBeforeReplace?: boolean;
+    dependsOn: string[];
+    parent?: string;
+  };
   /** The SDK object, for output-level checks such as secrecy. */
   resource?: pulumi.Resource;
 }
@@ -115,6 +121,7 @@ export async function runStack(
         opts: {
           protect: a.opts.protect,
           ignoreChanges: a.opts.ignoreChanges,
+          deleteBeforeReplace: (a.opts as pulumi.CustomResourceOptions).deleteBeforeReplace,
           dependsOn: list.map((d) => (d as any).__name as string),
           parent: (a.opts.parent as any)?.__name,
         },

@@ -39,11 +39,14 @@ export interface Region {
 
 export function createRegion(stack: string, cfg: StackConfig, maps: RelayMaps): Region {
   const region = cfg.region;
-  const keypair = new openstack.compute.Keypair(`deploy-${stack}`, {
-    name: `header-rewrite-${stack}`,
-    publicKey: cfg.deploySshPublicKey,
-    region,
-  });
+  // Nova keypair names are unique and publicKey forces replacement: the old one must go before the
+  // new one (same name) is created, or Nova answers 409. Servers keep running; the name they boot
+  // with is unchanged, so rotating the deploy key replaces no server.
+  const keypair = new openstack.compute.Keypair(
+    `deploy-${stack}`,
+    { name: `header-rewrite-${stack}`, publicKey: cfg.deploySshPublicKey, region },
+    { deleteBeforeReplace: true },
+  );
   const securityGroup = new openstack.networking.SecGroup(`relay-${stack}`, {
     name: `header-rewrite-${stack}`,
     description: "header-rewrite relay nodes: SMTP from tenant A, SSH from admins",
@@ -65,7 +68,10 @@ export function createRegion(stack: string, cfg: StackConfig, maps: RelayMaps): 
         description: r.why,
         region,
       },
-      { parent: securityGroup },
+      // Every field forces a new rule ("Changing this creates a new security group rule", provider
+      // docs) and Neutron refuses an identical second rule (409): delete first. The port is closed
+      // for the seconds in between; senders retry.
+      { parent: securityGroup, deleteBeforeReplace: true },
     );
   }
   // Path MTU discovery and reachability checks need ICMP in both families.
@@ -78,7 +84,7 @@ export function createRegion(stack: string, cfg: StackConfig, maps: RelayMaps): 
       securityGroupId: securityGroup.id,
       region,
     },
-    { parent: securityGroup },
+    { parent: securityGroup, deleteBeforeReplace: true },
   );
   new openstack.networking.SecGroupRule(
     `${stack}-icmpv6`,
@@ -89,7 +95,7 @@ export function createRegion(stack: string, cfg: StackConfig, maps: RelayMaps): 
       securityGroupId: securityGroup.id,
       region,
     },
-    { parent: securityGroup },
+    { parent: securityGroup, deleteBeforeReplace: true },
   );
   const network = openstack.networking.getNetworkOutput({ name: PUBLIC_NETWORK, region });
   return { keypair, securityGroup, network };

@@ -123,7 +123,8 @@ export class RelayNode extends pulumi.ComponentResource {
           ReverseValue: `${node.fqdn}.`,
           readinessTimeoutDuration: "5m",
         },
-        { ...parent, dependsOn: [forward] },
+        // After the server too: OVH's /ip API may not list the address before the port is attached.
+        { ...parent, dependsOn: [forward, this.server] },
       );
     this.reverses = [
       reverse(`${name}-ptr4`, this.ipv4, 32, a),

@@ -94,6 +94,10 @@ export function describeStack(stack: string, expected: StackExpectation): void {
       expect(rules.filter((r) => r.protocol === "icmp").map((r) => r.ethertype)).toEqual(["IPv4"]);
       expect(rules.filter((r) => r.protocol === "ipv6-icmp").map((r) => r.ethertype)).toEqual(["IPv6"]);
       for (const r of rules) expect(r.direction).toBe("ingress");
+      // Replacing a rule (any field) or the keypair (its key) must delete first: Neutron and Nova
+      // refuse a duplicate (409).
+      for (const r of run.byType(T.rule)) expect(r.opts.deleteBeforeReplace, r.name).toBe(true);
+      for (const k of run.byType(T.keypair)) expect(k.opts.deleteBeforeReplace, k.name).toBe(true);
       expect(rules.every((r) => r.securityGroupId === `relay-${stack}-id`)).toBe(true);
     });
 
@@ -153,8 +157,8 @@ export function describeStack(stack: string, expected: StackExpectation): void {
           readinessTimeoutDuration: "5m",
         });
         expect(ptr6.inputs).toMatchObject({ ip: `${ipv6}/128`, ReverseIp: ipv6, ReverseValue: `${fqdn}.` });
-        expect(ptr4.opts.dependsOn).toEqual([`${name}-a`]);
-        expect(ptr6.opts.dependsOn).toEqual([`${name}-aaaa`]);
+        expect(ptr4.opts.dependsOn).toEqual([`${name}-a`, name]);
+        expect(ptr6.opts.dependsOn).toEqual([`${name}-aaaa`, name]);
         expect(ptr4.order).toBeGreaterThan(run.one(T.record, `${name}-a`).order);
       });
 

@@ -124,7 +124,10 @@ export class RelayNode extends pulumi.ComponentResource {
           readinessTimeoutDuration: "5m",
         },
         // After the server too: OVH's /ip API may not list the address before the port is attached.
-        { ...parent, dependsOn: [forward, this.server] },
+        // Delete-first: every field forces a replacement and the ID is the address itself, so the old
+        // resource's DELETE /ip/{block}/reverse/{address} would remove the PTR just created
+        // (terraform-provider-ovh ovh/resource_ip_reverse.go: ForceNew fields, SetId(IpReverse)).
+        { ...parent, dependsOn: [forward, this.server], deleteBeforeReplace: true },
       );
     this.reverses = [
       reverse(`${name}-ptr4`, this.ipv4, 32, a),

@@ -157,6 +157,8 @@ export function describeStack(stack: string, expected: StackExpectation): void {
           readinessTimeoutDuration: "5m",
         });
         expect(ptr6.inputs).toMatchObject({ ip: `${ipv6}/128`, ReverseIp: ipv6, ReverseValue: `${fqdn}.` });
+        // The reverse's ID is the address: a create-first replacement would delete the new PTR.
+        expect(ptr4.opts.deleteBeforeReplace && ptr6.opts.deleteBeforeReplace).toBe(true);
         expect(ptr4.opts.dependsOn).toEqual([`${name}-a`, name]);
         expect(ptr6.opts.dependsOn).toEqual([`${name}-aaaa`, name]);
         expect(ptr4.order).toBeGreaterThan(run.one(T.record, `${name}-a`).order);

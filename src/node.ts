@@ -96,7 +96,13 @@ export class RelayNode extends pulumi.ComponentResource {
         region: cfg.region,
         metadata: { project: "header-rewrite", stack, node: name },
       },
-      { ...parent, ...keep, ignoreChanges: ["userData", "imageName", "imageId", "keyPair"] },
+      // Delete-first: the new server cannot attach the port the old one still holds (PortInUse).
+      {
+        ...parent,
+        ...keep,
+        deleteBeforeReplace: true,
+        ignoreChanges: ["userData", "imageName", "imageId", "keyPair"],
+      },
     );
 
     // Forward names first; OVH checks at once that a PTR resolves forward to its address.

@@ -98,6 +98,8 @@ export function describeStack(stack: string, expected: StackExpectation): void {
       // refuse a duplicate (409).
       for (const r of run.byType(T.rule)) expect(r.opts.deleteBeforeReplace, r.name).toBe(true);
       for (const k of run.byType(T.keypair)) expect(k.opts.deleteBeforeReplace, k.name).toBe(true);
+      // A server owns its pre-created port: the replacement can only attach it once the old is gone.
+      for (const s of run.byType(T.instance)) expect(s.opts.deleteBeforeReplace, s.name).toBe(true);
       expect(rules.every((r) => r.securityGroupId === `relay-${stack}-id`)).toBe(true);
     });
 

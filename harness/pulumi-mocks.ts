@@ -40,10 +40,15 @@ export function fixture(stack: string): { config: Record<string, string>; secret
   );
 }
 
-/** Ext-Net as the mocks present it: each node's port gets .10+i addresses, v6 in brackets as OpenStack may. */
-const EXT_NET = {
-  v4: { cidr: "203.0.113.0/24", gatewayIp: "203.0.113.1" },
-  v6: { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1" },
+/**
+ * Ext-Net as the mocks present it: two IPv4 subnets (a region may have several; only the second
+ * holds the ports' addresses) and one IPv6 subnet, its gateway unabbreviated as OpenStack may write it.
+ * Each node's port gets .10+i addresses, v6 in brackets as OpenStack may.
+ */
+const EXT_NET_SUBNETS: Record<string, { cidr: string; gatewayIp: string; ipVersion: 4 | 6 }> = {
+  "ext-v4-a": { cidr: "198.51.100.0/24", gatewayIp: "198.51.100.1", ipVersion: 4 },
+  "ext-v4-b": { cidr: "203.0.113.0/24", gatewayIp: "203.0.113.1", ipVersion: 4 },
+  "ext-v6": { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1", ipVersion: 6 },
 };
 
 /** Config on top of a stack's fixture: extra or changed keys, and which of them are secrets. */
@@ -98,10 +103,21 @@ export async function runStack(
         calls.push({ token: args.token, args: args.inputs });
         if (args.token === "openstack:networking/getNetwork:getNetwork")
           return { id: "ext-net-id", name: args.inputs.name };
+        if (args.token === "openstack:networking/getSubnetIdsV2:getSubnetIdsV2") {
+          const ids = Object.keys(EXT_NET_SUBNETS).filter(
+            (id) => EXT_NET_SUBNETS[id].ipVersion === args.inputs.ipVersion,
+          );
+          return {
+            id: "subnet-ids",
+            ids,
+            ipVersion: args.inputs.ipVersion,
+            networkId: args.inputs.networkId,
+          };
+        }
         if (args.token === "openstack:networking/getSubnet:getSubnet") {
-          return args.inputs.ipVersion === 6
-            ? { ...EXT_NET.v6, ipVersion: 6 }
-            : { ...EXT_NET.v4, ipVersion: 4 };
+          const s = EXT_NET_SUBNETS[args.inputs.subnetId];
+          if (!s) throw new Error(`no subnet ${args.inputs.subnetId}`);
+          return { id: args.inputs.subnetId, ...s };
         }
         throw new Error(`unmocked invoke ${args.token}`);
       },

@@ -4,7 +4,7 @@ import * as openstack from "@pulumi/openstack";
 import type { StackConfig } from "./config";
 import type { RelayMaps } from "./maps";
 
-const PUBLIC_NETWORK = "Ext-Net";
+export const PUBLIC_NETWORK = "Ext-Net";
 
 interface Firewall {
   cidr: string;

@@ -5,7 +5,7 @@ import * as ovh from "@ovhcloud/pulumi-ovh";
 import * as command from "@pulumi/command";
 import * as ipaddr from "ipaddr.js";
 import { nodeIdentity } from "./config";
-import type { Region } from "./cloud";
+import { PUBLIC_NETWORK, type Region } from "./cloud";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "./render";
 import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps } from "./deploy";
 import { bundleHash } from "./bundle";
@@ -72,16 +72,38 @@ export class RelayNode extends pulumi.ComponentResource {
     this.ipv4 = families.ipv4;
     this.ipv6 = families.ipv6;
 
-    const subnet = (ipVersion: 4 | 6) =>
-      openstack.networking.getSubnetOutput(
-        { networkId: region.network.id, ipVersion, region: cfg.region },
-        parent,
-      );
+    // Ext-Net may hold several subnets of a family: the gateway is the one of the subnet that holds
+    // the port's address (a lookup by family alone fails with "more than one result").
+    const gatewayFor = (address: pulumi.Output<string>, ipVersion: 4 | 6) =>
+      pulumi
+        .all([
+          address,
+          openstack.networking.getSubnetIdsV2Output(
+            { networkId: region.network.id, ipVersion, region: cfg.region },
+            parent,
+          ),
+        ])
+        .apply(async ([addr, found]) => {
+          const subnets = await Promise.all(
+            found.ids.map((subnetId) =>
+              openstack.networking.getSubnet({ subnetId, region: cfg.region }, parent),
+            ),
+          );
+          const ip = ipaddr.parse(addr);
+          const holding = subnets.find((s) => ip.match(ipaddr.parseCIDR(s.cidr)));
+          if (!holding) {
+            throw new Error(
+              `${name}: no IPv${ipVersion} subnet of ${PUBLIC_NETWORK} holds ${addr} ` +
+                `(subnets: ${subnets.map((s) => s.cidr).join(", ") || "none"})`,
+            );
+          }
+          return ipaddr.parse(holding.gatewayIp).toString();
+        });
     const addresses: pulumi.Output<NodeAddresses> = pulumi
-      .all([families, subnet(4), subnet(6)])
-      .apply(([f, s4, s6]) => ({
-        ipv4: { address: f.ipv4, gateway: s4.gatewayIp },
-        ipv6: { address: f.ipv6, gateway: ipaddr.IPv6.parse(s6.gatewayIp).toString() },
+      .all([families, gatewayFor(this.ipv4, 4), gatewayFor(this.ipv6, 6)])
+      .apply(([f, gw4, gw6]) => ({
+        ipv4: { address: f.ipv4, gateway: gw4 },
+        ipv6: { address: f.ipv6, gateway: gw6 },
       }));
 
     this.server = new openstack.compute.Instance(

@@ -132,9 +132,12 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(ud).toContain("post-up ip -6 route add default via 2001:db8:ffff::1 dev ens3");
         expect(ud).not.toContain("[2001:");
         expect(ud).toContain("network: {config: disabled}");
-        const subnetCalls = run.calls.filter((c) => c.token.endsWith("getSubnet"));
-        expect(subnetCalls.map((c) => c.args.ipVersion).sort()).toEqual(expect.arrayContaining([4, 6]));
-        for (const c of subnetCalls) expect(c.args.networkId).toBe("ext-net-id");
+        // Ext-Net lists two IPv4 subnets in the mocks: the gateway comes from the one holding the port's
+        // address (203.0.113.1), never from the other (198.51.100.1).
+        expect(ud).not.toContain("198.51.100.1");
+        const listCalls = run.calls.filter((c) => c.token.endsWith("getSubnetIdsV2"));
+        expect(listCalls.map((c) => c.args.ipVersion).sort()).toEqual(expect.arrayContaining([4, 6]));
+        for (const c of listCalls) expect(c.args.networkId).toBe("ext-net-id");
       });
 
       it(`${name}: A and AAAA for the node and the shared name; PTRs with a trailing dot after them`, () => {

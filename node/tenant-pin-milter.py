@@ -117,6 +117,15 @@ class Verdict:
         self.undecided, self.signature = undecided, signature
 
 
+def signature_tags(value):
+    """The tags of a DKIM-Signature header value, as dkimpy parses them."""
+    return parse_tag_value(value.encode("ascii", "replace").replace(b"\r\n", b""))
+
+
+def signature_domain(tags):
+    return tags.get(b"d", b"").decode("ascii", "replace").lower()
+
+
 def signed_headers(tags):
     return [h.strip().lower() for h in tags.get(b"h", b"").split(b":")]
 
@@ -124,12 +133,12 @@ def signed_headers(tags):
 def check_dkim(pin, message, signatures):
     """signatures: [(index among DKIM-Signature headers, tags)]. Returns a Verdict."""
     wanted = [d.lower() for d in pin["dkim"]]
-    candidates = [(i, t) for i, t in signatures if t.get(b"d", b"").decode("ascii", "replace").lower() in wanted]
+    candidates = [(i, t) for i, t in signatures if signature_domain(t) in wanted]
     if not candidates:
         return Verdict(False, f"no DKIM signature by {' or '.join(wanted)}", xcode="5.7.21")
     failures = []
     for i, tags in candidates:
-        d = tags[b"d"].decode("ascii").lower()
+        d = signature_domain(tags)
         if b"from" not in signed_headers(tags):
             failures.append(f"the signature by {d} does not sign From")
             continue
@@ -181,8 +190,7 @@ def decide(pin, headers, message, secret):
             return Verdict(False, f"header {pin['secretHeader']} is missing or wrong (tenant A's transport rule)")
     passed = Verdict(True, "secret-header")
     if pin["dkim"]:
-        sigs = [(i, parse_tag_value(v.encode("ascii", "replace").replace(b"\r\n", b"")))
-                for i, v in enumerate(v for n, v in headers if n.lower() == "dkim-signature")]
+        sigs = [(i, signature_tags(v)) for i, v in enumerate(v for n, v in headers if n.lower() == "dkim-signature")]
         passed = check_dkim(pin, message, sigs)
         if not passed.ok:
             return passed
@@ -209,9 +217,6 @@ def read_secret():
 
 @Milter.header_leading_space
 class PinMilter(Milter.Base):
-    def __init__(self):
-        self.id = Milter.uniqueID()
-
     # No reply to the collecting callbacks: Postfix need not wait for the milter on every header.
     @Milter.noreply
     def envfrom(self, sender, *params):
@@ -230,6 +235,13 @@ class PinMilter(Milter.Base):
         self.chunks.append(chunk)
         return Milter.CONTINUE
 
+    def remove_headers(self, name, which=lambda value: True):
+        """Deletes the copies of header NAME whose value WHICH selects (milter indexes count from 1)."""
+        values = [v for h, v in self.headers if h.lower() == name.lower()]
+        for n in range(len(values), 0, -1):  # from the last, so earlier indexes stay valid
+            if which(values[n - 1]):
+                self.chgheader(name, n, None)
+
     def eom(self):
         policy = POLICY.current()
         queue_id = self.getsymval("i") or "-"
@@ -238,8 +250,7 @@ class PinMilter(Milter.Base):
             return Milter.TEMPFAIL
         name = policy["verdictHeader"]
         # A verdict header from outside is a forgery: remove every copy before anything else.
-        for n in range(sum(1 for h, _ in self.headers if h.lower() == name.lower()), 0, -1):
-            self.chgheader(name, n, None)
+        self.remove_headers(name)
         domain = domain_of(self.sender) or domain_of(email.utils.parseaddr(header_value(self.headers, "From") or "")[1])
         pin = pin_for(policy["pins"], domain)
         if pin is None:
@@ -260,16 +271,11 @@ class PinMilter(Milter.Base):
                           f"header-rewrite: tenant pinning {state} for {domain}: {verdict.text}")
             return Milter.TEMPFAIL if verdict.undecided else Milter.REJECT
         if verdict.ok and pin.get("secretHeader"):
-            for n in range(sum(1 for h, _ in self.headers if h.lower() == pin["secretHeader"].lower()), 0, -1):
-                self.chgheader(pin["secretHeader"], n, None)
+            self.remove_headers(pin["secretHeader"])
         if verdict.ok and pin.get("dkim") and not pin.get("keepSignatures"):
             # Rewriting From breaks tenant A's signatures: remove them so tenant B's recipients and
             # DMARC reports never see a failing d=old.example signature.
-            sigs = [v for n, v in self.headers if n.lower() == "dkim-signature"]
-            for n in range(len(sigs), 0, -1):
-                tags = parse_tag_value(sigs[n - 1].encode("ascii", "replace").replace(b"\r\n", b""))
-                if tags.get(b"d", b"").decode("ascii", "replace").lower() in pin["dkim"]:
-                    self.chgheader("DKIM-Signature", n, None)
+            self.remove_headers("DKIM-Signature", lambda v: signature_domain(signature_tags(v)) in pin["dkim"])
         self.addheader(name, " " + stamp)  # values keep their leading space (header_leading_space)
         return Milter.ACCEPT
 

@@ -101,14 +101,30 @@ export interface Delivery {
   detail: string;
 }
 
+/** Queue IDs whose cleanup logged this Message-ID (pass 1 and the rewriting pass both do). */
+function queueIdsOf(log: string, messageId: string): string[] {
+  return [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)]
+    .filter((m) => m[2] === messageId)
+    .map((m) => m[1]);
+}
+
+/** Every hand-over from pass 1 to the rewriting pass: the pass-1 queue ID and the one it got there. */
+function handOversIn(log: string): { from: string; to: string }[] {
+  const line = new RegExp(
+    `: ([0-9A-F]+): to=<[^>]*>, relay=${REWRITE_PASS.host}\\[[^\\]]*\\]:${REWRITE_PASS.port},` +
+      ".* status=sent \\(250 2\\.0\\.0 Ok: queued as (\\w+)\\)",
+    "g",
+  );
+  return [...log.matchAll(line)].map((m) => ({ from: m[1], to: m[2] }));
+}
+
 /**
  * What the node's log says happened to the message with this Message-ID, attempt by attempt, toward
  * its tenant: the hand-over from pass 1 to the rewriting pass on loopback is left out.
  */
 export function deliveries(h: NodeHost, messageId: string): Delivery[] {
   const log = nodeLog(h, Number.MAX_SAFE_INTEGER);
-  const ids = [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].filter((m) => m[2] === messageId);
-  return ids.flatMap(([, id]) => {
+  return queueIdsOf(log, messageId).flatMap((id) => {
     const line = new RegExp(
       `: ${id}: to=<([^>]*)>, .*?relay=([^\\[,]+)([^ ]*), .*? status=(\\w+) (.*)$`,
       "gm",
@@ -126,14 +142,8 @@ export function deliveries(h: NodeHost, messageId: string): Delivery[] {
  */
 export function handOvers(h: NodeHost, messageId: string): number {
   const log = nodeLog(h, Number.MAX_SAFE_INTEGER);
-  const ids = new Set(
-    [...log.matchAll(/: ([0-9A-F]+): message-id=(\S+)/g)].filter((m) => m[2] === messageId).map((m) => m[1]),
-  );
-  const handOver = new RegExp(
-    `: ([0-9A-F]+): to=<[^>]*>, relay=${REWRITE_PASS.host}\\[[^\\]]*\\]:${REWRITE_PASS.port},.* status=sent `,
-    "g",
-  );
-  return [...log.matchAll(handOver)].filter((m) => ids.has(m[1])).length;
+  const ids = new Set(queueIdsOf(log, messageId));
+  return handOversIn(log).filter((x) => ids.has(x.from)).length;
 }
 
 /**
@@ -141,11 +151,7 @@ export function handOvers(h: NodeHost, messageId: string): number {
  * for its tenant: pass 1 hands it to the rewriting pass, which queues it again.
  */
 export function rewrittenAs(h: NodeHost, first: string): string | undefined {
-  const re = new RegExp(
-    `: ${first}: to=<[^>]*>, relay=${REWRITE_PASS.host}\\[[^\\]]*\\]:${REWRITE_PASS.port},` +
-      ".* status=sent \\(250 2\\.0\\.0 Ok: queued as (\\w+)\\)",
-  );
-  return re.exec(nodeLog(h, Number.MAX_SAFE_INTEGER))?.[1];
+  return handOversIn(nodeLog(h, Number.MAX_SAFE_INTEGER)).find((x) => x.from === first)?.to;
 }
 
 /**

@@ -39,7 +39,8 @@ export interface Region {
 
 export function createRegion(stack: string, cfg: StackConfig, maps: RelayMaps): Region {
   const region = cfg.region;
-  // Nova keypair names are unique and publicKey forces replacement: the old one must go before the
+  // Nova keypair names are unique and publicKey forces replacement (provider d.ts: "A unique name
+  // for the keypair", "Changing this creates a new keypair"): the old one must go before the
   // new one (same name) is created, or Nova answers 409. Servers keep running; the name they boot
   // with is unchanged, so rotating the deploy key replaces no server.
   const keypair = new openstack.compute.Keypair(

@@ -1,5 +1,6 @@
 // Deploy steps as plain shell text, built from the bundle render returns. The same scripts run
 // through remote.Command in production and over SSH in the local sandbox (`sudo bash -s < script`).
+import * as path from "node:path";
 import type { NodeIdentity, StackConfig } from "./config";
 import { serviceFqdn } from "./config";
 import { type NodeBundle, bundleHash } from "./bundle";
@@ -142,7 +143,7 @@ echo "client certificates: ${ids.length ? ids.join(", ") : "none"}"
 function pinSecretScript(secret: string | undefined): string {
   const file = PIN_MILTER.secretFile;
   const body = secret
-    ? `install -d -m 755 ${file.replace(/\/[^/]+$/, "")}
+    ? `install -d -m 755 ${path.posix.dirname(file)}
 (umask 027; ${writeFile(`${file}.new`, secret)})
 chgrp nogroup ${file}.new && mv -f ${file}.new ${file}
 echo "pin secret installed"`
@@ -204,7 +205,7 @@ WantedBy=multi-user.target
   return `# 5b. The tenant-pinning milter must answer before Postfix hands it mail.
 /usr/bin/python3 -c 'import Milter, dkim, dns.resolver' 2>/dev/null ||
   fail "the pinning milter needs Python modules: apt-get install python3-milter python3-dkim python3-dnspython"
-install -d -m 755 ${m.program.replace(/\/[^/]+$/, "")}
+install -d -m 755 ${path.posix.dirname(m.program)}
 install -d -m 750 -o nobody -g postfix ${m.socketDir}
 # A temporary name of its own: nodes that share /usr (containers) may deploy at the same time.
 PIN_NEW=$(mktemp ${m.program}.XXXXXX)
@@ -215,7 +216,7 @@ if cmp -s "$PIN_NEW" ${m.program}; then rm -f "$PIN_NEW"; else
   chmod 755 "$PIN_NEW" && mv -f "$PIN_NEW" ${m.program}; PIN_CHANGED=yes
 fi
 if [ -d /run/systemd/system ]; then
-${heredoc(`cat > ${unitFile}.new`, unit)}  if ! cmp -s ${unitFile}.new ${unitFile}; then
+${writeFile(`${unitFile}.new`, unit)}  if ! cmp -s ${unitFile}.new ${unitFile}; then
     mv -f ${unitFile}.new ${unitFile}; systemctl daemon-reload; PIN_CHANGED=yes
   else rm -f ${unitFile}.new; fi
   systemctl enable --quiet ${m.service}

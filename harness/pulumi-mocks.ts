@@ -45,11 +45,32 @@ export function fixture(stack: string): { config: Record<string, string>; secret
  * holds the ports' addresses) and one IPv6 subnet, its gateway unabbreviated as OpenStack may write it.
  * Each node's port gets .10+i addresses, v6 in brackets as OpenStack may.
  */
-const EXT_NET_SUBNETS: Record<string, { cidr: string; gatewayIp: string; ipVersion: 4 | 6 }> = {
-  "ext-v4-a": { cidr: "198.51.100.0/24", gatewayIp: "198.51.100.1", ipVersion: 4 },
-  "ext-v4-b": { cidr: "203.0.113.0/24", gatewayIp: "203.0.113.1", ipVersion: 4 },
-  "ext-v6": { cidr: "2001:db8:ffff::/64", gatewayIp: "2001:db8:ffff:0:0:0:0:1", ipVersion: 6 },
+interface MockSubnet {
+  cidr: string;
+  gatewayIp: string;
+  ipVersion: 4 | 6;
+  dnsNameservers: string[];
+}
+const EXT_NET_SUBNETS: Record<string, MockSubnet> = {
+  "ext-v4-a": { cidr: "198.51.100.0/24", gatewayIp: "198.51.100.1", ipVersion: 4, dnsNameservers: [] },
+  "ext-v4-b": {
+    cidr: "203.0.113.0/24",
+    gatewayIp: "203.0.113.1",
+    ipVersion: 4,
+    dnsNameservers: ["192.0.2.53"],
+  },
+  "ext-v6": {
+    cidr: "2001:db8:ffff::/64",
+    gatewayIp: "2001:db8:ffff:0:0:0:0:1",
+    ipVersion: 6,
+    dnsNameservers: [],
+  },
 };
+
+/** The MAC address the mocks give the Nth port (OpenStack's fa:16:3e prefix). */
+export function mockPortMac(n: number): string {
+  return `fa:16:3e:00:00:${n.toString(16).padStart(2, "0")}`;
+}
 
 /** Config on top of a stack's fixture: extra or changed keys, and which of them are secrets. */
 export interface StackVariant {
@@ -86,6 +107,7 @@ export async function runStack(
         if (args.type === "openstack:networking/port:Port") {
           const n = 10 + ports++;
           state.allFixedIps = [`203.0.113.${n}`, `[2001:db8:ffff::${n.toString(16)}]`];
+          state.macAddress = mockPortMac(n);
         }
         if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
         lastRegistrationAt = performance.now();

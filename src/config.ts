@@ -5,6 +5,7 @@ import * as path from "node:path";
 import Ajv, { type ErrorObject } from "ajv";
 import * as YAML from "yaml";
 import * as ipaddr from "ipaddr.js";
+import { KNOWN_IMAGES } from "./images";
 import { PROJECT_ROOT } from "./project";
 
 export const PROJECT = "header-rewrite";
@@ -19,7 +20,7 @@ export interface StackConfig {
   serviceName: string;
   flavor: string;
   image: string;
-  interfaceName: string;
+  dnsResolvers: string[];
   sshUser: string;
   adminCidrs: string[];
   adminSshKeys: string[];
@@ -76,7 +77,7 @@ const DEFAULTS = {
   serviceName: "relay",
   flavor: "d2-2",
   image: "Debian 12",
-  interfaceName: "ens3",
+  dnsResolvers: [] as string[],
   sshUser: "debian",
   adminSshKeys: [] as string[],
   acmeChallenge: "http-01",
@@ -120,11 +121,14 @@ const SCHEMA = {
       description: "Shared name (label in the zone) that carries every node",
     },
     flavor: { type: "string", minLength: 1, description: "OVH Public Cloud flavor" },
-    image: { type: "string", minLength: 1, description: "Image name (Debian 12)" },
-    interfaceName: {
-      type: "string",
-      pattern: "^[a-z0-9]{2,15}$",
-      description: "Public interface name inside the server",
+    image: {
+      enum: KNOWN_IMAGES.map((i) => i.name),
+      description: `OVH image the servers boot (${KNOWN_IMAGES.map((i) => i.name).join(", ")})`,
+    },
+    dnsResolvers: {
+      type: "array",
+      items: { type: "string" },
+      description: "DNS resolvers of the nodes; empty: those Ext-Net's subnets list",
     },
     sshUser: {
       type: "string",
@@ -277,6 +281,10 @@ export function parseStackConfig(
         `${PROJECT}:adminCidrs item ${i} "${c}" opens SSH to the whole Internet (hint: list your admin networks)`,
       );
     }
+  }
+  for (const [i, r] of ((Array.isArray(values.dnsResolvers) ? values.dnsResolvers : []) as unknown[]).entries()) {
+    if (typeof r !== "string" || !ipaddr.isValid(r))
+      problems.push(`${PROJECT}:dnsResolvers item ${i} "${String(r)}" is not an IP address (hint: e.g. 213.186.33.99)`);
   }
   if (problems.length) throw new ConfigError(source, problems);
   return { ...DEFAULTS, ...values, region } as StackConfig;

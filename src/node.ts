@@ -72,9 +72,9 @@ export class RelayNode extends pulumi.ComponentResource {
     this.ipv4 = families.ipv4;
     this.ipv6 = families.ipv6;
 
-    // Ext-Net may hold several subnets of a family: the gateway is the one of the subnet that holds
-    // the port's address (a lookup by family alone fails with "more than one result").
-    const gatewayFor = (address: pulumi.Output<string>, ipVersion: 4 | 6) =>
+    // Ext-Net may hold several subnets of a family: gateway and resolvers are those of the subnet
+    // that holds the port's address (a lookup by family alone fails with "more than one result").
+    const subnetOf = (address: pulumi.Output<string>, ipVersion: 4 | 6) =>
       pulumi
         .all([
           address,
@@ -97,14 +97,26 @@ export class RelayNode extends pulumi.ComponentResource {
                 `(subnets: ${subnets.map((s) => s.cidr).join(", ") || "none"})`,
             );
           }
-          return ipaddr.parse(holding.gatewayIp).toString();
+          return { gateway: ipaddr.parse(holding.gatewayIp).toString(), dns: holding.dnsNameservers ?? [] };
         });
     const addresses: pulumi.Output<NodeAddresses> = pulumi
-      .all([families, gatewayFor(this.ipv4, 4), gatewayFor(this.ipv6, 6)])
-      .apply(([f, gw4, gw6]) => ({
-        ipv4: { address: f.ipv4, gateway: gw4 },
-        ipv6: { address: f.ipv6, gateway: gw6 },
-      }));
+      .all([families, this.port.macAddress, subnetOf(this.ipv4, 4), subnetOf(this.ipv6, 6)])
+      .apply(([f, mac, net4, net6]) => {
+        // The static configuration replaces DHCP, and with it the resolvers DHCP handed out.
+        const dns = cfg.dnsResolvers.length ? cfg.dnsResolvers : [...new Set([...net4.dns, ...net6.dns])];
+        if (!dns.length) {
+          throw new Error(
+            `${name}: the ${PUBLIC_NETWORK} subnets holding ${f.ipv4} and ${f.ipv6} list no DNS resolvers ` +
+              `(hint: pulumi config set --path 'header-rewrite:dnsResolvers[0]' <resolver address>)`,
+          );
+        }
+        return {
+          mac: mac.toLowerCase(),
+          ipv4: { address: f.ipv4, gateway: net4.gateway },
+          ipv6: { address: f.ipv6, gateway: net6.gateway },
+          dns,
+        };
+      });
 
     this.server = new openstack.compute.Instance(
       name,

@@ -9,6 +9,7 @@ import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
 import type { NodeBundle } from "./bundle";
 import { PIN_MILTER, REWRITE_PASS, clientCertPath, tlsPaths } from "./layout";
 import { PIN_VERDICT_HEADER, type TenantPin, pinValue } from "./pins";
+import { KNOWN_IMAGES, knownImage } from "./images";
 
 const TEMPLATES = path.join(PROJECT_ROOT, "templates");
 
@@ -48,10 +49,19 @@ interface FamilyAddress {
   gateway: string;
 }
 
+/** What the cloud gave a node's port, as its network configuration needs it. */
 export interface NodeAddresses {
+  /** MAC address of the OpenStack port: the interface is matched on it, whatever its name. */
+  mac: string;
   ipv4: FamilyAddress;
   ipv6: FamilyAddress;
+  /** DNS resolvers: header-rewrite:dnsResolvers, or those Ext-Net's subnets list. */
+  dns: string[];
 }
+
+/** Where the node's public network configuration lives (systemd-networkd, see src/images.ts). */
+export const NETWORK_FILE = "/etc/systemd/network/10-header-rewrite-public.network";
+export const NETWORK_SWITCH = "/usr/local/sbin/header-rewrite-network";
 
 /** The null sender has no tenant to route to; refused unless maps/allowed_senders allows it. */
 const NULL_SENDER_REJECT =
@@ -223,8 +233,19 @@ function tenantTransport(tenantId: string): string {
   return `tenant_${tenantId}`;
 }
 
-export function renderInterfaces(ctx: RenderContext, addrs: NodeAddresses): string {
-  return template("interfaces.hbs")({ node: ctx.node, iface: ctx.cfg.interfaceName, ...addrs });
+export function renderNetwork(ctx: RenderContext, addrs: NodeAddresses): string {
+  return template("network.hbs")({ node: ctx.node, ...addrs });
+}
+
+/** The first-boot script that checks the image and switches the interface to renderNetwork's file. */
+export function renderNetworkSwitch(ctx: RenderContext, addrs: NodeAddresses): string {
+  return template("network-switch.sh.hbs")({
+    node: ctx.node,
+    image: knownImage(ctx.cfg.image),
+    known: KNOWN_IMAGES.map((i) => i.name).join(", "),
+    networkFile: NETWORK_FILE,
+    ...addrs,
+  });
 }
 
 function nodePackages(cfg: StackConfig): string[] {
@@ -235,7 +256,6 @@ function nodePackages(cfg: StackConfig): string[] {
     "certbot",
     "unattended-upgrades",
     "swaks",
-    "ifupdown",
     // The tenant-pinning milter: milter protocol, DKIM, DNS.
     "python3-milter",
     "python3-dkim",
@@ -250,9 +270,11 @@ export function renderUserData(ctx: RenderContext, addrs: NodeAddresses): string
     stack: ctx.stack,
     region: ctx.cfg.region,
     node: ctx.node,
-    iface: ctx.cfg.interfaceName,
     packages: nodePackages(ctx.cfg),
     sshKeys: [ctx.cfg.deploySshPublicKey, ...ctx.cfg.adminSshKeys],
-    interfaces: renderInterfaces(ctx, addrs),
+    networkFile: NETWORK_FILE,
+    network: renderNetwork(ctx, addrs),
+    networkSwitch: NETWORK_SWITCH,
+    networkSwitchScript: renderNetworkSwitch(ctx, addrs),
   });
 }

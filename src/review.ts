@@ -6,7 +6,15 @@ import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config
 import { deploySteps } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
 import { MAPS_DIR } from "./project";
-import { type NodeAddresses, renderInterfaces, renderNode, renderUserData } from "./render";
+import {
+  NETWORK_FILE,
+  NETWORK_SWITCH,
+  type NodeAddresses,
+  renderNetwork,
+  renderNetworkSwitch,
+  renderNode,
+  renderUserData,
+} from "./render";
 
 /** Every problem maps/ has against every stack; warnings alone keep it valid unless STRICT. */
 export function validateProject(strict: boolean, mapsDir = MAPS_DIR): { ok: boolean; lines: string[] } {
@@ -34,8 +42,10 @@ export function validateProject(strict: boolean, mapsDir = MAPS_DIR): { ok: bool
 /** Documentation-range stand-ins for addresses the cloud assigns; marked in the output. */
 function placeholderAddresses(index: number): NodeAddresses {
   return {
+    mac: `fa:16:3e:00:00:${(10 + index).toString(16).padStart(2, "0")}`,
     ipv4: { address: `203.0.113.${10 + index}`, gateway: "203.0.113.1" },
     ipv6: { address: `2001:db8:ffff::${(10 + index).toString(16)}`, gateway: "2001:db8:ffff::1" },
+    dns: ["192.0.2.53"],
   };
 }
 
@@ -61,7 +71,8 @@ export function renderStack(
     const files: Record<string, string> = {
       "ADDRESSES.json": JSON.stringify({ ...addrs, placeholder: !given[name], note }, null, 2) + "\n",
       "cloud-init/user-data": renderUserData(ctx, addrs),
-      "network/interfaces": renderInterfaces(ctx, addrs),
+      [`network/${path.basename(NETWORK_FILE)}`]: renderNetwork(ctx, addrs),
+      [`network/${path.basename(NETWORK_SWITCH)}`]: renderNetworkSwitch(ctx, addrs),
     };
     deploySteps(cfg, bundle).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
     for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;

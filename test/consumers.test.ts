@@ -1,4 +1,6 @@
-// The rendered cloud-init user-data and interfaces file, checked by cloud-init and ifupdown themselves.
+// The rendered cloud-init user-data, checked by cloud-init itself, and the first-boot network script's
+// refusal of a server that runs another image. The network file itself is applied by systemd-networkd
+// on both Debian releases in the sandbox (test/sandbox/relay.ts).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -14,6 +16,8 @@ const run = (cmd: string, args: string[], input?: string) => {
 
 const STACKS = { lon: "lon1", bhs: "bhs1" } as const;
 const ADDRS: NodeAddresses = {
+  mac: "fa:16:3e:12:34:56",
+  dns: ["192.0.2.53"],
   ipv4: { address: "198.51.100.20", gateway: "198.51.100.1" },
   ipv6: { address: "2001:db8:20::20", gateway: "2001:db8:20::1" },
 };
@@ -46,47 +50,32 @@ describe("cloud-init accepts the user-data", () => {
   });
 });
 
-describe("ifupdown reads and applies the interfaces file", () => {
-  for (const node of Object.values(STACKS)) {
-    it(`${node}: ifquery -i parses both families with on-link gateways`, () => {
-      const file = path.join(out, node, "network", "interfaces");
-      const r = run("ifquery", ["-i", file, "ens3"]);
-      expect(r.status, r.out).toBe(0);
-      expect(r.out).toContain("address: 198.51.100.20\n");
-      expect(r.out).toContain("netmask: 255.255.255.255\n");
-      expect(r.out).toContain("up: ip -4 route add 198.51.100.1 dev ens3\n");
-      expect(r.out).toContain("address: 2001:db8:20::20\n");
-      expect(r.out).toContain("netmask: 128\n");
-      expect(r.out).toContain("up: ip -6 route add default via 2001:db8:20::1 dev ens3\n");
-      expect(run("ifquery", ["-i", file, "--list", "-a"]).out.split("\n").filter(Boolean)).toEqual([
-        "lo",
-        "ens3",
+describe("the first-boot network script refuses an image it was not rendered for", () => {
+  // Each case boots the script on this machine with another /etc/os-release (private mount
+  // namespace): it must stop before touching the network and say what to fix.
+  const cases = [
+    { node: "lon1", osRelease: 'ID=debian\nVERSION_ID="13"\nPRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n' },
+    { node: "bhs1", osRelease: 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n' },
+    { node: "lon1", osRelease: 'ID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04 LTS"\n' },
+  ];
+  for (const c of cases) {
+    it(`${c.node} on ${/PRETTY_NAME="([^"]+)"/.exec(c.osRelease)![1]}`, () => {
+      const script = path.join(out, c.node, "network", "header-rewrite-network");
+      const fake = path.join(out, `os-release-${c.node}`);
+      fs.writeFileSync(fake, c.osRelease);
+      const r = run("unshare", [
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        `mount --bind ${fake} /etc/os-release && bash ${script}`,
       ]);
+      expect(r.status, r.out).toBe(1);
+      const expected = c.node === "lon1" ? "Debian 12" : "Debian 13";
+      expect(r.out).toContain(`the stack's image is "${expected}", but this server runs`);
+      expect(r.out).toContain("hint: set header-rewrite:image");
+      expect(r.out).toContain("the network is left as cloud-init set it up");
     });
   }
-
-  it("ifup in a fresh network namespace gives ens3 its addresses and default routes", () => {
-    const file = path.join(out, "lon1", "network", "interfaces");
-    // A veth ens3 (its peer stands in for OVH's router) in a private network and mount namespace;
-    // ifupdown's state lives in a private /run.
-    const script = `set -e
-      mount -t tmpfs tmpfs /run && mkdir -p /run/network
-      ip link set lo up
-      ip link add ens3 type veth peer name upstream0 && ip link set upstream0 up
-      ifup -i ${file} ens3
-      echo "== v4"; ip -4 -o addr show dev ens3; ip -4 route show
-      echo "== v6"; ip -6 -o addr show dev ens3 scope global; ip -6 route show default
-      ifdown -i ${file} ens3
-      echo "== down"; ip -4 route show; ip -6 route show default`;
-    const r = run("unshare", ["--net", "--mount", "--propagation", "private", "bash", "-c", script]);
-    expect(r.status, r.out).toBe(0);
-    const [, up4, up6, down] = r.out.split(/== (?:v4|v6|down)\n/);
-    expect(up4).toMatch(/inet 198\.51\.100\.20\/32/);
-    expect(up4).toMatch(/^default via 198\.51\.100\.1 dev ens3/m);
-    expect(up4).toMatch(/^198\.51\.100\.1 dev ens3 scope link/m);
-    expect(up6).toMatch(/inet6 2001:db8:20::20\/128/);
-    expect(up6).toMatch(/^default via 2001:db8:20::1 dev ens3/m);
-    expect(down).not.toMatch(/default/);
-    console.log(`ifup applied:\n${up4.trim()}\n${up6.trim()}`);
-  });
 });

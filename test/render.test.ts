@@ -286,7 +286,8 @@ describe("npm run render", () => {
       "postfix/main.cf",
       "postfix/translate_domains",
       "cloud-init/user-data",
-      "network/interfaces",
+      "network/10-header-rewrite-public.network",
+      "network/header-rewrite-network",
     ]) {
       expect(fs.existsSync(path.join(out, "bhs1", f)), f).toBe(true);
     }

@@ -16,6 +16,8 @@ describeStack("bhs", {
     config: {
       "header-rewrite:acmeChallenge": "dns-01",
       "header-rewrite:acmeDnsOvhCredentials": JSON.stringify(credentials),
+      // Resolvers of the stack's own choosing instead of the subnet's.
+      "header-rewrite:dnsResolvers": JSON.stringify(["198.51.100.53", "2001:db8:5::53"]),
     },
     secretKeys: ["header-rewrite:acmeDnsOvhCredentials"],
   },

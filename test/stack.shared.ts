@@ -9,12 +9,14 @@ import {
   type StackRun,
   type StackVariant,
   fixture,
+  mockPortMac,
   runStack,
   stackConfig,
   value,
 } from "../harness/pulumi-mocks";
 import { CONFIG_KEYS, OPTIONAL_SECRET_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
 import { loadMaps } from "../src/maps";
+import { NETWORK_FILE, NETWORK_SWITCH } from "../src/render";
 
 const T = {
   keypair: "openstack:compute/keypair:Keypair",
@@ -44,6 +46,9 @@ export interface StackExpectation {
 export function describeStack(stack: string, expected: StackExpectation): void {
   const effective = stackConfig(stack, expected.variant).config;
   const challenge = effective[`${PROJECT}:acmeChallenge`] ?? "http-01";
+  const image = effective[`${PROJECT}:image`] ?? "Debian 12";
+  // The resolvers: the stack's own, else those of the Ext-Net subnet holding the address (mocks).
+  const resolvers = JSON.parse(effective[`${PROJECT}:dnsResolvers`] ?? '["192.0.2.53"]') as string[];
   describe(`stack ${stack}${expected.variant ? ` (${challenge})` : ""} under Pulumi mocks`, () => {
     let run: StackRun;
     const maps = loadMaps(path.join(ROOT, "maps"));
@@ -115,7 +120,7 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(port.inputs.securityGroupIds).toEqual([`relay-${stack}-id`]);
         expect(port.order).toBeLessThan(server.order);
         expect(server.inputs.networks).toEqual([{ port: `${name}-port-id` }]);
-        expect(server.inputs.imageName).toBe("Debian 12");
+        expect(server.inputs.imageName).toBe(image);
         expect(server.inputs.keyPair).toBe(`header-rewrite-${stack}`);
         expect(server.inputs.securityGroups ?? []).toEqual([]);
         expect(server.opts.protect).toBe(true);
@@ -123,13 +128,23 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(server.opts.ignoreChanges).toEqual(expect.arrayContaining(["userData", "imageName"]));
       });
 
-      it(`${name}: user-data carries the port's addresses and the Ext-Net gateways (brackets stripped)`, () => {
+      it(`${name}: user-data: networkd file on the port's MAC with its addresses, Ext-Net gateways and resolvers; image check`, () => {
         const ud = run.one(T.instance, name).inputs.userData as string;
         expect(ud.startsWith("#cloud-config\n")).toBe(true);
-        expect(ud).toContain(`address ${ipv4}/32`);
-        expect(ud).toContain(`address ${ipv6}/128`);
-        expect(ud).toContain("post-up ip -4 route add 203.0.113.1 dev ens3");
-        expect(ud).toContain("post-up ip -6 route add default via 2001:db8:ffff::1 dev ens3");
+        const files = (YAML.parse(ud) as { write_files: { path: string; content: string }[] }).write_files;
+        const network = files.find((f) => f.path === NETWORK_FILE)!.content;
+        // The interface is the one with the port's MAC, whatever the image calls it.
+        expect(network).toContain(`[Match]\nMACAddress=${mockPortMac(10 + i)}\n`);
+        expect(network).toContain(`Address=${ipv4}/32\nAddress=${ipv6}/128\n`);
+        expect(network).toContain("[Route]\nGateway=203.0.113.1\nGatewayOnLink=yes\n");
+        expect(network).toContain("[Route]\nGateway=2001:db8:ffff::1\nGatewayOnLink=yes\n");
+        expect(network.match(/^DNS=.*$/gm)).toEqual(resolvers.map((r) => `DNS=${r}`));
+        const firstBoot = files.find((f) => f.path === NETWORK_SWITCH)!.content;
+        const versionId = image.split(" ")[1];
+        expect(firstBoot).toContain(`[ "\${VERSION_ID:-}" = ${versionId} ]`);
+        expect(firstBoot).toContain(`-v mac="${mockPortMac(10 + i)}"`);
+        expect(YAML.parse(ud).runcmd[0]).toEqual([NETWORK_SWITCH]);
+        expect(YAML.parse(ud).packages).not.toContain("ifupdown");
         expect(ud).not.toContain("[2001:");
         expect(ud).toContain("network: {config: disabled}");
         // Ext-Net lists two IPv4 subnets in the mocks: the gateway comes from the one holding the port's

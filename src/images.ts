@@ -1,0 +1,38 @@
+// The OVH images header-rewrite knows how to configure, and what each one is underneath.
+//
+// Network: OVH's guide "Configuring IPv6 on a Public Cloud instance" (ovh/docs,
+// pages/public_cloud/public_cloud_network_services/configuration-02-how-to-configure-ipv6, 2024)
+// puts "Debian (excluding Debian 12)" on ifupdown (/etc/network/interfaces.d) and "Ubuntu and
+// Debian 12" on netplan (/etc/netplan), i.e. systemd-networkd underneath; Debian's cloud images
+// also enable systemd-resolved from bookworm on (debian-cloud-images,
+// config_space/bookworm/scripts/SYSTEM_BOOT/20-enable-systemd-resolved). Debian 13 continues that
+// line. A node's network is therefore a systemd-networkd file matched on the port's MAC address:
+// netplan is only a generator for networkd, and netplan >= 1.0 turns `match: macaddress` into
+// PermanentMACAddress= (seen with trixie's netplan 1.1.2), which a NIC without a permanent address
+// (a veth in the sandbox) never matches; networkd's MACAddress= matches the address the port gave.
+
+export interface KnownImage {
+  /** OpenStack image name as OVH lists it. */
+  name: string;
+  /** /etc/os-release ID and VERSION_ID the booted server must report. */
+  osId: "debian";
+  versionId: string;
+  /** Debian suite: the sandbox builds its node root filesystem from it. */
+  suite: string;
+}
+
+export const KNOWN_IMAGES: readonly KnownImage[] = [
+  { name: "Debian 12", osId: "debian", versionId: "12", suite: "bookworm" },
+  { name: "Debian 13", osId: "debian", versionId: "13", suite: "trixie" },
+];
+
+export function knownImage(name: string): KnownImage {
+  const image = KNOWN_IMAGES.find((i) => i.name === name);
+  if (!image) {
+    throw new Error(
+      `image "${name}" is not one header-rewrite knows how to configure ` +
+        `(${KNOWN_IMAGES.map((i) => i.name).join(", ")})`,
+    );
+  }
+  return image;
+}

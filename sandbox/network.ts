@@ -1,7 +1,10 @@
 // The sandbox's network: a router namespace ("wan") with one bridge, the documentation ranges on it,
-// and one veth per host. Plain hosts get static addresses; relay nodes configure themselves (ifup).
+// and one veth per host. Plain hosts get static addresses; relay nodes configure themselves.
 import { NETWORKS, type Topology } from "./topology";
 import { must, sh } from "./shell";
+
+/** The relay node's interface name: one no OVH image uses, so only the MAC match can find it. */
+export const NODE_IFACE = "pub0";
 
 function networkScript(t: Topology): string {
   const wan = t.wan.netns;
@@ -22,7 +25,7 @@ function networkScript(t: Topology): string {
     `ip -n ${wan} addr add ${t.dns.ipv6}/128 dev br0 nodad`,
   );
   lines.push(`ip -n ${wan} addr add ${t.acme.ipv4}/32 dev br0`);
-  // Hosts other than nodes: plain addresses and default routes (nodes configure themselves with ifup).
+  // Hosts other than nodes: plain addresses and default routes (nodes configure themselves).
   const plain = (ns: string, veth: string, ipv4: string, ipv6: string, gw4: string, gw6: string) => [
     `ip netns add ${ns}`,
     `ip -n ${wan} link add ${veth} type veth peer name eth0 netns ${ns}`,
@@ -46,10 +49,12 @@ function networkScript(t: Topology): string {
     lines.push(...plain(s.netns, s.veth, s.ipv4, s.ipv6, "198.51.100.1", "2001:db8:5::1"));
   lines.push(...plain(t.trap.netns, t.trap.veth, t.trap.ipv4, t.trap.ipv6, "198.51.100.1", "2001:db8:5::1"));
   for (const n of t.nodes) {
-    // The node's interface is named as on OVH; it gets its addresses from the rendered file via ifup.
+    // The node's interface carries the port's MAC under a name no file mentions: the node's own
+    // systemd-networkd finds it by MAC and gives it its addresses (the rendered network file).
     lines.push(
       `ip netns add ${n.netns}`,
-      `ip -n ${wan} link add ${n.veth} type veth peer name ens3 netns ${n.netns}`,
+      `ip -n ${wan} link add ${n.veth} type veth peer name ${NODE_IFACE} netns ${n.netns}`,
+      `ip -n ${n.netns} link set ${NODE_IFACE} address ${n.mac}`,
       `ip -n ${wan} link set ${n.veth} master br0 up`,
     );
   }

@@ -1,9 +1,10 @@
-// A relay node on this machine: its own network, mount, UTS and PID namespaces, booted by
-// sandbox/node-boot.sh. The sandbox's nodes and the tests' single nodes are both NodeHosts; every
-// command reaches a node the same way (nsenter into its PID 1's namespaces).
+// A relay node on this machine, in its own network, mount, UTS and PID namespaces: the sandbox's
+// nodes boot a Debian image with systemd (bootContainer), the tests' single nodes share this
+// machine's files through sandbox/node-boot.sh (bootNodeHost). Every command reaches either the
+// same way (nsenter into its PID 1's namespaces).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { POSTFIX_MASTER_PID, REWRITE_PASS } from "../src/layout";
+import { PIN_MILTER, POSTFIX_MASTER_PID, REWRITE_PASS } from "../src/layout";
 import { shellQuote as q } from "../src/shell";
 import { type Result, sh, startDetached } from "./shell";
 
@@ -12,8 +13,10 @@ export interface NodeHost {
   fqdn: string;
   /** Network namespace (under /run/netns) the node lives in. */
   netns: string;
-  /** Where the node's own /etc layer, spool, log and data live on this machine. */
+  /** Where the node's own files (its /etc layer, spool, data; or its root filesystem) live here. */
   dir: string;
+  /** The node's /var/log as this machine sees it. */
+  logDir: string;
 }
 
 const BOOT = path.join(__dirname, "node-boot.sh");
@@ -25,6 +28,19 @@ export function bootNodeHost(h: NodeHost, init: string): void {
     path.join(h.dir, "node.out"),
     `exec ip netns exec ${h.netns} unshare --mount --uts --pid --fork --kill-child --mount-proc ` +
       `--propagation private bash ${q(BOOT)} ${q(h.dir)} ${q(h.fqdn)} bash -c ${q(init)}`,
+  );
+}
+
+/**
+ * Boots a node's root filesystem ROOT with systemd as PID 1 in its network namespace
+ * (systemd-nspawn; no machined on this machine, hence --register=no --keep-unit). networkd needs
+ * CAP_NET_ADMIN to configure the interface the namespace gives it.
+ */
+export function bootContainer(h: NodeHost, root: string): void {
+  startDetached(
+    path.join(h.dir, "console.log"),
+    `exec systemd-nspawn --quiet --register=no --keep-unit --boot --directory=${q(root)} ` +
+      `--machine=${q(h.name)} --network-namespace-path=/run/netns/${h.netns} --capability=CAP_NET_ADMIN`,
   );
 }
 
@@ -48,7 +64,7 @@ export function onNode(h: NodeHost, command: string, input?: string, timeoutMs?:
 
 /** The last lines of the node's Postfix log (maillog_file, from the sandbox overlay). */
 export function nodeLog(h: NodeHost, lines = 40): string {
-  const f = path.join(h.dir, "log", "postfix.log");
+  const f = path.join(h.logDir, "postfix.log");
   if (!fs.existsSync(f)) return `(${h.name}: no postfix log)`;
   return fs
     .readFileSync(f, "utf8")
@@ -163,9 +179,23 @@ export function killNamespace(netns: string): void {
   sh(`${pids} | xargs -r kill -9; for i in $(seq 50); do [ -z "$(${pids})" ] && break; sleep 0.1; done`);
 }
 
+/** The tenant-pinning milter's log: systemd's journal on a booted node, its own file elsewhere. */
+export function milterLog(h: NodeHost): string {
+  return onNode(
+    h,
+    `journalctl -q -o cat -u ${PIN_MILTER.service} 2>/dev/null; cat ${PIN_MILTER.log} 2>/dev/null; true`,
+  ).stdout;
+}
+
+/** Unmounts whatever is mounted at or below DIR on this machine (a node's root overlay). */
+export function unmountBelow(dir: string): void {
+  sh(`grep -o " ${dir}[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`);
+}
+
 /** Stops the node and removes its namespace and files. */
 export function removeNodeHost(h: NodeHost): void {
   killNamespace(h.netns);
   sh(`ip netns delete ${h.netns} 2>/dev/null`);
+  unmountBelow(h.dir);
   fs.rmSync(h.dir, { recursive: true, force: true });
 }

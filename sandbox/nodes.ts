@@ -1,5 +1,6 @@
-// The sandbox's relay nodes: booted from the rendered user-data, reached over SSH as the deployer
-// reaches them, and deployed with the production scripts (render -> overlay -> deploy steps).
+// The sandbox's relay nodes: booted from their image with the rendered user-data, reached over SSH
+// as the deployer reaches them, and deployed with the production scripts (render -> overlay ->
+// every deploy step, the first-boot wait included).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as YAML from "yaml";
@@ -9,10 +10,13 @@ import { RUN_AS_ROOT, tlsPaths } from "../src/layout";
 import type { RelayMaps } from "../src/maps";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { shellQuote as q } from "../src/shell";
-import { bootNodeHost } from "./node-host";
-import { SANDBOX_STEPS, overlayBundle, overlayConfig, overlayNodeEtc } from "./overlay";
-import { type Result, inNetns } from "./shell";
-import type { SandboxNode, StackInput, Topology } from "./topology";
+import { knownImage } from "../src/images";
+import { imageRootfs } from "./image";
+import { NODE_IFACE } from "./network";
+import { bootContainer } from "./node-host";
+import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
+import { type Result, inNetns, must, sh } from "./shell";
+import { NETWORKS, type SandboxNode, type StackInput, type Topology } from "./topology";
 
 export function deployKeyFile(t: Topology): string {
   return path.join(t.dir, "keys", "deploy");
@@ -42,10 +46,14 @@ function runStep(t: Topology, node: SandboxNode, script: string): Result {
   return ssh(t, node, RUN_AS_ROOT, script);
 }
 
-function nodeAddresses(n: SandboxNode): NodeAddresses {
+/** What the cloud would give the node's port; the resolver is the sandbox DNS (overlay). */
+function nodeAddresses(t: Topology, n: SandboxNode): NodeAddresses {
+  const gateway = (net: string) => net.split("/")[0];
   return {
-    ipv4: { address: n.ipv4, gateway: "203.0.113.1" },
-    ipv6: { address: n.ipv6, gateway: "2001:db8:ffff::1" },
+    mac: n.mac,
+    ipv4: { address: n.ipv4, gateway: gateway(NETWORKS.nodes.v4) },
+    ipv6: { address: n.ipv6, gateway: gateway(NETWORKS.nodes.v6) },
+    dns: [t.dns.ipv4, t.dns.ipv6],
   };
 }
 
@@ -61,30 +69,36 @@ export function nodeContext(
   return { stack: n.stack, cfg, maps, node: nodeIdentity(cfg, n.name) };
 }
 
-/** Prepares a node's own /etc the way cloud-init would (write_files), plus the overlay, then boots it. */
-export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext): void {
-  const userData = YAML.parse(renderUserData(ctx, nodeAddresses(n))) as {
-    write_files: { path: string; content: string; permissions?: string }[];
-    ssh_authorized_keys: string[];
-  };
-  const etc = (rel: string, content: string, mode = 0o644) => {
-    const f = path.join(n.dir, "etc-up", rel);
+/**
+ * Boots the node from its image with the rendered user-data in a NoCloud seed: the image's own
+ * cloud-init applies it (users and keys, write_files, the network switch), as on OVH.
+ */
+export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: (m: string) => void): void {
+  const userData = renderUserData(ctx, nodeAddresses(t, n));
+  const packages = (YAML.parse(userData) as { packages: string[] }).packages;
+  const lower = imageRootfs(knownImage(ctx.cfg.image), packages, log);
+  const [upper, work] = [path.join(n.dir, "upper"), path.join(n.dir, "work")];
+  for (const d of [upper, work, n.root]) fs.mkdirSync(d, { recursive: true });
+  must(
+    sh(
+      `mount -t overlay overlay -o lowerdir=${q(lower)},upperdir=${q(upper)},workdir=${q(work)} ${q(n.root)}`,
+    ),
+    `mounting ${n.name}'s root filesystem`,
+  );
+  const put = (rel: string, content: string) => {
+    const f = path.join(n.root, rel);
     fs.mkdirSync(path.dirname(f), { recursive: true });
-    fs.writeFileSync(f, content, { mode });
+    fs.writeFileSync(f, content);
   };
-  for (const wf of userData.write_files) {
-    if (!wf.path.startsWith("/etc/"))
-      throw new Error(`user-data writes ${wf.path}: the sandbox only maps /etc`);
-    etc(wf.path.slice(5), wf.content, wf.permissions ? parseInt(wf.permissions, 8) : 0o644);
-  }
-  fs.writeFileSync(path.join(n.dir, "authorized_keys"), userData.ssh_authorized_keys.join("\n") + "\n");
-  const overlay = overlayNodeEtc(
-    t,
+  const seed = "var/lib/cloud/seed/nocloud";
+  put(`${seed}/user-data`, overlayUserData(userData));
+  for (const [name, content] of Object.entries(nocloudSeed(n, NODE_IFACE))) put(`${seed}/${name}`, content);
+  const etc = overlayNodeEtc(
     fs.readFileSync("/etc/ssl/certs/ca-certificates.crt", "utf8"),
     fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"),
   );
-  for (const [rel, content] of Object.entries(overlay)) etc(rel, content);
-  bootNodeHost(n, `exec bash ${q(path.join(__dirname, "node-init.sh"))} ${q(n.dir)} ${q(n.fqdn)}`);
+  for (const [rel, content] of Object.entries(etc)) put(`etc/${rel}`, content);
+  bootContainer(n, n.root);
 }
 
 interface DeployOptions {
@@ -107,7 +121,7 @@ export function deployNode(
   });
   const bundle = overlayBundle(rendered, opts.edit);
   let last: Result = { status: 0, stdout: "", stderr: "" };
-  for (const step of deploySteps(ctx.cfg, bundle, secrets).filter((s) => SANDBOX_STEPS.includes(s.id))) {
+  for (const step of deploySteps(ctx.cfg, bundle, secrets)) {
     last = runStep(t, n, step.script);
     if (last.status !== 0) return last;
   }
@@ -136,10 +150,15 @@ echo "stock Postfix on ${n.fqdn} relays to ${nexthop}"
 `;
 }
 
-/** The bench's baseline node: the production certificate step, then stock Postfix instead of ours. */
+/** The bench's baseline node: the production first-boot wait and certificate steps, then stock Postfix. */
 export function deployStockNode(t: Topology, n: SandboxNode, ctx: RenderContext): Result {
-  const certificate = deploySteps(ctx.cfg, renderNode(ctx)).find((s) => s.id === "certificate")!;
-  for (const script of [certificate.script, stockPostfixScript(n, ctx.maps.tenants[0].nexthop)]) {
+  const steps = deploySteps(ctx.cfg, renderNode(ctx));
+  const production = (id: string) => steps.find((s) => s.id === id)!.script;
+  for (const script of [
+    production("cloud-init"),
+    production("certificate"),
+    stockPostfixScript(n, ctx.maps.tenants[0].nexthop),
+  ]) {
     const r = runStep(t, n, script);
     if (r.status !== 0) return r;
   }

@@ -2,26 +2,24 @@
 // gets is the production-rendered file, byte for byte. `npm start` prints this list.
 import type { NodeBundle } from "../src/bundle";
 import type { StackConfig } from "../src/config";
-import type { StepId } from "../src/deploy";
-import type { Topology } from "./topology";
+import * as YAML from "yaml";
+import { NETWORKS, type SandboxNode } from "./topology";
 
 export const OVERLAY_DESCRIPTION = [
   "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
   "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
-  "main.cf: + `maillog_file = /var/log/postfix.log` (a namespace has no syslog)",
-  "node /etc/resolv.conf: the sandbox DNS (dnsmasq in the wan namespace) instead of OVH's resolvers",
+  "main.cf: + `maillog_file = /var/log/postfix.log` (the tests read Postfix's log as a file, not the journal)",
   "DNS: tenant A's and the impostor's DKIM public keys are the sandbox's own (sandbox/dkim.ts), not Microsoft's",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
-  "skipped step: cloud-init wait (no cloud-init runs in a namespace; its write_files, SSH keys and",
-  "  network commands are applied by sandbox/nodes.ts, node-boot.sh and node-init.sh)",
-];
-
-/** Steps of deploySteps() that the sandbox runs over SSH, in order. */
-export const SANDBOX_STEPS: readonly StepId[] = [
-  "certificate",
-  "client-certificates",
-  "pin-secret",
-  "postfix",
+  "server: the image's Debian release as a root filesystem built by mmdebstrap from the cloud image's packages",
+  "  and the user-data's (sandbox/image.ts), booted with systemd under systemd-nspawn instead of a VM",
+  "user-data: package_update, package_upgrade and packages dropped (the image holds those packages already;",
+  "  a node cannot reach Debian's mirror)",
+  "datasource: a NoCloud seed instead of OpenStack's metadata service: instance-id and host name, and",
+  "  the port's IPv4 statically where OVH hands it out by DHCP (the sandbox has no DHCP server)",
+  "Ext-Net: the port's subnets list the sandbox DNS (dnsmasq in the wan namespace) as resolver",
+  "node /etc/systemd/network/10-sandbox-keep-mac.link: udev changes no MAC (in the container /sys lists this",
+  "  machine's devices, not the node's, and udev would give the port's veth a generated MAC; a VM's NIC keeps it)",
 ];
 
 const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
@@ -39,9 +37,33 @@ export function overlayBundle(
 }
 
 /** Files placed in a node's own /etc (relative to /etc) before it boots. */
-export function overlayNodeEtc(t: Topology, systemBundle: string, sandboxCa: string): Record<string, string> {
+export function overlayNodeEtc(systemBundle: string, sandboxCa: string): Record<string, string> {
   return {
-    "resolv.conf": `# sandbox overlay\nnameserver ${t.dns.ipv4}\nnameserver ${t.dns.ipv6}\n`,
+    "systemd/network/10-sandbox-keep-mac.link":
+      "# sandbox overlay\n[Match]\nOriginalName=*\n\n[Link]\nNamePolicy=keep kernel\nMACAddressPolicy=none\n",
     "ssl/certs/ca-certificates.crt": systemBundle + (systemBundle.endsWith("\n") ? "" : "\n") + sandboxCa,
+  };
+}
+
+/** The rendered user-data without what needs Debian's mirror; everything else byte for byte. */
+export function overlayUserData(userData: string): string {
+  const doc = YAML.parseDocument(userData);
+  for (const key of ["package_update", "package_upgrade", "packages"]) doc.delete(key);
+  return doc.toString();
+}
+
+/** The NoCloud seed that stands in for OpenStack's metadata service. */
+export function nocloudSeed(n: SandboxNode, iface: string): Record<string, string> {
+  return {
+    "meta-data": `instance-id: sandbox-${n.name}\nlocal-hostname: ${n.name}\n`,
+    "network-config": YAML.stringify({
+      version: 2,
+      ethernets: {
+        [iface]: {
+          addresses: [`${n.ipv4}/32`],
+          routes: [{ to: "0.0.0.0/0", via: NETWORKS.nodes.v4.split("/")[0], "on-link": true }],
+        },
+      },
+    }),
   };
 }

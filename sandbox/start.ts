@@ -25,7 +25,7 @@ From the outsider (refused):
   sudo ip netns exec ${t.clients.outsider.netns} ${swaks}
 Messages at the tenant sinks (<id>.eml + <id>.json):
 ${t.sinks.map((s) => `  ${s.host}: ${s.dir}`).join("\n")}
-Node logs: ${path.join(dir, "nodes", "<node>", "log", "postfix.log")}
+Node logs: ${path.join(dir, "nodes", "<node>", "root", "var", "log", "postfix.log")}
 A shell on a node:
   sudo ip netns exec ${first.netns} ssh -i ${deployKeyFile(t)} debian@${first.ipv4}
 Tear down: sudo npm run sandbox:down`);

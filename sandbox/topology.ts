@@ -19,6 +19,10 @@ interface Host {
 
 export interface SandboxNode extends Host, NodeHost {
   stack: string;
+  /** The OpenStack port's MAC address (fa:16:3e: prefix); the node's network file matches on it. */
+  mac: string;
+  /** The booted image's root filesystem, as this machine sees it (an overlay on the cached image). */
+  root: string;
   /** "stock": a plain Debian Postfix relay for benchmarks (npm run bench), not a header-rewrite node. */
   kind?: "relay" | "stock";
 }
@@ -95,6 +99,9 @@ export function planTopology(
       fqdn: nodeFqdn(cfg, name),
       netns: `hr-${name}`,
       dir: path.join(dir, "nodes", name),
+      root: path.join(dir, "nodes", name, "root"),
+      logDir: path.join(dir, "nodes", name, "root", "var", "log"),
+      mac: `fa:16:3e:5a:00:${(10 + i).toString(16).padStart(2, "0")}`,
       veth: `vn${i}`,
       ipv4: `203.0.113.${10 + i}`,
       ipv6: `2001:db8:ffff::${(10 + i).toString(16)}`,
@@ -166,6 +173,10 @@ export function topologyJson(t: Topology): unknown {
       fqdn: n.fqdn,
       ipv4: n.ipv4,
       ipv6: n.ipv6,
+      mac: n.mac,
+      root: n.root,
+      // Log in as the deployer does, from the node's network (ip netns exec hr-wan ssh ...).
+      ssh: { user: "debian", keyFile: path.join(t.dir, "keys", "deploy"), from: t.wan.netns, host: n.ipv4 },
     })),
     clients: {
       allowed: { ...host(t.clients.allowed), dkim: t.clients.allowed.dkim },

@@ -1,6 +1,7 @@
-// Builds the local sandbox: every node of every committed stack as a namespace-isolated Debian host
-// with sshd and stock Postfix, tenant sinks, DNS, a tenant A client and an outsider; then pushes the
-// production deploy scripts to the nodes over SSH. down() removes it all again.
+// Builds the local sandbox: every node of every committed stack booted from its Debian image (its
+// own release, systemd, cloud-init with the rendered user-data), tenant sinks, DNS, a tenant A
+// client, an impostor and an outsider; then pushes the production deploy steps to the nodes over
+// SSH. down() removes it all again.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PROJECT_ROOT } from "../src/project";
@@ -10,7 +11,7 @@ import { deployKeyFile, deployNode, deployStockNode, nodeContext, ssh, startNode
 import { OVERLAY_DESCRIPTION } from "./overlay";
 import { createDkimKey } from "./dkim";
 import { makePki, startDns, startPebble, startSink, startTrap, waitForSink } from "./services";
-import { killNamespace } from "./node-host";
+import { killNamespace, unmountBelow } from "./node-host";
 import { must, pollUntil, sh } from "./shell";
 import { type Project, type Topology, loadProject, planTopology, topologyJson } from "./topology";
 
@@ -59,9 +60,10 @@ export async function up(
   for (const s of t.sinks) startSink(t, s);
   startTrap(t);
   const contexts = new Map(t.nodes.map((n) => [n.name, nodeContext(t, n, project.stacks, project.maps)]));
-  for (const n of t.nodes) startNode(t, n, contexts.get(n.name)!);
+  for (const n of t.nodes) startNode(t, n, contexts.get(n.name)!, log);
   for (const n of t.nodes) {
-    await pollUntil(`sshd on ${n.name}`, () => ssh(t, n, "true", undefined, 10_000).status === 0, 30_000);
+    // systemd boots, cloud-init creates the user and its keys, then sshd answers.
+    await pollUntil(`sshd on ${n.name}`, () => ssh(t, n, "true", undefined, 10_000).status === 0, 180_000);
   }
   for (const s of t.sinks) await waitForSink(t, s);
   for (const n of t.nodes) {
@@ -83,9 +85,10 @@ export function down(dir: string, opts: { quiet?: boolean } = {}): void {
     .map((l) => l.split(" ")[0])
     .filter((n) => n.startsWith(PREFIX));
   // Every process in each namespace: node PID 1 (its PID namespace takes Postfix with it), sinks,
-  // dnsmasq, anything a user started there.
+  // dnsmasq, anything a user started there; then the nodes' root overlays.
   for (const ns of names) killNamespace(ns);
   for (const ns of names) sh(`ip netns delete ${ns}`);
+  unmountBelow(dir);
   if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true });
   if (!opts.quiet) {
     const which = names.length ? ` (${names.join(" ")})` : "";

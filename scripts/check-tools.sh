@@ -5,7 +5,7 @@ problems=()
 [ "$(id -u)" = 0 ] || problems+=("tests must run as root (network/mount namespaces and a private Postfix need it): sudo npm test")
 need() { command -v "$1" >/dev/null 2>&1 || problems+=("$1 not found (Debian package $2)"); }
 need postconf postfix; need postmap postfix; need postfix postfix; need postqueue postfix; need postcat postfix
-need swaks swaks; need cloud-init cloud-init; need ifquery ifupdown; need ifup ifupdown
+need swaks swaks; need cloud-init cloud-init; need mmdebstrap mmdebstrap; need systemd-nspawn systemd-container
 [ -x /usr/sbin/sshd ] || problems+=("/usr/sbin/sshd not found (Debian package openssh-server)"); need ssh openssh-client; need ssh-keygen openssh-client; need sudo sudo; need dnsmasq dnsmasq-base; need certbot certbot; need pebble pebble; need curl curl
 need ip iproute2; need unshare util-linux; need nsenter util-linux; need openssl openssl; need pgrep procps
 command -v swaks >/dev/null 2>&1 && ! swaks --support 2>&1 | grep -q "TLS supported" && problems+=("swaks cannot do TLS (Debian package libnet-ssleay-perl)")
@@ -19,4 +19,4 @@ if [ ${#problems[@]} -gt 0 ]; then
   echo "Install everything with: sudo bash scripts/install-deps.sh" >&2
   exit 1
 fi
-echo "check-tools: postfix $(postconf -d -h mail_version), $(cloud-init --version 2>&1 | head -1), swaks, ifupdown, iproute2: ok"
+echo "check-tools: postfix $(postconf -d -h mail_version), $(cloud-init --version 2>&1 | head -1), swaks, mmdebstrap, systemd-nspawn, iproute2: ok"

@@ -282,9 +282,13 @@ export function parseStackConfig(
       );
     }
   }
-  for (const [i, r] of ((Array.isArray(values.dnsResolvers) ? values.dnsResolvers : []) as unknown[]).entries()) {
+  for (const [i, r] of (
+    (Array.isArray(values.dnsResolvers) ? values.dnsResolvers : []) as unknown[]
+  ).entries()) {
     if (typeof r !== "string" || !ipaddr.isValid(r))
-      problems.push(`${PROJECT}:dnsResolvers item ${i} "${String(r)}" is not an IP address (hint: e.g. 213.186.33.99)`);
+      problems.push(
+        `${PROJECT}:dnsResolvers item ${i} "${String(r)}" is not an IP address (hint: e.g. 213.186.33.99)`,
+      );
   }
   if (problems.length) throw new ConfigError(source, problems);
   return { ...DEFAULTS, ...values, region } as StackConfig;

@@ -42,6 +42,9 @@ if command -v cloud-init >/dev/null 2>&1; then
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
     echo "cloud-init failed (exit $rc):" >&2
     cloud-init status --long >&2 || true
+    # What the first-boot commands said (header-rewrite-network names the image or network problem).
+    echo "--- last lines of /var/log/cloud-init-output.log:" >&2
+    tail -n 15 /var/log/cloud-init-output.log >&2 2>/dev/null || true
     exit 1
   fi
 fi

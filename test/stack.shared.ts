@@ -143,7 +143,7 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         const versionId = image.split(" ")[1];
         expect(firstBoot).toContain(`[ "\${VERSION_ID:-}" = ${versionId} ]`);
         expect(firstBoot).toContain(`-v mac="${mockPortMac(10 + i)}"`);
-        expect(YAML.parse(ud).runcmd[0]).toEqual([NETWORK_SWITCH]);
+        expect(YAML.parse(ud).runcmd[0]).toBe(`${NETWORK_SWITCH} || exit 1`);
         expect(YAML.parse(ud).packages).not.toContain("ifupdown");
         expect(ud).not.toContain("[2001:");
         expect(ud).toContain("network: {config: disabled}");

@@ -47,7 +47,7 @@ async function startTestNode(fqdn: string): Promise<NodeHost> {
   const name = fqdn.split(".")[0];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `hr-node-${name}-`));
   // Not "hr-": the sandbox removes its own namespaces by that prefix.
-  const h: NodeHost = { name, fqdn, netns: `hrt-${name}-${process.pid}`, dir };
+  const h: NodeHost = { name, fqdn, netns: `hrt-${name}-${process.pid}`, dir, logDir: path.join(dir, "log") };
   must(sh(`ip netns add ${h.netns}`), `ip netns add ${h.netns}`);
   const tls = tlsPaths(fqdn);
   bootNodeHost(

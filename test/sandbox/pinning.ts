@@ -6,8 +6,7 @@ import { header, refusal, sinkCount } from "../../sandbox/mail";
 import { TENANT_A_INITIAL_DOMAIN } from "../../sandbox/dkim";
 import { readMapTexts, parseMaps } from "../../src/maps";
 import { MAPS_DIR } from "../../src/project";
-import { PIN_MILTER } from "../../src/layout";
-import { nodeLog, onNode } from "../../sandbox/node-host";
+import { milterLog, nodeLog } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { readSink } from "../../sandbox/mail";
 import type { Suite } from "./harness";
@@ -135,7 +134,7 @@ export function pinningTests(sb: Suite): void {
         expect(header(eml, "X-Header-Rewrite-Pin")).toMatch(
           /^fail \(monitor\) old\.example: no DKIM signature by /,
         );
-        const log = onNode(n, `cat ${PIN_MILTER.log}`).stdout;
+        const log = milterLog(n);
         expect(log, nodeLog(n)).toMatch(
           /from=<alice@old\.example> fail \(monitor\) old\.example: no DKIM signature/,
         );

@@ -21,6 +21,7 @@ export interface StackConfig {
   flavor: string;
   image: string;
   dnsResolvers: string[];
+  reverseBlockV6: number;
   sshUser: string;
   adminCidrs: string[];
   adminSshKeys: string[];
@@ -78,6 +79,10 @@ const DEFAULTS = {
   flavor: "d2-2",
   image: "Debian 12",
   dnsResolvers: [] as string[],
+  // OVH's /ip API files a Public Cloud address as a block of its own: IPv4 /32, IPv6 /128 ("on
+  // dedicated instances or cloud instances, [block and IP] are equal", synthesio/infra-ovh-ansible-module
+  // PR #24; ansible-ovh-dns's ovh_reverse uses /128 for IPv6). Settable in case a region files it wider.
+  reverseBlockV6: 128,
   sshUser: "debian",
   adminSshKeys: [] as string[],
   acmeChallenge: "http-01",
@@ -124,6 +129,12 @@ const SCHEMA = {
     image: {
       enum: KNOWN_IMAGES.map((i) => i.name),
       description: `OVH image the servers boot (${KNOWN_IMAGES.map((i) => i.name).join(", ")})`,
+    },
+    reverseBlockV6: {
+      type: "integer",
+      minimum: 32,
+      maximum: 128,
+      description: "Prefix of the IPv6 block OVH's /ip API files a node's address under (its PTR)",
     },
     dnsResolvers: {
       type: "array",

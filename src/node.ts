@@ -158,7 +158,11 @@ export class RelayNode extends pulumi.ComponentResource {
       new ovh.ip.Reverse(
         id,
         {
-          ip: pulumi.interpolate`${ip}/${bits}`,
+          // The block OVH files the address under: its network at that prefix.
+          ip: ip.apply(
+            (a) =>
+              `${ipaddr.IPv6.isValid(a) ? ipaddr.IPv6.networkAddressFromCIDR(`${a}/${bits}`) : a}/${bits}`,
+          ),
           ReverseIp: ip,
           ReverseValue: `${node.fqdn}.`,
           readinessTimeoutDuration: "5m",
@@ -171,7 +175,7 @@ export class RelayNode extends pulumi.ComponentResource {
       );
     this.reverses = [
       reverse(`${name}-ptr4`, this.ipv4, 32, a),
-      reverse(`${name}-ptr6`, this.ipv6, 128, aaaa),
+      reverse(`${name}-ptr6`, this.ipv6, cfg.reverseBlockV6, aaaa),
     ];
 
     // Config push: every step is a script on stdin; any change of the script re-runs the step.

@@ -17,7 +17,7 @@ const sb = suite(() => sandbox);
 
 beforeAll(async () => {
   sandbox = await up(DIR, { install: false });
-}, 240_000);
+}, 900_000); // a fresh machine builds both node images first (about a minute each)
 afterAll(() => down(DIR, { quiet: true }));
 
 describe("sandbox: relaying through two real nodes", () => relayTests(sb));

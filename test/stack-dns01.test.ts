@@ -18,6 +18,8 @@ describeStack("bhs", {
       "header-rewrite:acmeDnsOvhCredentials": JSON.stringify(credentials),
       // Resolvers of the stack's own choosing instead of the subnet's.
       "header-rewrite:dnsResolvers": JSON.stringify(["198.51.100.53", "2001:db8:5::53"]),
+      // A region whose /ip API files Public Cloud IPv6 under a wider block.
+      "header-rewrite:reverseBlockV6": "56",
     },
     secretKeys: ["header-rewrite:acmeDnsOvhCredentials"],
   },

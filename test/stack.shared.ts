@@ -47,6 +47,7 @@ export function describeStack(stack: string, expected: StackExpectation): void {
   const effective = stackConfig(stack, expected.variant).config;
   const challenge = effective[`${PROJECT}:acmeChallenge`] ?? "http-01";
   const image = effective[`${PROJECT}:image`] ?? "Debian 12";
+  const reverseBlockV6 = Number(effective[`${PROJECT}:reverseBlockV6`] ?? 128);
   // The resolvers: the stack's own, else those of the Ext-Net subnet holding the address (mocks).
   const resolvers = JSON.parse(effective[`${PROJECT}:dnsResolvers`] ?? '["192.0.2.53"]') as string[];
   describe(`stack ${stack}${expected.variant ? ` (${challenge})` : ""} under Pulumi mocks`, () => {
@@ -128,7 +129,7 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(server.opts.ignoreChanges).toEqual(expect.arrayContaining(["userData", "imageName"]));
       });
 
-      it(`${name}: user-data: networkd file on the port's MAC with its addresses, Ext-Net gateways and resolvers; image check`, () => {
+      it(`${name}: user-data: networkd file on the port's MAC, addresses, gateways, resolvers; image check`, () => {
         const ud = run.one(T.instance, name).inputs.userData as string;
         expect(ud.startsWith("#cloud-config\n")).toBe(true);
         const files = (YAML.parse(ud) as { write_files: { path: string; content: string }[] }).write_files;
@@ -176,7 +177,9 @@ export function describeStack(stack: string, expected: StackExpectation): void {
           ReverseValue: `${fqdn}.`,
           readinessTimeoutDuration: "5m",
         });
-        expect(ptr6.inputs).toMatchObject({ ip: `${ipv6}/128`, ReverseIp: ipv6, ReverseValue: `${fqdn}.` });
+        // The block OVH files the IPv6 address under: the address itself (/128) unless the stack says wider.
+        const block6 = reverseBlockV6 === 128 ? `${ipv6}/128` : `2001:db8:ffff::/${reverseBlockV6}`;
+        expect(ptr6.inputs).toMatchObject({ ip: block6, ReverseIp: ipv6, ReverseValue: `${fqdn}.` });
         // The reverse's ID is the address: a create-first replacement would delete the new PTR.
         expect(ptr4.opts.deleteBeforeReplace && ptr6.opts.deleteBeforeReplace).toBe(true);
         expect(ptr4.opts.dependsOn).toEqual([`${name}-a`, name]);

@@ -8,21 +8,41 @@ import { restartSink, stopSink } from "../../sandbox/services";
 import type { Result } from "../../sandbox/shell";
 import { MAIN_CF_TYPO_WARNING, expectFailedSafely, liveRelease, mainCfTypo } from "../helpers/deploys";
 import { editedMaps } from "../helpers/maps";
+import { knownImage } from "../../src/images";
+import { NETWORK_FILE } from "../../src/render";
+import { NODE_IFACE } from "../../sandbox/network";
 import type { Suite } from "./harness";
 
 export function relayTests(sb: Suite): void {
   const { send, explain } = sb;
-  it("each node got its addresses and default routes from the rendered interfaces file via ifup", () => {
+  it("each node runs its stack's Debian release, and its own networkd found the port by MAC and configured it", () => {
     for (const n of sb.t.nodes) {
+      const image = knownImage(sb.sandbox.stacks.find((s) => s.stack === n.stack)!.cfg.image);
       const r = onNode(
         n,
-        "ip -4 -o addr show dev ens3; ip -4 route; ip -6 -o addr show dev ens3 scope global; ip -6 route show default",
+        `. /etc/os-release; echo "release $VERSION_ID"; postconf -h mail_version; ` +
+          `networkctl status ${NODE_IFACE} --no-pager; ip -4 -o addr show dev ${NODE_IFACE}; ip -4 route; ` +
+          `ip -6 -o addr show dev ${NODE_IFACE} scope global; ip -6 route show default; ` +
+          `ls /etc/netplan; resolvectl dns ${NODE_IFACE}; cloud-init status`,
       );
-      expect(r.stdout, explain(r, n)).toContain(`inet ${n.ipv4}/32`);
-      expect(r.stdout).toMatch(/^default via 203\.0\.113\.1 dev ens3/m);
-      expect(r.stdout).toContain(`inet6 ${n.ipv6}/128`);
-      expect(r.stdout).toMatch(/^default via 2001:db8:ffff::1 dev ens3/m);
-      console.log(`${n.name}: ens3 ${n.ipv4}/32 + ${n.ipv6}/128, default routes via the on-link gateways`);
+      const out = r.stdout;
+      expect(out, explain(r, n)).toContain(`release ${image.versionId}\n`);
+      // The interface has a name no file mentions: only the MAC match can have found it.
+      expect(out).toMatch(new RegExp(`Network File: ${NETWORK_FILE.replace(/\./g, "\\.")}`));
+      expect(out).toMatch(new RegExp(`Hardware Address: ${n.mac}`));
+      expect(out).toContain(`inet ${n.ipv4}/32`);
+      expect(out).toMatch(new RegExp(`^default via 203\\.0\\.113\\.1 dev ${NODE_IFACE}`, "m"));
+      expect(out).toContain(`inet6 ${n.ipv6}/128`);
+      expect(out).toMatch(new RegExp(`^default via 2001:db8:ffff::1 dev ${NODE_IFACE}`, "m"));
+      // cloud-init's first-boot DHCP-style setup is gone; the resolvers are Ext-Net's (the sandbox DNS).
+      expect(out).not.toContain("50-cloud-init.yaml");
+      expect(out).toContain(sb.t.dns.ipv4);
+      expect(out).toContain("status: done");
+      const postfix = out.split("\n")[1];
+      console.log(
+        `${n.name}: Debian ${image.versionId}, Postfix ${postfix}, ${NODE_IFACE} (${n.mac}) ${n.ipv4}/32 + ${n.ipv6}/128 ` +
+          `from ${NETWORK_FILE}`,
+      );
     }
   });
 

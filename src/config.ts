@@ -34,6 +34,7 @@ export interface StackConfig {
   loopGuardHeader: string;
   dnsTtl: number;
   protectServers: boolean;
+  rebuildNodes: string[];
   forceIPv4ToTenants: boolean;
   widestClientRangeV4: number;
   widestClientRangeV6: number;
@@ -92,6 +93,7 @@ const DEFAULTS = {
   loopGuardHeader: "X-Header-Rewrite-Relayed",
   dnsTtl: 300,
   protectServers: true,
+  rebuildNodes: [] as string[],
   // Exchange Online's IP-based inbound connectors match IPv4 only.
   forceIPv4ToTenants: true,
   // maps/allow_relay_by_ip refuses anything wider (Exchange Online's widest published range is a /14).
@@ -183,6 +185,13 @@ const SCHEMA = {
     },
     dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
     protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
+    rebuildNodes: {
+      type: "array",
+      uniqueItems: true,
+      items: { type: "string", pattern: label },
+      description:
+        "Nodes whose server is rebuilt from the current image and user-data on this run (protectServers false)",
+    },
     forceIPv4ToTenants: {
       type: "boolean",
       description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)",
@@ -301,6 +310,15 @@ export function parseStackConfig(
         `${PROJECT}:dnsResolvers item ${i} "${String(r)}" is not an IP address (hint: e.g. 213.186.33.99)`,
       );
   }
+  const rebuild = (Array.isArray(values.rebuildNodes) ? values.rebuildNodes : []) as unknown[];
+  const nodes = (Array.isArray(values.nodes) ? values.nodes : []) as unknown[];
+  for (const n of rebuild.filter((r) => !nodes.includes(r)))
+    problems.push(`${PROJECT}:rebuildNodes names "${String(n)}", which is not in ${PROJECT}:nodes`);
+  if (rebuild.length && values.protectServers !== false)
+    problems.push(
+      `${PROJECT}:rebuildNodes replaces servers, which protectServers forbids ` +
+        `(hint: pulumi config set ${PROJECT}:protectServers false for this run; README "Replacing a node's server")`,
+    );
   if (problems.length) throw new ConfigError(source, problems);
   return { ...DEFAULTS, ...values, region } as StackConfig;
 }

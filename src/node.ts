@@ -131,11 +131,14 @@ export class RelayNode extends pulumi.ComponentResource {
         metadata: { project: "header-rewrite", stack, node: name },
       },
       // Delete-first: the new server cannot attach the port the old one still holds (PortInUse).
+      // Day-2 changes of image and user-data are ignored: the engine then keeps the values recorded
+      // at creation, even for a replacement (pulumi/pulumi#2657). A node in rebuildNodes takes the
+      // current ones, and since they force a new server it is rebuilt on this run.
       {
         ...parent,
         ...keep,
         deleteBeforeReplace: true,
-        ignoreChanges: ["userData", "imageName", "imageId", "keyPair"],
+        ignoreChanges: cfg.rebuildNodes.includes(name) ? [] : ["userData", "imageName", "imageId", "keyPair"],
       },
     );
 

@@ -224,6 +224,20 @@ describe("stack configuration errors name the file, the key and the fix", () => 
       'adminCidrs item 0 "198.51.100.300/32" is not a CIDR',
     );
   });
+  it("an image, resolver or rebuild the program cannot honour", () => {
+    expect(attempt({ ...base.raw, image: "Ubuntu 24.04" })).toContain(
+      "header-rewrite:image must be equal to one of the allowed values (hint: OVH image the servers boot (Debian 12, Debian 13))",
+    );
+    expect(attempt({ ...base.raw, dnsResolvers: '["dns.example"]' })).toContain(
+      'dnsResolvers item 0 "dns.example" is not an IP address',
+    );
+    expect(attempt({ ...base.raw, rebuildNodes: '["lon1"]' })).toContain(
+      "rebuildNodes replaces servers, which protectServers forbids",
+    );
+    expect(attempt({ ...base.raw, rebuildNodes: '["lon2"]', protectServers: "false" })).toContain(
+      'rebuildNodes names "lon2", which is not in header-rewrite:nodes',
+    );
+  });
   it("missing region", () => {
     expect(attempt(base.raw, "")).toContain("openstack:region is required");
   });

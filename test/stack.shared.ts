@@ -41,6 +41,8 @@ export interface StackExpectation {
   nodes: string[];
   /** Config on top of the stack's fixture (e.g. the dns-01 challenge with its credentials). */
   variant?: StackVariant;
+  /** What the variant is, in the test names (default: its ACME challenge). */
+  label?: string;
 }
 
 export function describeStack(stack: string, expected: StackExpectation): void {
@@ -48,9 +50,12 @@ export function describeStack(stack: string, expected: StackExpectation): void {
   const challenge = effective[`${PROJECT}:acmeChallenge`] ?? "http-01";
   const image = effective[`${PROJECT}:image`] ?? "Debian 12";
   const reverseBlockV6 = Number(effective[`${PROJECT}:reverseBlockV6`] ?? 128);
+  const protect = effective[`${PROJECT}:protectServers`] !== "false";
+  const rebuild = JSON.parse(effective[`${PROJECT}:rebuildNodes`] ?? "[]") as string[];
   // The resolvers: the stack's own, else those of the Ext-Net subnet holding the address (mocks).
   const resolvers = JSON.parse(effective[`${PROJECT}:dnsResolvers`] ?? '["192.0.2.53"]') as string[];
-  describe(`stack ${stack}${expected.variant ? ` (${challenge})` : ""} under Pulumi mocks`, () => {
+  const variant = expected.label ?? challenge;
+  describe(`stack ${stack}${expected.variant ? ` (${variant})` : ""} under Pulumi mocks`, () => {
     let run: StackRun;
     const maps = loadMaps(path.join(ROOT, "maps"));
     beforeAll(async () => {
@@ -124,9 +129,11 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(server.inputs.imageName).toBe(image);
         expect(server.inputs.keyPair).toBe(`header-rewrite-${stack}`);
         expect(server.inputs.securityGroups ?? []).toEqual([]);
-        expect(server.opts.protect).toBe(true);
-        expect(port.opts.protect).toBe(true);
-        expect(server.opts.ignoreChanges).toEqual(expect.arrayContaining(["userData", "imageName"]));
+        expect(server.opts.protect).toBe(protect);
+        expect(port.opts.protect).toBe(protect);
+        // Image and user-data changes never replace a server, unless the node is being rebuilt.
+        if (rebuild.includes(name)) expect(server.opts.ignoreChanges ?? []).toEqual([]);
+        else expect(server.opts.ignoreChanges).toEqual(expect.arrayContaining(["userData", "imageName"]));
       });
 
       it(`${name}: user-data: networkd file on the port's MAC, addresses, gateways, resolvers; image check`, () => {

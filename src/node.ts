@@ -4,7 +4,7 @@ import * as openstack from "@pulumi/openstack";
 import * as ovh from "@ovhcloud/pulumi-ovh";
 import * as command from "@pulumi/command";
 import * as ipaddr from "ipaddr.js";
-import { nodeIdentity } from "./config";
+import { type StackConfig, nodeIdentity } from "./config";
 import { PUBLIC_NETWORK, type Region } from "./cloud";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "./render";
 import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps } from "./deploy";
@@ -30,6 +30,50 @@ function splitFamilies(ips: string[]): { ipv4: string; ipv6: string } {
       `Ext-Net port has no dual-stack addresses (got ${JSON.stringify(ips)}); OVH Public Cloud regions UK1 and BHS5 assign both`,
     );
   return { ipv4, ipv6: ipaddr.IPv6.parse(ipv6).toString() };
+}
+
+interface ExtNetSubnet {
+  cidr: string;
+  gatewayIp: string;
+  dnsNameservers?: string[];
+}
+
+/** The gateway and resolvers of the Ext-Net subnet that holds ADDRESS; an error names the subnets. */
+export function subnetHolding(
+  node: string,
+  address: string,
+  ipVersion: 4 | 6,
+  subnets: ExtNetSubnet[],
+): { gateway: string; dns: string[] } {
+  const ip = ipaddr.parse(address);
+  const holding = subnets.find((s) => ip.match(ipaddr.parseCIDR(s.cidr)));
+  if (!holding) {
+    throw new Error(
+      `${node}: no IPv${ipVersion} subnet of ${PUBLIC_NETWORK} holds ${address} ` +
+        `(subnets: ${subnets.map((s) => s.cidr).join(", ") || "none"})`,
+    );
+  }
+  return { gateway: ipaddr.parse(holding.gatewayIp).toString(), dns: holding.dnsNameservers ?? [] };
+}
+
+/**
+ * The node's resolvers: the stack's own, else those of its subnets. The static configuration
+ * replaces DHCP, and with it the resolvers DHCP handed out, so none at all is an error.
+ */
+export function nodeResolvers(
+  node: string,
+  cfg: StackConfig,
+  addresses: string[],
+  listed: string[][],
+): string[] {
+  const dns = cfg.dnsResolvers.length ? cfg.dnsResolvers : [...new Set(listed.flat())];
+  if (!dns.length) {
+    throw new Error(
+      `${node}: the ${PUBLIC_NETWORK} subnets holding ${addresses.join(" and ")} list no DNS resolvers ` +
+        `(hint: pulumi config set --path 'header-rewrite:dnsResolvers[0]' <resolver address>)`,
+    );
+  }
+  return dns;
 }
 
 export class RelayNode extends pulumi.ComponentResource {
@@ -89,27 +133,12 @@ export class RelayNode extends pulumi.ComponentResource {
               openstack.networking.getSubnet({ subnetId, region: cfg.region }, parent),
             ),
           );
-          const ip = ipaddr.parse(addr);
-          const holding = subnets.find((s) => ip.match(ipaddr.parseCIDR(s.cidr)));
-          if (!holding) {
-            throw new Error(
-              `${name}: no IPv${ipVersion} subnet of ${PUBLIC_NETWORK} holds ${addr} ` +
-                `(subnets: ${subnets.map((s) => s.cidr).join(", ") || "none"})`,
-            );
-          }
-          return { gateway: ipaddr.parse(holding.gatewayIp).toString(), dns: holding.dnsNameservers ?? [] };
+          return subnetHolding(name, addr, ipVersion, subnets);
         });
     const addresses: pulumi.Output<NodeAddresses> = pulumi
       .all([families, this.port.macAddress, subnetOf(this.ipv4, 4), subnetOf(this.ipv6, 6)])
       .apply(([f, mac, net4, net6]) => {
-        // The static configuration replaces DHCP, and with it the resolvers DHCP handed out.
-        const dns = cfg.dnsResolvers.length ? cfg.dnsResolvers : [...new Set([...net4.dns, ...net6.dns])];
-        if (!dns.length) {
-          throw new Error(
-            `${name}: the ${PUBLIC_NETWORK} subnets holding ${f.ipv4} and ${f.ipv6} list no DNS resolvers ` +
-              `(hint: pulumi config set --path 'header-rewrite:dnsResolvers[0]' <resolver address>)`,
-          );
-        }
+        const dns = nodeResolvers(name, cfg, [f.ipv4, f.ipv6], [net4.dns, net6.dns]);
         return {
           mac: mac.toLowerCase(),
           ipv4: { address: f.ipv4, gateway: net4.gateway },

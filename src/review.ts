@@ -6,6 +6,7 @@ import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config
 import { deploySteps } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
 import { MAPS_DIR } from "./project";
+import { M365Error, type M365Options, m365Files, planM365 } from "./m365";
 import {
   NETWORK_FILE,
   NETWORK_SWITCH,
@@ -83,5 +84,45 @@ export function renderStack(
       written.push(target);
     }
   });
+  return written;
+}
+
+/** `pulumi stack output --json` of a stack, as far as `npm run m365` reads it. */
+interface StackOutputs {
+  nodeAddresses?: Record<string, { fqdn?: string; ipv4?: string }>;
+}
+
+/**
+ * Writes the Microsoft 365 scripts for every committed stack into OUT_DIR. OUTPUTS are the
+ * contents of `pulumi stack output --json` files (node addresses, known only after `pulumi up`).
+ */
+export function renderM365(
+  outDir: string,
+  opts: M365Options,
+  outputs: { file: string; text: string }[] = [],
+): string[] {
+  const ipv4: Record<string, string> = {};
+  for (const o of outputs) {
+    let parsed: StackOutputs;
+    try {
+      parsed = JSON.parse(o.text) as StackOutputs;
+    } catch (e) {
+      throw new M365Error(
+        `${o.file}: not JSON (${(e as Error).message}); expected pulumi stack output --json`,
+      );
+    }
+    if (!parsed.nodeAddresses)
+      throw new M365Error(`${o.file}: no nodeAddresses; expected the output of pulumi stack output --json`);
+    for (const [node, a] of Object.entries(parsed.nodeAddresses)) if (a.ipv4) ipv4[node] = a.ipv4;
+  }
+  const fleet = listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack), ipv4 }));
+  const plan = planM365(loadMaps(MAPS_DIR), fleet, opts);
+  const written: string[] = [];
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const [name, text] of Object.entries(m365Files(plan, opts))) {
+    const target = path.join(outDir, name);
+    fs.writeFileSync(target, text);
+    written.push(target);
+  }
   return written;
 }

@@ -1,0 +1,42 @@
+// npm run m365 -- --out <dir> [--outputs <stack>.json ...] [--ip-based] [--wave-group <group>]
+//   [--activation-date <ISO 8601>]
+// Writes the Microsoft 365 side (tenant A's connector and rules, each target tenant's inbound
+// connector and checks, read-only drift checks) from maps/ and the stack files. Offline.
+import { parseArgs } from "node:util";
+import * as fs from "node:fs";
+import { renderM365 } from "../src/review";
+
+try {
+  const { values } = parseArgs({
+    options: {
+      out: { type: "string" },
+      outputs: { type: "string", multiple: true },
+      "ip-based": { type: "boolean", default: false },
+      "wave-group": { type: "string" },
+      "activation-date": { type: "string" },
+    },
+  });
+  if (!values.out) {
+    console.error(
+      "usage: npm run m365 -- --out <dir> [--outputs <stack>.json ...] [--ip-based] " +
+        "[--wave-group <group>] [--activation-date <ISO 8601>]",
+    );
+    process.exit(2);
+  }
+  const outputs = (values.outputs ?? []).map((file) => ({ file, text: fs.readFileSync(file, "utf8") }));
+  const written = renderM365(
+    values.out,
+    {
+      ipBased: values["ip-based"],
+      waveGroup: values["wave-group"],
+      activationDate: values["activation-date"],
+    },
+    outputs,
+  );
+  console.log(
+    `wrote ${written.length} scripts into ${values.out}: ${written.map((w) => w.split("/").pop()).join(", ")}`,
+  );
+} catch (e) {
+  console.error((e as Error).message);
+  process.exit(1);
+}

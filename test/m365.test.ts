@@ -1,0 +1,215 @@
+// The Microsoft 365 scripts: parsed by a real PowerShell grammar, every cmdlet, parameter and value
+// checked against Microsoft's cmdlet reference (m365/cmdlets.json), compared with reviewed golden
+// files, and derived from the same maps and stacks as the relays.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { listStacks, loadStackConfig, nodeFqdn } from "../src/config";
+import { loadMaps } from "../src/maps";
+import { M365Error, type FleetStack, m365Files, planM365, psString } from "../src/m365";
+import { MAPS_DIR, PROJECT_ROOT } from "../src/project";
+import { renderNode } from "../src/render";
+import { committedMapsWith } from "../sandbox/topology";
+import { exchangeSchema, parsePowershell, schemaProblems } from "./helpers/powershell";
+
+const GOLDEN = path.join(PROJECT_ROOT, "test", "golden", "m365");
+const fleet = (): FleetStack[] => listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack) }));
+const committed = () => m365Files(planM365(loadMaps(MAPS_DIR), fleet()));
+const schema = exchangeSchema();
+
+async function check(text: string): Promise<string[]> {
+  const script = await parsePowershell(text);
+  return [...script.errors, ...schemaProblems(script, schema)];
+}
+
+/** The parameters of the first command named CMDLET, as name -> values. */
+async function paramsOf(text: string, cmdlet: string): Promise<Record<string, string[]>> {
+  const c = (await parsePowershell(text)).commands.find((x) => x.name === cmdlet);
+  if (!c) throw new Error(`no ${cmdlet} in the script`);
+  return Object.fromEntries(c.params.map((p) => [p.name, p.values]));
+}
+
+describe("npm run m365: the scripts for the committed maps and stacks", () => {
+  const files = committed();
+
+  it("writes tenant A's and each target tenant's scripts, matching the reviewed golden files", () => {
+    expect(Object.keys(files).sort()).toEqual([
+      "tenant-a.ps1",
+      "tenant-b-new_example.ps1",
+      "tenant-b-other_example.ps1",
+      "verify-tenant-a.ps1",
+      "verify-tenant-b-new_example.ps1",
+      "verify-tenant-b-other_example.ps1",
+    ]);
+    for (const [name, text] of Object.entries(files)) {
+      const golden = fs.readFileSync(path.join(GOLDEN, name), "utf8");
+      expect(text, `update test/golden/m365/${name} after reviewing the diff`).toBe(golden);
+    }
+  });
+
+  for (const name of Object.keys(files)) {
+    it(`${name}: PowerShell parses it, and every cmdlet, parameter and value is in Microsoft's reference`, async () => {
+      expect(await check(files[name])).toEqual([]);
+    });
+  }
+
+  it("and the same checks fail on a typo'd parameter, a wrong value, a made-up cmdlet and a broken quote", async () => {
+    const a = files["tenant-a.ps1"];
+    expect(await check(a.replaceAll("-TlsSettings", "-TlsSetting"))).toEqual([
+      expect.stringMatching(
+        /Set-OutboundConnector has no parameter -TlsSetting \(https:\/\/learn\.microsoft\.com/,
+      ),
+      expect.stringMatching(/New-OutboundConnector has no parameter -TlsSetting/),
+    ]);
+    expect((await check(a.replace(/'DomainValidation'/g, "'DomainValidaton'"))).join("\n")).toContain(
+      "-TlsSettings 'DomainValidaton' is not one of EncryptionOnly, CertificateValidation, DomainValidation",
+    );
+    expect((await check(a.replace("Get-OutboundConnector", "Get-OutboundConector"))).join("\n")).toContain(
+      "Get-OutboundConector is not in the cmdlet schema",
+    );
+    expect(
+      (await check(a.replace("'header-rewrite relays' `", "'header-rewrite relays `"))).length,
+    ).toBeGreaterThan(0);
+  });
+
+  it("tenant A routes exactly the rewritten senders, only outbound, never mail the relays already saw", async () => {
+    const a = files["tenant-a.ps1"];
+    const maps = loadMaps(MAPS_DIR);
+    const connector = await paramsOf(a, "New-OutboundConnector");
+    const nodes = fleet().flatMap((s) => s.cfg.nodes.map((n) => nodeFqdn(s.cfg, n)));
+    expect(connector.SmartHosts.sort()).toEqual(nodes.sort());
+    expect(connector).toMatchObject({
+      ConnectorType: ["OnPremises"],
+      IsTransportRuleScoped: ["$true"],
+      UseMXRecord: ["$false"],
+      TlsSettings: ["DomainValidation"],
+      TlsDomain: ["*.example.net"],
+    });
+    const rule = await paramsOf(a, "New-TransportRule");
+    const whole = maps.translations.filter((t) => t.kind === "domain").map((t) => t.fromDomain);
+    expect(rule.SenderDomainIs.sort()).toEqual(whole.sort());
+    expect(rule).toMatchObject({
+      FromScope: ["InOrganization"],
+      SentToScope: ["NotInOrganization"],
+      RouteMessageOutboundConnector: ["header-rewrite relays"],
+    });
+    // The loop guard is the header and value every node stamps (main.cf's check_client_access).
+    for (const s of fleet())
+      for (const n of s.cfg.nodes) {
+        const mainCf = renderNode({
+          stack: s.stack,
+          cfg: s.cfg,
+          maps,
+          node: { name: n, fqdn: nodeFqdn(s.cfg, n) },
+        }).files["main.cf"];
+        const stamped = /static:\{PREPEND ([^:]+): ([^}]+)\}/.exec(mainCf)!;
+        expect(rule.ExceptIfHeaderContainsMessageHeader).toEqual([stamped[1]]);
+        expect(rule.ExceptIfHeaderContainsWords).toContain(stamped[2]);
+      }
+    // ceo@old.example keeps its address, but per_sender_relayhosts routes it: through the relays too.
+    expect(a).not.toContain("ExceptIfFrom");
+    expect(a).not.toContain("New-TransportRule `\n  -Name 'header-rewrite: single addresses");
+  });
+
+  it("each target tenant: inbound connector by certificate name, accepted domain and DKIM checks", async () => {
+    const b = files["tenant-b-new_example.ps1"];
+    expect(await paramsOf(b, "New-InboundConnector")).toMatchObject({
+      ConnectorType: ["OnPremises"],
+      SenderDomains: ["*"],
+      TlsSenderCertificateName: ["*.example.net"],
+    });
+    const accepted = (await parsePowershell(b)).commands
+      .filter((c) => c.name === "Get-AcceptedDomain")
+      .map((c) => c.params[0].values[0]);
+    // The certificate's domain first: attribution by certificate needs it to be an accepted domain.
+    expect(accepted).toEqual(["example.net", "new.example"]);
+    expect(files["tenant-b-other_example.ps1"]).toContain("Get-DkimSigningConfig -Identity 'other.example'");
+  });
+});
+
+describe("a map or stack edit changes the scripts exactly where expected", () => {
+  const base = committed();
+  const diff = (after: Record<string, string>) => Object.keys(after).filter((f) => after[f] !== base[f]);
+
+  it("a new whole domain: tenant A's domain rule and its check (the target domain is checked already)", async () => {
+    const maps = committedMapsWith({
+      translate_domains: ["@third.example @new.example"],
+      allowed_senders: ["third.example OK"],
+      tenant_pins: ["third.example enforce dkim=tenanta.onmicrosoft.com"],
+    });
+    const after = m365Files(planM365(maps, fleet()));
+    expect(diff(after)).toEqual(["tenant-a.ps1", "verify-tenant-a.ps1"]);
+    expect((await paramsOf(after["tenant-a.ps1"], "New-TransportRule")).SenderDomainIs).toContain(
+      "third.example",
+    );
+  });
+
+  it("an address the relays refuse is kept away from them (ExceptIfFrom); a single address gets its rule", async () => {
+    const maps = committedMapsWith({
+      translate_domains: ["bob@fourth.example bob@new.example"],
+      allowed_senders: ["noreply@old.example REJECT not relayed", "bob@fourth.example OK"],
+      tenant_pins: ["fourth.example enforce dkim=tenanta.onmicrosoft.com"],
+    });
+    const a = m365Files(planM365(maps, fleet()))["tenant-a.ps1"];
+    expect((await paramsOf(a, "New-TransportRule")).ExceptIfFrom).toEqual(["noreply@old.example"]);
+    const rules = (await parsePowershell(a)).commands.filter((c) => c.name === "New-TransportRule");
+    expect(rules.map((r) => r.params.find((p) => p.name === "From")?.values)).toEqual([
+      undefined,
+      ["bob@fourth.example"],
+    ]);
+    expect(await check(a)).toEqual([]);
+  });
+
+  it("a new node: smart hosts and loop-guard words of tenant A, nothing of tenant B", async () => {
+    const grown = fleet().map((s) =>
+      s.stack === "lon" ? { ...s, cfg: { ...s.cfg, nodes: [...s.cfg.nodes, "lon2"] } } : s,
+    );
+    const after = m365Files(planM365(loadMaps(MAPS_DIR), grown));
+    expect(diff(after)).toEqual(["tenant-a.ps1", "verify-tenant-a.ps1"]);
+    expect((await paramsOf(after["tenant-a.ps1"], "New-OutboundConnector")).SmartHosts).toContain(
+      "lon2.example.net",
+    );
+  });
+
+  it("IP-based attribution needs every node's IPv4 from the stack outputs, and says so", async () => {
+    expect(() => planM365(loadMaps(MAPS_DIR), fleet(), { ipBased: true })).toThrow(M365Error);
+    expect(() => planM365(loadMaps(MAPS_DIR), fleet(), { ipBased: true })).toThrow(
+      /--ip-based needs every node's IPv4, and bhs1, lon1 has none: pass each stack's outputs \(pulumi stack output --json/,
+    );
+    const known = fleet().map((s) => ({ ...s, ipv4: { bhs1: "203.0.113.10", lon1: "203.0.113.11" } }));
+    const b = m365Files(planM365(loadMaps(MAPS_DIR), known, { ipBased: true }), { ipBased: true })[
+      "tenant-b-new_example.ps1"
+    ];
+    expect((await paramsOf(b, "New-InboundConnector")).SenderIPAddresses).toEqual([
+      "203.0.113.10",
+      "203.0.113.11",
+    ]);
+    expect(b).not.toContain("TlsSenderCertificateName");
+    expect(await check(b)).toEqual([]);
+  });
+
+  it("waves: the rules take only a group's members, from a date", async () => {
+    const opts = { waveGroup: "relay-wave-1@old.example", activationDate: "2026-12-01T08:00:00Z" };
+    const a = m365Files(planM365(loadMaps(MAPS_DIR), fleet(), opts), opts)["tenant-a.ps1"];
+    expect(await paramsOf(a, "New-TransportRule")).toMatchObject({
+      FromMemberOf: ["relay-wave-1@old.example"],
+      ActivationDate: ["2026-12-01T08:00:00Z"],
+    });
+    expect(await check(a)).toEqual([]);
+  });
+});
+
+describe("values from maps cannot escape their quotes", () => {
+  for (const hostile of [
+    "o'brien@old.example",
+    "x'; Remove-Mailbox -Identity * #@old.example",
+    "a\u2019b\u2018c@old.example",
+  ]) {
+    it(JSON.stringify(hostile), async () => {
+      const script = await parsePowershell(`Get-AcceptedDomain -Identity ${psString(hostile)}\n`);
+      expect(script.errors).toEqual([]);
+      expect(script.commands.map((c) => c.name)).toEqual(["Get-AcceptedDomain"]);
+      expect(script.commands[0].params).toEqual([{ name: "Identity", values: [hostile] }]);
+    });
+  }
+});

@@ -1,5 +1,5 @@
 // npm run m365 -- --out <dir> [--outputs <stack>.json ...] [--ip-based] [--wave-group <group>]
-//   [--activation-date <ISO 8601>]
+//   [--activation-date <ISO 8601>] [--client-certificate <tenant id>=<certificate name> ...]
 // Writes the Microsoft 365 side (tenant A's connector and rules, each target tenant's inbound
 // connector and checks, read-only drift checks) from maps/ and the stack files. Offline.
 import { parseArgs } from "node:util";
@@ -14,12 +14,22 @@ try {
       "ip-based": { type: "boolean", default: false },
       "wave-group": { type: "string" },
       "activation-date": { type: "string" },
+      "client-certificate": { type: "string", multiple: true },
     },
   });
+  const clientCertificateNames: Record<string, string> = {};
+  for (const pair of values["client-certificate"] ?? []) {
+    const m = /^([a-z0-9_]+)=([a-z0-9*][a-z0-9.-]*)$/i.exec(pair);
+    if (!m)
+      throw new Error(
+        `--client-certificate ${pair}: expected <tenant id>=<certificate name>, e.g. new_example=relay.new.example`,
+      );
+    clientCertificateNames[m[1]] = m[2].toLowerCase();
+  }
   if (!values.out) {
     console.error(
       "usage: npm run m365 -- --out <dir> [--outputs <stack>.json ...] [--ip-based] " +
-        "[--wave-group <group>] [--activation-date <ISO 8601>]",
+        "[--wave-group <group>] [--activation-date <ISO 8601>] [--client-certificate <tenant id>=<name> ...]",
     );
     process.exit(2);
   }
@@ -30,6 +40,7 @@ try {
       ipBased: values["ip-based"],
       waveGroup: values["wave-group"],
       activationDate: values["activation-date"],
+      clientCertificateNames,
     },
     outputs,
   );

@@ -19,6 +19,11 @@ export interface M365Options {
   waveGroup?: string;
   /** The rule takes effect from this moment (ISO 8601). */
   activationDate?: string;
+  /**
+   * Per tenant id: the name on the client certificate the relays present to that tenant, when it is
+   * not the node certificate (header-rewrite:clientCertificates; e.g. relay.new.example).
+   */
+  clientCertificateNames?: Record<string, string>;
 }
 
 /** Stable names: a re-run finds and updates these instead of creating duplicates. */
@@ -67,6 +72,8 @@ function upsert(noun: string, name: string, params: [string, PsValue][]): string
 interface TenantB {
   id: string;
   host: string;
+  /** The client certificate name the relays present to this tenant. */
+  certificateName: string;
   /** New sender domains whose mail goes to this tenant. */
   domains: string[];
 }
@@ -74,7 +81,7 @@ interface TenantB {
 /** What both sides must agree on, derived once. */
 export interface M365Plan {
   smartHosts: string[];
-  /** TLS name tenant A checks on the relays, and the name the relays present to tenant B. */
+  /** TLS name tenant A checks on the relays (the node certificates). */
   certificateName: string;
   loopGuard: { header: string; words: string[] };
   /** Old domains rewritten whole, and single old addresses rewritten (or routed unchanged). */
@@ -125,9 +132,18 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
     .filter((t) => t.kind === "address" && !wholeDomains.has(t.fromDomain))
     .map((t) => t.from);
 
+  const named = opts.clientCertificateNames ?? {};
+  const unknown = Object.keys(named).filter((id) => !maps.tenants.some((t) => t.id === id));
+  if (unknown.length) {
+    throw new M365Error(
+      `--client-certificate names tenant ${unknown.join(", ")}, which maps/per_sender_relayhosts does not ` +
+        `(tenants: ${maps.tenants.map((t) => t.id).join(", ")})`,
+    );
+  }
   const tenantsB = maps.tenants.map((tenant) => ({
     id: tenant.id,
     host: tenant.host,
+    certificateName: named[tenant.id] ?? `*.${zones[0]}`,
     domains: sorted(
       maps.relayhosts
         .filter((r) => r.tenantId === tenant.id && r.key.startsWith("@"))
@@ -203,13 +219,13 @@ export function tenantAScript(plan: M365Plan, opts: M365Options = {}): string {
  * Exchange Online attributes relayed mail first by the client certificate's domain, which must be an
  * accepted domain of the tenant (MC1226222); null-sender mail (NDRs, auto-replies) has nothing else.
  */
-function certificateCheck(plan: M365Plan, list: string, opts: M365Options = {}): string {
+function certificateCheck(tenant: TenantB, list: string, opts: M365Options = {}): string {
   if (opts.ipBased) return "";
-  const domain = plan.certificateName.replace(/^\*\./, "");
+  const domain = tenant.certificateName.replace(/^\*\./, "");
   return (
     `if (-not (Get-AcceptedDomain -Identity ${psString(domain)} -ErrorAction SilentlyContinue)) {\n` +
     `  ${list} += ${psString(
-      `the relays present a certificate for ${plan.certificateName}, but ${domain} is not an accepted domain ` +
+      `the relays present a certificate for ${tenant.certificateName}, but ${domain} is not an accepted domain ` +
         "of this tenant: mail is not attributed to it by certificate (NDRs and auto-replies cannot be at all)",
     )}\n}\n`
   );
@@ -229,10 +245,10 @@ function outboundConnectorSettings(plan: M365Plan): [string, PsValue][] {
 }
 
 /** How tenant B recognises the relays: their certificate name, or (option) their IPv4 addresses. */
-function attributionSettings(plan: M365Plan, opts: M365Options): [string, PsValue][] {
+function attributionSettings(plan: M365Plan, tenant: TenantB, opts: M365Options): [string, PsValue][] {
   return opts.ipBased
     ? [["SenderIPAddresses", plan.relayIPv4]]
-    : [["TlsSenderCertificateName", plan.certificateName]];
+    : [["TlsSenderCertificateName", tenant.certificateName]];
 }
 
 /** Appends to the PowerShell array LIST what the tenant lacks: accepted domains and DKIM signing. */
@@ -245,12 +261,12 @@ function tenantChecks(plan: M365Plan, tenant: TenantB, list: string, opts: M365O
       `if (-not $dkim -or -not $dkim.Enabled) {\n` +
       `  ${list} += ${psString(`DKIM signing is not enabled for ${d} (rewritten mail fails DMARC alignment)`)}\n}\n`,
   );
-  return certificateCheck(plan, list, opts) + perDomain.join("");
+  return certificateCheck(tenant, list, opts) + perDomain.join("");
 }
 
 /** One target tenant: the inbound connector that attributes the relays' mail to it, and checks. */
 export function tenantBScript(plan: M365Plan, tenant: TenantB, opts: M365Options = {}): string {
-  const attribution = attributionSettings(plan, opts);
+  const attribution = attributionSettings(plan, tenant, opts);
   const checks = tenantChecks(plan, tenant, "$problems", opts);
   return [
     PREAMBLE,
@@ -323,7 +339,7 @@ export function verifyTenantAScript(plan: M365Plan, opts: M365Options = {}): str
 }
 
 export function verifyTenantBScript(plan: M365Plan, tenant: TenantB, opts: M365Options = {}): string {
-  const attribution = attributionSettings(plan, opts);
+  const attribution = attributionSettings(plan, tenant, opts);
   const domains = tenantChecks(plan, tenant, "$drift", opts);
   return (
     VERIFY_PREAMBLE +

@@ -188,6 +188,20 @@ describe("a map or stack edit changes the scripts exactly where expected", () =>
     expect(await check(b)).toEqual([]);
   });
 
+  it("a tenant given its own client certificate: its connector and accepted-domain check use that name", async () => {
+    const opts = { clientCertificateNames: { new_example: "relay.new.example" } };
+    const after = m365Files(planM365(loadMaps(MAPS_DIR), fleet(), opts), opts);
+    expect(diff(after)).toEqual(["tenant-b-new_example.ps1", "verify-tenant-b-new_example.ps1"]);
+    const b = after["tenant-b-new_example.ps1"];
+    expect((await paramsOf(b, "New-InboundConnector")).TlsSenderCertificateName).toEqual([
+      "relay.new.example",
+    ]);
+    expect((await paramsOf(b, "Get-AcceptedDomain")).Identity).toEqual(["relay.new.example"]);
+    expect(() =>
+      planM365(loadMaps(MAPS_DIR), fleet(), { clientCertificateNames: { newexample: "relay.new.example" } }),
+    ).toThrow("--client-certificate names tenant newexample, which maps/per_sender_relayhosts does not");
+  });
+
   it("waves: the rules take only a group's members, from a date", async () => {
     const opts = { waveGroup: "relay-wave-1@old.example", activationDate: "2026-12-01T08:00:00Z" };
     const a = m365Files(planM365(loadMaps(MAPS_DIR), fleet(), opts), opts)["tenant-a.ps1"];

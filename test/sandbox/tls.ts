@@ -10,6 +10,7 @@ import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { issueLeaf, restartSink } from "../../sandbox/services";
 import { inNetns, pollFor } from "../../sandbox/shell";
 import type { SandboxNode, Sink } from "../../sandbox/topology";
+import { planM365 } from "../../src/m365";
 import type { Suite } from "./harness";
 
 export function tlsTests(sb: Suite): void {
@@ -29,6 +30,19 @@ export function tlsTests(sb: Suite): void {
     const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0] ?? "";
     return inNetns(sb.t.clients.allowed.netns, "openssl x509 -noout -serial", pem).stdout.trim();
   };
+
+  it("the certificate name the Microsoft 365 scripts trust (npm run m365) is on every node's Pebble certificate", () => {
+    const plan = planM365(sb.sandbox.maps, sb.sandbox.stacks);
+    const suffix = plan.certificateName.replace(/^\*/, "");
+    for (const n of sb.t.nodes.filter((x) => x.kind !== "stock")) {
+      const r = onNode(n, `openssl x509 -in ${tlsPaths(n.fqdn).certFile} -noout -ext subjectAltName`);
+      const names = [...r.stdout.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1]);
+      // A wildcard covers exactly one more label: <node>.<zone> for "*.<zone>".
+      const covered = names.filter((d) => d.endsWith(suffix) && !d.slice(0, -suffix.length).includes("."));
+      expect(covered, `${n.name}: ${names.join(", ")} vs ${plan.certificateName}`).toContain(n.fqdn);
+      expect(plan.smartHosts).toContain(n.fqdn);
+    }
+  });
 
   it("each node's certificate came from Pebble through the production certbot step, and the full chain verifies", () => {
     for (const n of sb.t.nodes) {

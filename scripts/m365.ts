@@ -1,5 +1,6 @@
 // npm run m365 -- --out <dir> [--outputs <stack>.json ...] [--ip-based] [--wave-group <group>]
 //   [--activation-date <ISO 8601>] [--client-certificate <tenant id>=<certificate name> ...]
+//   [--users <tenant A's mailboxes, Get-Mailbox | Export-Csv>]
 // Writes the Microsoft 365 side (tenant A's connector and rules, each target tenant's inbound
 // connector and checks, read-only drift checks) from maps/ and the stack files. Offline.
 import { parseArgs } from "node:util";
@@ -15,6 +16,7 @@ try {
       "wave-group": { type: "string" },
       "activation-date": { type: "string" },
       "client-certificate": { type: "string", multiple: true },
+      users: { type: "string" },
     },
   });
   const clientCertificateNames: Record<string, string> = {};
@@ -29,7 +31,8 @@ try {
   if (!values.out) {
     console.error(
       "usage: npm run m365 -- --out <dir> [--outputs <stack>.json ...] [--ip-based] " +
-        "[--wave-group <group>] [--activation-date <ISO 8601>] [--client-certificate <tenant id>=<name> ...]",
+        "[--wave-group <group>] [--activation-date <ISO 8601>] [--client-certificate <tenant id>=<name> ...] " +
+        "[--users users.csv]",
     );
     process.exit(2);
   }
@@ -43,6 +46,7 @@ try {
       clientCertificateNames,
     },
     outputs,
+    values.users ? { file: values.users, text: fs.readFileSync(values.users, "utf8") } : undefined,
   );
   console.log(
     `wrote ${written.length} scripts into ${values.out}: ${written.map((w) => w.split("/").pop()).join(", ")}`,

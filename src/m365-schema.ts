@@ -21,6 +21,9 @@ export const EXCHANGE_CMDLETS = [
   "Set-InboundConnector",
   "Get-AcceptedDomain",
   "Get-DkimSigningConfig",
+  "Get-MailUser",
+  "New-MailUser",
+  "Set-MailUser",
 ] as const;
 
 const CORE = "https://learn.microsoft.com/powershell/module/microsoft.powershell.core";
@@ -34,6 +37,15 @@ export const BUILTIN_CMDLETS: Record<string, CmdletSchema> = {
   "Sort-Object": { source: `${UTILITY}/sort-object`, parameters: {} },
   "Write-Output": { source: `${UTILITY}/write-output`, parameters: {} },
   "Write-Error": { source: `${UTILITY}/write-error`, parameters: {} },
+  "ConvertTo-SecureString": {
+    source:
+      "https://learn.microsoft.com/powershell/module/microsoft.powershell.security/convertto-securestring",
+    parameters: {
+      String: { type: "String" },
+      AsPlainText: { type: "SwitchParameter" },
+      Force: { type: "SwitchParameter" },
+    },
+  },
 };
 
 /** about_CommonParameters: accepted by every cmdlet. */

@@ -44,9 +44,15 @@ export function psString(s: string): string {
   return `'${s.replace(/['\u2018\u2019\u201a\u201b]/g, (q) => q + q)}'`;
 }
 
-type PsValue = string | boolean | string[];
+/** A PowerShell expression written by the generator itself (never from a map). */
+interface PsExpression {
+  expression: string;
+}
+
+type PsValue = string | boolean | string[] | PsExpression;
 
 function psValue(v: PsValue): string {
+  if (typeof v === "object" && "expression" in v) return v.expression;
   if (typeof v === "boolean") return v ? "$true" : "$false";
   if (Array.isArray(v)) return `@(${v.map(psString).join(", ")})`;
   return psString(v);
@@ -354,8 +360,12 @@ export function verifyTenantBScript(plan: M365Plan, tenant: TenantB, opts: M365O
   );
 }
 
-/** Every file `npm run m365` writes, by name. */
-export function m365Files(plan: M365Plan, opts: M365Options = {}): Record<string, string> {
+/** Every file `npm run m365` writes, by name; ROUTES (from a mailbox list) add the mail users. */
+export function m365Files(
+  plan: M365Plan,
+  opts: M365Options = {},
+  routes?: ReplyRoute[],
+): Record<string, string> {
   const files: Record<string, string> = {
     "tenant-a.ps1": tenantAScript(plan, opts),
     "verify-tenant-a.ps1": verifyTenantAScript(plan, opts),
@@ -363,6 +373,92 @@ export function m365Files(plan: M365Plan, opts: M365Options = {}): Record<string
   for (const t of plan.tenantsB) {
     files[`tenant-b-${t.id}.ps1`] = tenantBScript(plan, t, opts);
     files[`verify-tenant-b-${t.id}.ps1`] = verifyTenantBScript(plan, t, opts);
+    if (routes) files[`tenant-b-${t.id}-mail-users.ps1`] = mailUsersScript(t, routes);
   }
   return files;
+}
+
+/** One mailbox of tenant A, as `Get-Mailbox | Export-Csv` lists it. */
+export interface SourceMailbox {
+  address: string;
+  displayName: string;
+  /** Where it was read from ("users.csv:12"), for messages. */
+  origin: string;
+}
+
+/** What a sender address becomes at the relays (sender_canonical_maps: address first, then domain). */
+export function rewrittenAddress(maps: RelayMaps, address: string): string | undefined {
+  const a = address.toLowerCase();
+  const domain = a.slice(a.lastIndexOf("@") + 1);
+  const byAddress = maps.translations.find((t) => t.from === a);
+  if (byAddress) return byAddress.to;
+  const byDomain = maps.translations.find((t) => t.kind === "domain" && t.fromDomain === domain);
+  return byDomain ? `${a.slice(0, a.lastIndexOf("@"))}@${byDomain.toDomain}` : undefined;
+}
+
+export interface ReplyRoute {
+  mailbox: SourceMailbox;
+  /** The address the mailbox's mail now carries, owned by tenant B. */
+  newAddress: string;
+  tenantId: string;
+}
+
+/**
+ * Which tenant B mail users replies need: one per mailbox whose address the relays rewrite to
+ * another address; an exception keeps its old address and needs none.
+ */
+export function replyRoutes(maps: RelayMaps, mailboxes: SourceMailbox[]): ReplyRoute[] {
+  const routes: ReplyRoute[] = [];
+  for (const m of mailboxes) {
+    const newAddress = rewrittenAddress(maps, m.address);
+    if (!newAddress || newAddress === m.address.toLowerCase()) continue;
+    const relayhost =
+      maps.relayhosts.find((r) => r.key === newAddress) ??
+      maps.relayhosts.find((r) => r.key === `@${newAddress.split("@")[1]}`);
+    if (!relayhost)
+      throw new M365Error(`${m.origin}: ${m.address} becomes ${newAddress}, which no tenant receives`);
+    routes.push({ mailbox: m, newAddress, tenantId: relayhost.tenantId });
+  }
+  return routes;
+}
+
+/**
+ * Tenant B's mail users that carry replies back to the mailboxes in tenant A: a mail user whose
+ * account name is the new address and whose external address is the old mailbox (Microsoft's own
+ * New-MailUser example 1 for Exchange Online). The account gets a random password nobody knows.
+ */
+export function mailUsersScript(tenant: { id: string }, routes: ReplyRoute[]): string {
+  const mine = routes.filter((r) => r.tenantId === tenant.id);
+  const users = mine
+    .map(
+      (r) =>
+        // The origin names a file the operator chose: only printable characters reach the comment.
+        `# ${r.mailbox.origin.replace(/[^\x20-\x7e]/g, "?")}\n` +
+        `if (Get-MailUser -Identity ${psString(r.newAddress)} -ErrorAction SilentlyContinue) {\n` +
+        call("  Set-MailUser", [
+          ["Identity", r.newAddress],
+          ["ExternalEmailAddress", r.mailbox.address],
+        ]) +
+        `} else {\n` +
+        call("  New-MailUser", [
+          ["Name", r.mailbox.displayName],
+          ["MicrosoftOnlineServicesID", r.newAddress],
+          ["ExternalEmailAddress", r.mailbox.address],
+          ["Password", { expression: "(New-UnusablePassword)" }],
+        ]) +
+        `}\n`,
+    )
+    .join("");
+  return (
+    PREAMBLE +
+    `# Tenant ${tenant.id}: ${mine.length} mail user(s); mail to each new address goes on to the mailbox in tenant A.\n` +
+    "# Routing to a mail user's external address is not automatic forwarding (Inbox rules and mailbox\n" +
+    "# forwarding are), so the outbound spam policy needs no exception for it.\n" +
+    "function New-UnusablePassword {\n" +
+    "  $bytes = [byte[]]::new(32)\n" +
+    "  [System.Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)\n" +
+    "  ConvertTo-SecureString -String ([Convert]::ToBase64String($bytes) + 'aA1!') -AsPlainText -Force\n" +
+    "}\n" +
+    users
+  );
 }

@@ -6,7 +6,8 @@ import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config
 import { deploySteps } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
 import { MAPS_DIR } from "./project";
-import { M365Error, type M365Options, m365Files, planM365 } from "./m365";
+import { parse } from "csv-parse/sync";
+import { M365Error, type M365Options, type SourceMailbox, m365Files, planM365, replyRoutes } from "./m365";
 import {
   NETWORK_FILE,
   NETWORK_SWITCH,
@@ -96,10 +97,36 @@ interface StackOutputs {
  * Writes the Microsoft 365 scripts for every committed stack into OUT_DIR. OUTPUTS are the
  * contents of `pulumi stack output --json` files (node addresses, known only after `pulumi up`).
  */
+/** The export command the README gives; its columns are the ones read here. */
+const MAILBOX_EXPORT =
+  "Get-Mailbox -ResultSize Unlimited | Select-Object PrimarySmtpAddress,DisplayName | Export-Csv users.csv -NoTypeInformation";
+
+/** Tenant A's mailboxes from `Get-Mailbox | Export-Csv`; a bad row names its line and the fix. */
+export function readMailboxes(file: string, text: string): SourceMailbox[] {
+  let rows: { record: Record<string, string>; info: { lines: number } }[];
+  try {
+    rows = parse(text, { columns: true, skip_empty_lines: true, bom: true, info: true, trim: true });
+  } catch (e) {
+    throw new M365Error(`${file}: not CSV (${(e as Error).message}); export it with: ${MAILBOX_EXPORT}`);
+  }
+  return rows.map(({ record, info }) => {
+    const origin = `${file}:${info.lines}`;
+    const address = record.PrimarySmtpAddress;
+    if (address === undefined || record.DisplayName === undefined)
+      throw new M365Error(
+        `${origin}: needs the columns PrimarySmtpAddress and DisplayName; export with: ${MAILBOX_EXPORT}`,
+      );
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(address))
+      throw new M365Error(`${origin}: "${address}" is not an e-mail address (PrimarySmtpAddress)`);
+    return { address: address.toLowerCase(), displayName: record.DisplayName || address, origin };
+  });
+}
+
 export function renderM365(
   outDir: string,
   opts: M365Options,
   outputs: { file: string; text: string }[] = [],
+  users?: { file: string; text: string },
 ): string[] {
   const ipv4: Record<string, string> = {};
   for (const o of outputs) {
@@ -116,10 +143,12 @@ export function renderM365(
     for (const [node, a] of Object.entries(parsed.nodeAddresses)) if (a.ipv4) ipv4[node] = a.ipv4;
   }
   const fleet = listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack), ipv4 }));
-  const plan = planM365(loadMaps(MAPS_DIR), fleet, opts);
+  const maps = loadMaps(MAPS_DIR);
+  const plan = planM365(maps, fleet, opts);
+  const routes = users ? replyRoutes(maps, readMailboxes(users.file, users.text)) : undefined;
   const written: string[] = [];
   fs.mkdirSync(outDir, { recursive: true });
-  for (const [name, text] of Object.entries(m365Files(plan, opts))) {
+  for (const [name, text] of Object.entries(m365Files(plan, opts, routes))) {
     const target = path.join(outDir, name);
     fs.writeFileSync(target, text);
     written.push(target);

@@ -6,7 +6,8 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { listStacks, loadStackConfig, nodeFqdn } from "../src/config";
 import { loadMaps } from "../src/maps";
-import { M365Error, type FleetStack, m365Files, planM365, psString } from "../src/m365";
+import { M365Error, type FleetStack, m365Files, planM365, psString, replyRoutes } from "../src/m365";
+import { readMailboxes } from "../src/review";
 import { MAPS_DIR, PROJECT_ROOT } from "../src/project";
 import { renderNode } from "../src/render";
 import { committedMapsWith } from "../sandbox/topology";
@@ -226,4 +227,59 @@ describe("values from maps cannot escape their quotes", () => {
       expect(script.commands[0].params).toEqual([{ name: "Identity", values: [hostile] }]);
     });
   }
+});
+
+describe("replies reach the old mailbox: tenant B mail users from tenant A's mailbox list", () => {
+  const csv = path.join(PROJECT_ROOT, "test", "fixtures", "m365", "users.csv");
+  const routes = () =>
+    replyRoutes(loadMaps(MAPS_DIR), readMailboxes("users.csv", fs.readFileSync(csv, "utf8")));
+
+  it("one mail user per rewritten mailbox in the tenant that receives its new address; overrides honoured", () => {
+    expect(
+      routes().map((r) => `${r.mailbox.address} -> ${r.newAddress} (${r.tenantId}, ${r.mailbox.origin})`),
+    ).toEqual([
+      // alice has a per-address override; ceo keeps its address (exception); dave is not rewritten.
+      "alice@old.example -> a.smith@new.example (new_example, users.csv:2)",
+      "bob@old.example -> bob@new.example (new_example, users.csv:3)",
+      "carol@legacy.example -> carol@other.example (other_example, users.csv:5)",
+    ]);
+  });
+
+  it("the mail-user scripts parse, pass the schema, and create or update by the new address", async () => {
+    const files = m365Files(planM365(loadMaps(MAPS_DIR), fleet()), {}, routes());
+    const b = files["tenant-b-new_example-mail-users.ps1"];
+    expect(await check(b)).toEqual([]);
+    expect(await check(files["tenant-b-other_example-mail-users.ps1"])).toEqual([]);
+    const created = (await parsePowershell(b)).commands.filter((c) => c.name === "New-MailUser");
+    expect(created.map((c) => Object.fromEntries(c.params.map((p) => [p.name, p.values])))).toEqual([
+      {
+        Name: ["Alice Example"],
+        MicrosoftOnlineServicesID: ["a.smith@new.example"],
+        ExternalEmailAddress: ["alice@old.example"],
+        Password: [],
+      },
+      {
+        Name: ["Bob O'Brien"],
+        MicrosoftOnlineServicesID: ["bob@new.example"],
+        ExternalEmailAddress: ["bob@old.example"],
+        Password: [],
+      },
+    ]);
+    expect(b).toContain("if (Get-MailUser -Identity 'a.smith@new.example' -ErrorAction SilentlyContinue) {");
+  });
+
+  it("a bad export names the line and the export command", () => {
+    expect(() => readMailboxes("u.csv", '"Mail","Name"\n"a@old.example","A"\n')).toThrow(
+      "u.csv:2: needs the columns PrimarySmtpAddress and DisplayName; export with: Get-Mailbox -ResultSize Unlimited",
+    );
+    expect(() =>
+      readMailboxes(
+        "u.csv",
+        '"PrimarySmtpAddress","DisplayName"\n"a@old.example","A"\n"not-an-address","B"\n',
+      ),
+    ).toThrow('u.csv:3: "not-an-address" is not an e-mail address (PrimarySmtpAddress)');
+    expect(() => readMailboxes("u.csv", '"PrimarySmtpAddress","DisplayName"\n"a@old.example","A\n')).toThrow(
+      /^u\.csv: not CSV/,
+    );
+  });
 });

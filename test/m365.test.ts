@@ -1,7 +1,9 @@
 // The Microsoft 365 scripts: parsed by a real PowerShell grammar, every cmdlet, parameter and value
 // checked against Microsoft's cmdlet reference (m365/cmdlets.json), compared with reviewed golden
 // files, and derived from the same maps and stacks as the relays.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { listStacks, loadStackConfig, nodeFqdn } from "../src/config";
@@ -281,5 +283,57 @@ describe("replies reach the old mailbox: tenant B mail users from tenant A's mai
     expect(() => readMailboxes("u.csv", '"PrimarySmtpAddress","DisplayName"\n"a@old.example","A\n')).toThrow(
       /^u\.csv: not CSV/,
     );
+  });
+});
+
+describe("npm run m365 on the command line", () => {
+  const run = (args: string[]) =>
+    spawnSync("npm", ["run", "-s", "m365", "--", ...args], { cwd: PROJECT_ROOT, encoding: "utf8" });
+  const out = () => fs.mkdtempSync(path.join(os.tmpdir(), "hr-m365-"));
+
+  it("writes the scripts; IP-based takes the addresses from pulumi stack output files", () => {
+    const dir = out();
+    const ok = run(["--out", dir]);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain("wrote 6 scripts");
+    expect(fs.readFileSync(path.join(dir, "tenant-a.ps1"), "utf8")).toBe(committed()["tenant-a.ps1"]);
+
+    const refused = run(["--out", out(), "--ip-based"]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain("--ip-based needs every node's IPv4");
+
+    const outputs = (node: string, ipv4: string) => {
+      const f = path.join(out(), `${node}.json`);
+      fs.writeFileSync(
+        f,
+        JSON.stringify({ nodeAddresses: { [node]: { fqdn: `${node}.example.net`, ipv4 } } }),
+      );
+      return f;
+    };
+    const ipDir = out();
+    const ip = run([
+      "--out",
+      ipDir,
+      "--ip-based",
+      "--outputs",
+      outputs("lon1", "203.0.113.11"),
+      "--outputs",
+      outputs("bhs1", "203.0.113.10"),
+    ]);
+    expect(ip.status, ip.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(ipDir, "tenant-b-new_example.ps1"), "utf8")).toContain(
+      "-SenderIPAddresses @('203.0.113.10', '203.0.113.11')",
+    );
+  });
+
+  it("a wrong invocation says how to call it", () => {
+    const usage = run([]);
+    expect(usage.status).toBe(2);
+    expect(usage.stderr).toContain("usage: npm run m365 -- --out <dir>");
+    const notJson = path.join(out(), "lon.json");
+    fs.writeFileSync(notJson, "Current stack is lon");
+    const bad = run(["--out", out(), "--outputs", notJson]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain(`${notJson}: not JSON`);
   });
 });

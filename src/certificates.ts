@@ -76,9 +76,25 @@ function chainOrder(where: string, chain: crypto.X509Certificate[]): string[] {
   );
 }
 
-export function checkClientCertificates(certs: Record<string, string>, maps: RelayMaps): void {
+export function checkClientCertificates(
+  certs: Record<string, string>,
+  maps: RelayMaps,
+  obtained: Record<string, string> = {},
+): void {
   const known = new Set(maps.tenants.map((t) => t.id));
   const problems: string[] = [];
+  for (const id of Object.keys(obtained)) {
+    if (!known.has(id))
+      problems.push(
+        `header-rewrite:tenantCertificates.${id}: no such tenant in maps/per_sender_relayhosts ` +
+          `(hint: tenants are ${[...known].join(", ")})`,
+      );
+    else if (certs[id])
+      problems.push(
+        `tenant ${id} has both a supplied certificate (header-rewrite:clientCertificates.${id}) and an obtained one ` +
+          `(header-rewrite:tenantCertificates.${id}: ${obtained[id]}): keep one`,
+      );
+  }
   for (const [id, pem] of Object.entries(certs)) {
     if (!known.has(id)) {
       problems.push(

@@ -29,6 +29,8 @@ export interface StackConfig {
   acmeChallenge: AcmeChallenge;
   acmeEmail: string;
   acmeServer: string;
+  tenantCertificates: Record<string, string>;
+  acmeDnsPropagationSeconds: number;
   messageSizeLimit: number;
   debugPeers: string[];
   loopGuardHeader: string;
@@ -88,6 +90,9 @@ const DEFAULTS = {
   adminSshKeys: [] as string[],
   acmeChallenge: "http-01",
   acmeServer: LETS_ENCRYPT,
+  tenantCertificates: {} as Record<string, string>,
+  // certbot-dns-ovh waits this long after writing the TXT record, for OVH's name servers.
+  acmeDnsPropagationSeconds: 60,
   messageSizeLimit: EXO_MAX_MESSAGE,
   debugPeers: [] as string[],
   loopGuardHeader: "X-Header-Rewrite-Relayed",
@@ -166,6 +171,20 @@ const SCHEMA = {
     },
     acmeChallenge: { enum: ["http-01", "dns-01"], description: "ACME challenge; http-01 opens TCP 80" },
     acmeEmail: { type: "string", pattern: "^[^@\\s]+@[^@\\s]+$", description: "ACME account e-mail" },
+    tenantCertificates: {
+      type: "object",
+      propertyNames: { pattern: "^[a-z0-9_]+$" },
+      additionalProperties: { type: "string", pattern: fqdn },
+      description:
+        "Per tenant id, a name under that tenant's domain; each node obtains a client certificate for it " +
+        "(ACME dns-01 through OVH)",
+    },
+    acmeDnsPropagationSeconds: {
+      type: "integer",
+      minimum: 1,
+      maximum: 3600,
+      description: "Seconds certbot waits after writing a dns-01 TXT record through OVH's API",
+    },
     acmeServer: { type: "string", pattern: "^https://", description: "ACME directory URL" },
     messageSizeLimit: {
       type: "integer",

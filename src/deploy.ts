@@ -13,6 +13,7 @@ import {
   POSTFIX_RELEASES,
   RELEASES_KEPT,
   RELEASE_MARKER,
+  tenantCertName,
   tlsPaths,
 } from "./layout";
 import { heredoc, shellQuote as shq, writeFile } from "./shell";
@@ -67,15 +68,17 @@ export interface DnsOvhCredentials {
  */
 function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
-  if (cfg.acmeChallenge === "dns-01" && !dns) {
+  const tenants = Object.entries(cfg.tenantCertificates).sort(([a], [b]) => a.localeCompare(b));
+  if ((cfg.acmeChallenge === "dns-01" || tenants.length) && !dns) {
     throw new Error(
-      'header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 (hint: see README, "Certificates")',
+      "header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates " +
+        '(hint: see README, "Certificates")',
     );
   }
-  const challenge =
-    cfg.acmeChallenge === "http-01"
-      ? "--standalone --preferred-challenges http"
-      : `--dns-ovh --dns-ovh-credentials ${ACME_DNS_CREDENTIALS} --dns-ovh-propagation-seconds 60`;
+  const dnsOvh =
+    `--dns-ovh --dns-ovh-credentials ${ACME_DNS_CREDENTIALS} ` +
+    `--dns-ovh-propagation-seconds ${cfg.acmeDnsPropagationSeconds}`;
+  const challenge = cfg.acmeChallenge === "http-01" ? "--standalone --preferred-challenges http" : dnsOvh;
   const ini = dns && [
     `dns_ovh_endpoint = ${dns.endpoint}`,
     `dns_ovh_application_key = ${dns.applicationKey}`,
@@ -83,25 +86,36 @@ function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCre
     `dns_ovh_consumer_key = ${dns.consumerKey}`,
   ];
   const credentials =
-    ini && cfg.acmeChallenge === "dns-01"
+    ini && (cfg.acmeChallenge === "dns-01" || tenants.length)
       ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${writeFile(ACME_DNS_CREDENTIALS, ini.join("\n"))})\n`
       : "";
   const hook = `#!/bin/sh
 # Reload Postfix after a renewal so it serves the new certificate; queued mail is untouched.
 if postfix status >/dev/null 2>&1; then postfix reload; fi
 `;
-  const domains = names.map((n) => `-d ${shq(n)}`).join(" ");
+  const certbot = (certName: string, domains: string[], how: string) =>
+    `certbot certonly --non-interactive --agree-tos --email ${shq(cfg.acmeEmail)} \\
+  --server ${shq(cfg.acmeServer)} --cert-name ${shq(certName)} ${domains.map((n) => `-d ${shq(n)}`).join(" ")} \\
+  --key-type ecdsa --keep-until-expiring ${how}
+`;
+  // A certificate for a name of tenant B's own, so that tenant attributes the relays' mail by it
+  // (MC1226222); each node obtains its own, through dns-01 since the name points at no node.
+  const tenantCerts = tenants
+    .map(
+      ([id, name]) =>
+        certbot(tenantCertName(id), [name], dnsOvh) +
+        `test -s ${shq(`/etc/letsencrypt/live/${tenantCertName(id)}/fullchain.pem`)}\n` +
+        `echo "client certificate for tenant ${id}: ${name}"\n`,
+    )
+    .join("");
   return `#!/bin/bash
 # header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
 set -euo pipefail
 ${credentials}mkdir -p ${CERTBOT_DEPLOY_HOOK.replace(/\/[^/]+$/, "")}
 ${writeFile(CERTBOT_DEPLOY_HOOK, hook)}chmod 755 ${CERTBOT_DEPLOY_HOOK}
-certbot certonly --non-interactive --agree-tos --email ${shq(cfg.acmeEmail)} \\
-  --server ${shq(cfg.acmeServer)} --cert-name ${shq(node.fqdn)} ${domains} \\
-  --key-type ecdsa --keep-until-expiring ${challenge}
-test -s ${shq(tlsPaths(node.fqdn).chainFile)}
+${certbot(node.fqdn, names, challenge)}test -s ${shq(tlsPaths(node.fqdn).chainFile)}
 echo "certificate for ${names.join(", ")} is in place"
-`;
+${tenantCerts}`;
 }
 
 /**

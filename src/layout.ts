@@ -35,6 +35,17 @@ export function tlsPaths(fqdn: string): {
   };
 }
 
+/** certbot's name for the client certificate a node obtains for one tenant (tenantCertificates). */
+export function tenantCertName(tenantId: string): string {
+  return `tenant-${tenantId}`;
+}
+
+/** That certificate as Postfix presents it to the tenant: key first, then the full chain. */
+export function tenantCertChainFiles(tenantId: string): string {
+  const dir = `/etc/letsencrypt/live/${tenantCertName(tenantId)}`;
+  return `${dir}/privkey.pem,${dir}/fullchain.pem`;
+}
+
 /** certbot runs this after every renewal: Postfix reloads and serves the new certificate. */
 export const CERTBOT_DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix";
 

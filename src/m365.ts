@@ -138,11 +138,24 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
     .filter((t) => t.kind === "address" && !wholeDomains.has(t.fromDomain))
     .map((t) => t.from);
 
-  const named = opts.clientCertificateNames ?? {};
+  // The names the nodes obtain certificates for (tenantCertificates), the same in every stack;
+  // --client-certificate names an operator-supplied one.
+  const obtained: Record<string, string> = {};
+  for (const s of fleet)
+    for (const [id, name] of Object.entries(s.cfg.tenantCertificates ?? {})) {
+      if (obtained[id] && obtained[id] !== name)
+        throw new M365Error(
+          `the stacks give tenant ${id} different certificate names (${obtained[id]}, ${name}): ` +
+            "tenant B's connector checks one name (header-rewrite:tenantCertificates)",
+        );
+      obtained[id] = name;
+    }
+  const named = { ...obtained, ...opts.clientCertificateNames };
   const unknown = Object.keys(named).filter((id) => !maps.tenants.some((t) => t.id === id));
   if (unknown.length) {
     throw new M365Error(
-      `--client-certificate names tenant ${unknown.join(", ")}, which maps/per_sender_relayhosts does not ` +
+      `--client-certificate or tenantCertificates names tenant ${unknown.join(", ")}, ` +
+        "which maps/per_sender_relayhosts does not " +
         `(tenants: ${maps.tenants.map((t) => t.id).join(", ")})`,
     );
   }

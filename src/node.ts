@@ -221,7 +221,7 @@ export class RelayNode extends pulumi.ComponentResource {
     // Render, then deploy scripts from the bundle; both depend on which client certificates exist.
     const pushed = args.secrets.apply((secrets) => {
       const certs = secrets.clientCertificates ?? {};
-      checkClientCertificates(certs, maps);
+      checkClientCertificates(certs, maps, cfg.tenantCertificates);
       checkPinSecret(secrets.pinSecret, maps.pins);
       const bundle = renderNode({ ...ctx, clientCertTenants: Object.keys(certs).sort() });
       return { bundle, steps: deploySteps(cfg, bundle, secrets) };

@@ -7,7 +7,7 @@ import { PROJECT_ROOT } from "./project";
 import type { NodeIdentity, StackConfig } from "./config";
 import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
 import type { NodeBundle } from "./bundle";
-import { PIN_MILTER, REWRITE_PASS, clientCertPath, tlsPaths } from "./layout";
+import { PIN_MILTER, REWRITE_PASS, clientCertPath, tenantCertChainFiles, tlsPaths } from "./layout";
 import { PIN_VERDICT_HEADER, type TenantPin, pinValue } from "./pins";
 import { KNOWN_IMAGES, knownImage } from "./images";
 
@@ -138,9 +138,13 @@ export function renderNode(ctx: RenderContext): NodeBundle {
   const { cfg, maps, node } = ctx;
   const tls = tlsPaths(node.fqdn);
   const withCert = new Set(ctx.clientCertTenants ?? []);
-  const clientCertificates = Object.fromEntries(
-    maps.tenants.filter((t) => withCert.has(t.id)).map((t) => [t.id, clientCertPath(t.id)]),
-  );
+  // An operator-supplied certificate, or one the node obtains for a name of the tenant's own.
+  const clientCertificates = Object.fromEntries([
+    ...maps.tenants
+      .filter((t) => cfg.tenantCertificates[t.id])
+      .map((t) => [t.id, tenantCertChainFiles(t.id)]),
+    ...maps.tenants.filter((t) => withCert.has(t.id)).map((t) => [t.id, clientCertPath(t.id)]),
+  ]);
   const vars = {
     stack: ctx.stack,
     tenants: maps.tenants.map((t) => ({
@@ -261,7 +265,8 @@ function nodePackages(cfg: StackConfig): string[] {
     "python3-dkim",
     "python3-dnspython",
   ];
-  if (cfg.acmeChallenge === "dns-01") pkgs.push("python3-certbot-dns-ovh");
+  if (cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length)
+    pkgs.push("python3-certbot-dns-ovh");
   return pkgs;
 }
 

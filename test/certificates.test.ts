@@ -111,4 +111,16 @@ describe("client certificate bundles", () => {
         "(hint: tenants are new_example, other_example)",
     );
   });
+  it("refuses an obtained certificate for an unknown tenant, or one a supplied certificate already covers", () => {
+    const maps = loadMaps(path.join(ROOT, "maps"));
+    const supplied = { other_example: read("leaf.key") + read("leaf.pem") + read("int.pem") };
+    expect(() => checkClientCertificates({}, maps, { nosuch: "relay.nosuch.example" })).toThrow(
+      "header-rewrite:tenantCertificates.nosuch: no such tenant in maps/per_sender_relayhosts",
+    );
+    expect(() => checkClientCertificates(supplied, maps, { other_example: "relay.other.example" })).toThrow(
+      "tenant other_example has both a supplied certificate (header-rewrite:clientCertificates.other_example) " +
+        "and an obtained one (header-rewrite:tenantCertificates.other_example: relay.other.example): keep one",
+    );
+    expect(() => checkClientCertificates(supplied, maps, { new_example: "relay.new.example" })).not.toThrow();
+  });
 });

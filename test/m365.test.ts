@@ -202,7 +202,17 @@ describe("a map or stack edit changes the scripts exactly where expected", () =>
     expect((await paramsOf(b, "Get-AcceptedDomain")).Identity).toEqual(["relay.new.example"]);
     expect(() =>
       planM365(loadMaps(MAPS_DIR), fleet(), { clientCertificateNames: { newexample: "relay.new.example" } }),
-    ).toThrow("--client-certificate names tenant newexample, which maps/per_sender_relayhosts does not");
+    ).toThrow("names tenant newexample, which maps/per_sender_relayhosts does not");
+    // The same name from the stacks (the nodes obtain it): same scripts; stacks that disagree are refused.
+    const obtaining = fleet().map((f) => ({
+      ...f,
+      cfg: { ...f.cfg, tenantCertificates: { new_example: "relay.new.example" } },
+    }));
+    expect(m365Files(planM365(loadMaps(MAPS_DIR), obtaining))).toEqual(after);
+    obtaining[0].cfg.tenantCertificates = { new_example: "mx-relay.new.example" };
+    expect(() => planM365(loadMaps(MAPS_DIR), obtaining)).toThrow(
+      "the stacks give tenant new_example different certificate names",
+    );
   });
 
   it("waves: the rules take only a group's members, from a date", async () => {

@@ -8,7 +8,7 @@ import { ConfigError, loadStackConfig, nodeIdentity, parseStackConfig, readStack
 import { type DnsOvhCredentials, STEPS, type StepId, deploySteps } from "../src/deploy";
 import { MapValidationError, loadMaps, parseMaps } from "../src/maps";
 import { MAPS_DIR, PROJECT_ROOT as ROOT } from "../src/project";
-import { type RenderContext, renderNode } from "../src/render";
+import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { renderStack } from "../src/review";
 import { committedMapsWith } from "../sandbox/topology";
 import { editedMaps } from "./helpers/maps";
@@ -153,6 +153,13 @@ describe("render", () => {
       "/etc/header-rewrite/client-certs/other_example.pem",
     );
     expect(withCert.serviceParam("tenant_new_example", "smtp_tls_chain_files")).toBeUndefined();
+    // A tenant whose name the nodes obtain a certificate for presents that one (key, then chain).
+    const obtained = { ...ctx, cfg: { ...cfg, tenantCertificates: { new_example: "relay.new.example" } } };
+    expect(
+      readByPostfix(renderNode(obtained).files).serviceParam("tenant_new_example", "smtp_tls_chain_files"),
+    ).toBe(
+      "/etc/letsencrypt/live/tenant-new_example/privkey.pem,/etc/letsencrypt/live/tenant-new_example/fullchain.pem",
+    );
   });
 
   it("debug peer logging appears only when configured", () => {
@@ -339,5 +346,28 @@ describe("certificate step", () => {
     );
     expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
     expect(() => scripts(dns01)).toThrow("header-rewrite:acmeDnsOvhCredentials is required");
+  });
+
+  it("a tenant certificate: each node obtains one for the tenant's name through dns-01, also with http-01", () => {
+    const obtaining = { ...ctx, cfg: { ...cfg, tenantCertificates: { new_example: "relay.new.example" } } };
+    const script = scripts(obtaining, dns).certificate;
+    // The node's own certificate keeps its http-01 challenge; the tenant's name points at no node.
+    expect(script).toContain("--cert-name 'lon1.example.net' -d 'lon1.example.net'");
+    expect(script).toContain("--standalone --preferred-challenges http");
+    expect(script).toMatch(
+      /--cert-name 'tenant-new_example' -d 'relay\.new\.example' \\\n {2}--key-type ecdsa --keep-until-expiring --dns-ovh --dns-ovh-credentials \/etc\/letsencrypt\/ovh\.ini --dns-ovh-propagation-seconds 60\n/,
+    );
+    expect(script).toContain("dns_ovh_endpoint = ovh-eu");
+    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
+    expect(() => scripts(obtaining)).toThrow(
+      "acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates",
+    );
+    const addresses: NodeAddresses = {
+      mac: "fa:16:3e:00:00:0a",
+      ipv4: { address: "203.0.113.10", gateway: "203.0.113.1" },
+      ipv6: { address: "2001:db8:ffff::a", gateway: "2001:db8:ffff::1" },
+      dns: ["192.0.2.53"],
+    };
+    expect(renderUserData(obtaining, addresses)).toContain('"python3-certbot-dns-ovh"');
   });
 });

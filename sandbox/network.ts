@@ -25,6 +25,7 @@ function networkScript(t: Topology): string {
     `ip -n ${wan} addr add ${t.dns.ipv6}/128 dev br0 nodad`,
   );
   lines.push(`ip -n ${wan} addr add ${t.acme.ipv4}/32 dev br0`);
+  lines.push(`ip -n ${wan} addr add ${t.ovhApi.ipv4}/32 dev br0`);
   // Hosts other than nodes: plain addresses and default routes (nodes configure themselves).
   const plain = (ns: string, veth: string, ipv4: string, ipv6: string, gw4: string, gw6: string) => [
     `ip netns add ${ns}`,

@@ -18,6 +18,7 @@ export const OVERLAY_DESCRIPTION = [
   "datasource: a NoCloud seed instead of OpenStack's metadata service: instance-id and host name, and",
   "  the port's IPv4 statically where OVH hands it out by DHCP (the sandbox has no DHCP server)",
   "Ext-Net: the port's subnets list the sandbox DNS (dnsmasq in the wan namespace) as resolver",
+  "OVH API and name servers for the tenants' domains: a stand-in (sandbox/ovh-api.ts) behind eu.api.ovh.com",
   "node /etc/systemd/network/10-sandbox-keep-mac.link: udev changes no MAC (in the container /sys lists this",
   "  machine's devices, not the node's, and udev would give the port's veth a generated MAC; a VM's NIC keeps it)",
 ];

@@ -100,7 +100,7 @@ export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig 
     hosts.push(`${n.ipv4} ${svc}`, `${n.ipv6} ${svc}`);
   }
   for (const s of t.sinks) hosts.push(`${s.ipv4} ${s.host}`, `${s.ipv6} ${s.host}`);
-  hosts.push(`${t.acme.ipv4} ${t.acme.host}`);
+  hosts.push(`${t.acme.ipv4} ${t.acme.host}`, `${t.ovhApi.ipv4} ${t.ovhApi.host}`);
   hosts.push(`${t.trap.ipv4} ${t.trap.host}`, `${t.trap.ipv6} ${t.trap.host}`);
   for (const d of t.trap.domains) hosts.push(`${t.trap.ipv4} ${d}`, `${t.trap.ipv6} ${d}`);
   const file = path.join(t.dir, "dns", "hosts");
@@ -113,6 +113,8 @@ export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig 
         `--listen-address=${t.dns.ipv4},${t.dns.ipv6} --bind-interfaces --except-interface=lo --user=root ` +
         t.trap.domains.map((d) => `--mx-host=${d},${t.trap.host},10 `).join("") +
         `${dnsmasqKeys(dkimRecords(t))} ` +
+        // The tenant-certificate names are answered by the OVH stand-in (dns-01 TXT records).
+        t.ovhApi.delegated.map((d) => `--server=/${d}/${t.ovhApi.ipv4} `).join("") +
         `--pid-file=${q(path.join(t.dir, "dns", "dnsmasq.pid"))} ` +
         `--log-facility=${q(path.join(t.dir, "dns", "dnsmasq.log"))} --log-queries`,
     ),
@@ -172,6 +174,18 @@ export async function waitForSink(t: Topology, s: Sink): Promise<void> {
     `sink ${s.host}`,
     () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0,
     30_000,
+  );
+}
+
+/** The OVH API and name-server stand-in (sandbox/ovh-api.ts), with a sandbox-CA certificate. */
+export function startOvhApi(t: Topology): void {
+  const o = t.ovhApi;
+  issueLeaf(t, o.host, [o.host], path.join(o.dir, "tls"));
+  startDetached(
+    path.join(o.dir, "ovh-api.out"),
+    `exec ip netns exec ${t.wan.netns} ${q(TSX)} ${q(path.join(__dirname, "ovh-api.ts"))} --dir ${q(o.dir)} ` +
+      `--address ${o.ipv4} --zones ${q(o.zones.join(","))} ` +
+      `--cert ${q(path.join(o.dir, "tls", "fullchain.pem"))} --key ${q(path.join(o.dir, "tls", "privkey.pem"))}`,
   );
 }
 

@@ -40,6 +40,11 @@ export interface Topology {
   dns: { ipv4: string; ipv6: string };
   /** Pebble, the ACME test CA, standing in for Let's Encrypt. */
   acme: { host: string; ipv4: string; directory: string; management: string };
+  /**
+   * OVH's DNS zone API and name servers for the tenants' domains (sandbox/ovh-api.ts): certbot's
+   * OVH plugin writes dns-01 records there, and the sandbox DNS delegates relay.<domain> to it.
+   */
+  ovhApi: { host: string; ipv4: string; zones: string[]; delegated: string[]; dir: string };
   nodes: SandboxNode[];
   /**
    * allowed: tenant A on Exchange Online (signs with its old.example key); impostor: another tenant
@@ -84,6 +89,9 @@ export function committedMapsWith(extra: Partial<Record<MapName, string[]>>): Re
   return parseMaps(texts);
 }
 
+/** The sandbox's names under the tenants' domains for tenant certificates: relay.<domain>. */
+export const TENANT_CERT_LABEL = "relay";
+
 export function planTopology(
   dir: string,
   stacks: StackInput[],
@@ -110,6 +118,9 @@ export function planTopology(
   };
   for (const { stack, cfg } of stacks) for (const name of cfg.nodes) add(stack, cfg, name);
   if (opts.stockNode) add(stacks[0].stack, stacks[0].cfg, "stock1", "stock");
+  const tenantDomains = [
+    ...new Set(maps.relayhosts.filter((r) => r.key.startsWith("@")).map((r) => r.key.slice(1))),
+  ].sort();
   const sinks: Sink[] = maps.tenants.map((t, i) => ({
     nexthop: t.nexthop,
     host: t.host,
@@ -124,6 +135,13 @@ export function planTopology(
     dir,
     wan: { netns: "hr-wan" },
     dns: { ipv4: "198.51.100.53", ipv6: "2001:db8:5::53" },
+    ovhApi: {
+      host: "eu.api.ovh.com",
+      ipv4: "198.51.100.71",
+      zones: tenantDomains,
+      delegated: tenantDomains.map((d) => `${TENANT_CERT_LABEL}.${d}`),
+      dir: path.join(dir, "ovh-api"),
+    },
     acme: {
       host: "acme.sandbox.example",
       ipv4: "198.51.100.14",

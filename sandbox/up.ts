@@ -10,7 +10,7 @@ import { buildNetwork } from "./network";
 import { deployKeyFile, deployNode, deployStockNode, nodeContext, ssh, startNode } from "./nodes";
 import { OVERLAY_DESCRIPTION } from "./overlay";
 import { createDkimKey } from "./dkim";
-import { makePki, startDns, startPebble, startSink, startTrap, waitForSink } from "./services";
+import { makePki, startDns, startOvhApi, startPebble, startSink, startTrap, waitForSink } from "./services";
 import { killNamespace, unmountBelow } from "./node-host";
 import { must, pollUntil, sh } from "./shell";
 import { type Project, type Topology, loadProject, planTopology, topologyJson } from "./topology";
@@ -56,6 +56,7 @@ export async function up(
   fs.writeFileSync(path.join(dir, "topology.json"), JSON.stringify(topologyJson(t), null, 2) + "\n");
   buildNetwork(t);
   startDns(t, project.stacks);
+  startOvhApi(t);
   await startPebble(t);
   for (const s of t.sinks) startSink(t, s);
   startTrap(t);

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import Ajv, { type ErrorObject } from "ajv";
 import * as YAML from "yaml";
 import * as ipaddr from "ipaddr.js";
-import { KNOWN_IMAGES } from "./images";
+import { KNOWN_IMAGES, knownImage } from "./images";
 import { PROJECT_ROOT } from "./project";
 
 export const PROJECT = "header-rewrite";
@@ -337,6 +337,17 @@ export function parseStackConfig(
     problems.push(
       `${PROJECT}:rebuildNodes replaces servers, which protectServers forbids ` +
         `(hint: pulumi config set ${PROJECT}:protectServers false for this run; README "Replacing a node's server")`,
+    );
+  const image = KNOWN_IMAGES.some((i) => i.name === values.image)
+    ? knownImage(String(values.image))
+    : undefined;
+  const obtains =
+    values.acmeChallenge === "dns-01" || Object.keys(values.tenantCertificates ?? {}).length > 0;
+  if (image && !image.certbotOvhPlugin && obtains)
+    problems.push(
+      `${PROJECT}:acmeChallenge dns-01 and ${PROJECT}:tenantCertificates need certbot's OVH plugin, which ` +
+        `${image.name} does not package (python3-certbot-dns-ovh is in Debian 12 only) (hint: image Debian 12, ` +
+        "or http-01 and a supplied certificate in header-rewrite:clientCertificates)",
     );
   if (problems.length) throw new ConfigError(source, problems);
   return { ...DEFAULTS, ...values, region } as StackConfig;

@@ -69,7 +69,8 @@ export interface DnsOvhCredentials {
 function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
   const tenants = Object.entries(cfg.tenantCertificates).sort(([a], [b]) => a.localeCompare(b));
-  if ((cfg.acmeChallenge === "dns-01" || tenants.length) && !dns) {
+  const dnsNeeded = cfg.acmeChallenge === "dns-01" || tenants.length > 0;
+  if (dnsNeeded && !dns) {
     throw new Error(
       "header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates " +
         '(hint: see README, "Certificates")',
@@ -86,7 +87,7 @@ function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCre
     `dns_ovh_consumer_key = ${dns.consumerKey}`,
   ];
   const credentials =
-    ini && (cfg.acmeChallenge === "dns-01" || tenants.length)
+    ini && dnsNeeded
       ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${writeFile(ACME_DNS_CREDENTIALS, ini.join("\n"))})\n`
       : "";
   const hook = `#!/bin/sh
@@ -98,6 +99,10 @@ if postfix status >/dev/null 2>&1; then postfix reload; fi
   --server ${shq(cfg.acmeServer)} --cert-name ${shq(certName)} ${domains.map((n) => `-d ${shq(n)}`).join(" ")} \\
   --key-type ecdsa --keep-until-expiring ${how}
 `;
+  const plugin = dnsNeeded
+    ? "/usr/bin/python3 -c 'import certbot_dns_ovh' 2>/dev/null ||\n" +
+      '  { echo "certbot\'s OVH plugin is missing: apt-get install python3-certbot-dns-ovh" >&2; exit 1; }\n'
+    : "";
   // A certificate for a name of tenant B's own, so that tenant attributes the relays' mail by it
   // (MC1226222); each node obtains its own, through dns-01 since the name points at no node.
   const tenantCerts = tenants
@@ -111,7 +116,7 @@ if postfix status >/dev/null 2>&1; then postfix reload; fi
   return `#!/bin/bash
 # header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
 set -euo pipefail
-${credentials}mkdir -p ${CERTBOT_DEPLOY_HOOK.replace(/\/[^/]+$/, "")}
+${plugin}${credentials}mkdir -p ${CERTBOT_DEPLOY_HOOK.replace(/\/[^/]+$/, "")}
 ${writeFile(CERTBOT_DEPLOY_HOOK, hook)}chmod 755 ${CERTBOT_DEPLOY_HOOK}
 ${certbot(node.fqdn, names, challenge)}test -s ${shq(tlsPaths(node.fqdn).chainFile)}
 echo "certificate for ${names.join(", ")} is in place"

@@ -19,11 +19,18 @@ export interface KnownImage {
   versionId: string;
   /** Debian suite: the sandbox builds its node root filesystem from it. */
   suite: string;
+  /**
+   * Whether the release packages certbot's OVH DNS plugin (python3-certbot-dns-ovh), which dns-01
+   * and tenant certificates use. Debian 13 does not: neither it nor python3-lexicon is in trixie's
+   * archive (dists/trixie/main Packages index, read 2026-11-24; the sandbox's image build for
+   * trixie failed on it).
+   */
+  certbotOvhPlugin: boolean;
 }
 
 export const KNOWN_IMAGES: readonly KnownImage[] = [
-  { name: "Debian 12", osId: "debian", versionId: "12", suite: "bookworm" },
-  { name: "Debian 13", osId: "debian", versionId: "13", suite: "trixie" },
+  { name: "Debian 12", osId: "debian", versionId: "12", suite: "bookworm", certbotOvhPlugin: true },
+  { name: "Debian 13", osId: "debian", versionId: "13", suite: "trixie", certbotOvhPlugin: false },
 ];
 
 export function knownImage(name: string): KnownImage {

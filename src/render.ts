@@ -265,8 +265,9 @@ function nodePackages(cfg: StackConfig): string[] {
     "python3-dkim",
     "python3-dnspython",
   ];
-  if (cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length)
-    pkgs.push("python3-certbot-dns-ovh");
+  // Wherever the release has it: user-data is read once, so switching to dns-01 or adding a tenant
+  // certificate later must not need a package the server never got.
+  if (knownImage(cfg.image).certbotOvhPlugin) pkgs.push("python3-certbot-dns-ovh");
   return pkgs;
 }
 

@@ -238,6 +238,14 @@ describe("stack configuration errors name the file, the key and the fix", () => 
       [{ dnsResolvers: '["dns.example"]' }, 'dnsResolvers item 0 "dns.example" is not an IP address'],
       [{ rebuildNodes: '["lon1"]' }, "rebuildNodes replaces servers, which protectServers forbids"],
       [{ rebuildNodes: '["lon2"]', protectServers: "false" }, 'rebuildNodes names "lon2", which is not in'],
+      [
+        { image: "Debian 13", acmeChallenge: "dns-01" },
+        "which Debian 13 does not package (python3-certbot-dns-ovh",
+      ],
+      [
+        { image: "Debian 13", tenantCertificates: '{"new_example":"relay.new.example"}' },
+        "need certbot's OVH plugin",
+      ],
     ];
     for (const [change, message] of cases) expect(attempt({ ...base.raw, ...change })).toContain(message);
   });

@@ -15,6 +15,8 @@ describeStack("bhs", {
   variant: {
     config: {
       "header-rewrite:acmeChallenge": "dns-01",
+      // bhs runs Debian 13, which does not package certbot's OVH plugin (src/images.ts).
+      "header-rewrite:image": "Debian 12",
       "header-rewrite:acmeDnsOvhCredentials": JSON.stringify(credentials),
       // Resolvers of the stack's own choosing instead of the subnet's.
       "header-rewrite:dnsResolvers": JSON.stringify(["198.51.100.53", "2001:db8:5::53"]),

@@ -9,7 +9,8 @@ import { masterPid, nodeLog, onNode, queue } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { issueLeaf, restartSink } from "../../sandbox/services";
 import { inNetns, pollFor } from "../../sandbox/shell";
-import type { SandboxNode, Sink } from "../../sandbox/topology";
+import { type SandboxNode, type Sink, TENANT_CERT_LABEL } from "../../sandbox/topology";
+import { knownImage } from "../../src/images";
 import { planM365 } from "../../src/m365";
 import type { Suite } from "./harness";
 
@@ -168,6 +169,70 @@ export function tlsTests(sb: Suite): void {
       for (const n of sb.t.nodes) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
     }
     for (const n of sb.t.nodes) expect(onNode(n, `ls ${CLIENT_CERT_DIR}/`).stdout.trim()).toBe("");
+  });
+
+  it("tenant certificate: a Debian 12 node obtains relay.new.example (OVH API, dns-01), for that tenant only", async () => {
+    const { stacks, maps } = sb.sandbox;
+    const name = `${TENANT_CERT_LABEL}.new.example`;
+    const dnsCredentials = {
+      endpoint: "ovh-eu",
+      applicationKey: "sandbox-application-key",
+      applicationSecret: "sandbox-application-secret",
+      consumerKey: "sandbox-consumer-key",
+    };
+    const obtaining = (n: SandboxNode) => {
+      const ctx = nodeContext(sb.t, n, stacks, maps);
+      // The sandbox's name servers answer at once; OVH's need the default minute.
+      return {
+        ...ctx,
+        cfg: { ...ctx.cfg, tenantCertificates: { new_example: name }, acmeDnsPropagationSeconds: 1 },
+      };
+    };
+    // Only where the release packages certbot's OVH plugin (Debian 12; the stack config refuses it
+    // on Debian 13, test/render.test.ts).
+    const relays = sb.t.nodes.filter(
+      (n) => n.kind !== "stock" && knownImage(obtaining(n).cfg.image).certbotOvhPlugin,
+    );
+    expect(relays.length).toBeGreaterThan(0);
+    try {
+      for (const n of relays) {
+        const r = deployNode(sb.t, n, obtaining(n), { secrets: { dnsCredentials } });
+        expect(r.status, explain(r, n)).toBe(0);
+        const cert = onNode(
+          n,
+          `openssl x509 -in /etc/letsencrypt/live/tenant-new_example/cert.pem -noout -issuer -ext subjectAltName`,
+        );
+        expect(cert.stdout).toMatch(/issuer=CN ?= ?Pebble Intermediate CA/);
+        expect(cert.stdout).toContain(`DNS:${name}`);
+      }
+      // The nodes wrote (and removed) their TXT records through the API, with OVH's signed headers.
+      const api = fs.readFileSync(path.join(sb.t.ovhApi.dir, "requests.log"), "utf8");
+      expect(api).toMatch(
+        /POST \/1\.0\/domain\/zone\/new\.example\/record app=sandbox-application-key signed=true/,
+      );
+      expect(api).toMatch(
+        /DELETE \/1\.0\/domain\/zone\/new\.example\/record\/\d+ app=sandbox-application-key signed=true/,
+      );
+      expect(api).toMatch(
+        new RegExp(`DNS _acme-challenge\\.${name.replace(/\./g, "\\.")} type=16 answers=[1-9]`),
+      );
+      for (const n of relays) {
+        const fresh = send(n, { from: "alice@old.example" });
+        const other = send(n, { from: "erin@legacy.example" });
+        const gotNew = await waitForMessage(sb.t, fresh.id);
+        const gotOther = await waitForMessage(sb.t, other.id);
+        expect(gotNew?.record.clientCertificate, explain(fresh.r, n)).toMatchObject({
+          subject: `CN=${name}`,
+          chainLength: 2,
+        });
+        expect(gotOther?.record.clientCertificate?.subject, explain(other.r, n)).toBe(`CN=${n.fqdn}`);
+        console.log(
+          `${n.name}: new-example saw CN=${name} (obtained through the OVH API stand-in); other-example saw CN=${n.fqdn}`,
+        );
+      }
+    } finally {
+      for (const n of relays) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
+    }
   });
 
   const renewal = "the hook reloads Postfix, the new certificate is served, nothing restarts or is lost";

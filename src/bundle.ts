@@ -14,7 +14,10 @@ export interface NodeBundle {
   /** Postfix files by name: main.cf, master.cf and the tables. */
   files: Record<string, string>;
   indexedMaps: IndexedMap[];
-  /** Client certificate file that master.cf names, by tenant id (installed by an earlier step). */
+  /**
+   * Client certificate files that master.cf names (smtp_tls_chain_files, comma-separated), by tenant
+   * id: a supplied bundle (client-certificates step) or an obtained key and chain (certificate step).
+   */
   clientCertificates: Record<string, string>;
   /** The node certificate files main.cf names (installed by the certificate step). */
   tls: { keyFile: string; chainFile: string };

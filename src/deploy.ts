@@ -281,11 +281,13 @@ function deployPostfixScript(bundle: NodeBundle): string {
     ...[bundle.tls.keyFile, bundle.tls.chainFile].map(
       (f) => `[ -s ${shq(f)} ] || fail "TLS file ${f} is missing: the certificate step must succeed first"`,
     ),
-    ...Object.values(bundle.clientCertificates).map(
-      (f) =>
-        `[ -s ${shq(f)} ] || fail "client certificate ${f} is missing: ` +
-        `the client-certificates step must succeed first"`,
-    ),
+    ...Object.values(bundle.clientCertificates)
+      .flatMap((files) => files.split(","))
+      .map(
+        (f) =>
+          `[ -s ${shq(f)} ] || fail "client certificate ${f} is missing: ` +
+          `the certificate and client-certificates steps must succeed first"`,
+      ),
   ];
   return `#!/bin/bash
 # header-rewrite: staged, atomic Postfix deploy for ${node.fqdn}

@@ -2,7 +2,7 @@
 // through dns-lexicon: auth/time, zone list and status, record create/list/get/delete, refresh)
 // and for OVH's name servers: the TXT records written through it are served over DNS, where
 // Pebble validates dns-01. Every request is logged with the headers OVH's API requires.
-// usage: tsx ovh-api.ts --dir D --address IP --zones a.example,b.example --cert C --key K
+// usage: tsx ovh-api.ts --dir D --address IP --zones a.example,b.example --cert C --key K --ns NAME
 import * as fs from "node:fs";
 import * as https from "node:https";
 import * as path from "node:path";
@@ -16,6 +16,7 @@ const { values } = parseArgs({
     zones: { type: "string" },
     cert: { type: "string" },
     key: { type: "string" },
+    ns: { type: "string" },
   },
 });
 const dir = values.dir!;
@@ -95,22 +96,35 @@ const api = https.createServer(
 );
 api.listen(443, values.address);
 
-// OVH's name servers for those zones: the TXT records above, nothing else.
+// OVH's name servers for those zones: SOA and NS at each apex (this host, by its API name), and
+// the TXT records written above. Enough for Pebble's dns-01 lookup and lego's propagation check.
 const { Packet } = dns2;
+const nameServer = values.ns!;
 const dnsServer = dns2.createServer({
   udp: true,
   handle: (request, send) => {
     const response = Packet.createResponseFromRequest(request);
+    const answer = (name: string, type: number, data: object) =>
+      response.answers.push(Object.assign(new Packet.Resource(name, type, Packet.CLASS.IN, 1), data));
     for (const q of request.questions) {
       const name = q.name.toLowerCase().replace(/\.$/, "");
+      const zone = zones.find((z) => name === z || name.endsWith(`.${z}`));
+      if (zone && q.type === Packet.TYPE.SOA)
+        answer(zone, Packet.TYPE.SOA, {
+          primary: nameServer,
+          admin: `hostmaster.${zone}`,
+          serial: 1,
+          refresh: 3600,
+          retry: 600,
+          expiration: 86400,
+          minimum: 1,
+        });
+      if (zone && q.type === Packet.TYPE.NS && name === zone)
+        answer(zone, Packet.TYPE.NS, { ns: nameServer });
       for (const r of records) {
         const fqdn = r.subDomain ? `${r.subDomain}.${r.zone}` : r.zone;
         if (r.fieldType === "TXT" && fqdn === name && q.type === Packet.TYPE.TXT)
-          response.answers.push(
-            Object.assign(new Packet.Resource(q.name, Packet.TYPE.TXT, Packet.CLASS.IN, 1), {
-              data: r.target,
-            }),
-          );
+          answer(q.name, Packet.TYPE.TXT, { data: r.target });
       }
       log(`DNS ${name} type=${q.type} answers=${response.answers.length}`);
     }

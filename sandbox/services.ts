@@ -113,8 +113,8 @@ export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig 
         `--listen-address=${t.dns.ipv4},${t.dns.ipv6} --bind-interfaces --except-interface=lo --user=root ` +
         t.trap.domains.map((d) => `--mx-host=${d},${t.trap.host},10 `).join("") +
         `${dnsmasqKeys(dkimRecords(t))} ` +
-        // The tenant-certificate names are answered by the OVH stand-in (dns-01 TXT records).
-        t.ovhApi.delegated.map((d) => `--server=/${d}/${t.ovhApi.ipv4} `).join("") +
+        // The tenants' zones are OVH-hosted: the stand-in answers for them (dns-01 TXT records).
+        t.ovhApi.zones.map((d) => `--server=/${d}/${t.ovhApi.ipv4} `).join("") +
         `--pid-file=${q(path.join(t.dir, "dns", "dnsmasq.pid"))} ` +
         `--log-facility=${q(path.join(t.dir, "dns", "dnsmasq.log"))} --log-queries`,
     ),
@@ -184,7 +184,7 @@ export function startOvhApi(t: Topology): void {
   startDetached(
     path.join(o.dir, "ovh-api.out"),
     `exec ip netns exec ${t.wan.netns} ${q(TSX)} ${q(path.join(__dirname, "ovh-api.ts"))} --dir ${q(o.dir)} ` +
-      `--address ${o.ipv4} --zones ${q(o.zones.join(","))} ` +
+      `--address ${o.ipv4} --zones ${q(o.zones.join(","))} --ns ${q(o.host)} ` +
       `--cert ${q(path.join(o.dir, "tls", "fullchain.pem"))} --key ${q(path.join(o.dir, "tls", "privkey.pem"))}`,
   );
 }

@@ -42,9 +42,9 @@ export interface Topology {
   acme: { host: string; ipv4: string; directory: string; management: string };
   /**
    * OVH's DNS zone API and name servers for the tenants' domains (sandbox/ovh-api.ts): certbot's
-   * OVH plugin writes dns-01 records there, and the sandbox DNS delegates relay.<domain> to it.
+   * OVH plugin and lego write dns-01 records there, and the sandbox DNS forwards those zones to it.
    */
-  ovhApi: { host: string; ipv4: string; zones: string[]; delegated: string[]; dir: string };
+  ovhApi: { host: string; ipv4: string; zones: string[]; dir: string };
   nodes: SandboxNode[];
   /**
    * allowed: tenant A on Exchange Online (signs with its old.example key); impostor: another tenant
@@ -139,7 +139,6 @@ export function planTopology(
       host: "eu.api.ovh.com",
       ipv4: "198.51.100.71",
       zones: tenantDomains,
-      delegated: tenantDomains.map((d) => `${TENANT_CERT_LABEL}.${d}`),
       dir: path.join(dir, "ovh-api"),
     },
     acme: {

@@ -341,13 +341,10 @@ export function parseStackConfig(
   const image = KNOWN_IMAGES.some((i) => i.name === values.image)
     ? knownImage(String(values.image))
     : undefined;
-  const obtains =
-    values.acmeChallenge === "dns-01" || Object.keys(values.tenantCertificates ?? {}).length > 0;
-  if (image && !image.certbotOvhPlugin && obtains)
+  if (image && !image.certbotOvhPlugin && values.acmeChallenge === "dns-01")
     problems.push(
-      `${PROJECT}:acmeChallenge dns-01 and ${PROJECT}:tenantCertificates need certbot's OVH plugin, which ` +
-        `${image.name} does not package (python3-certbot-dns-ovh is in Debian 12 only) (hint: image Debian 12, ` +
-        "or http-01 and a supplied certificate in header-rewrite:clientCertificates)",
+      `${PROJECT}:acmeChallenge dns-01 needs certbot's OVH plugin, which ${image.name} does not package ` +
+        "(python3-certbot-dns-ovh is in Debian 12 only) (hint: image Debian 12, or http-01)",
     );
   if (problems.length) throw new ConfigError(source, problems);
   return { ...DEFAULTS, ...values, region } as StackConfig;

@@ -3,6 +3,7 @@
 import * as path from "node:path";
 import type { NodeIdentity, StackConfig } from "./config";
 import { serviceFqdn } from "./config";
+import { knownImage } from "./images";
 import { type NodeBundle, bundleHash } from "./bundle";
 import {
   ACME_DNS_CREDENTIALS,
@@ -13,6 +14,9 @@ import {
   POSTFIX_RELEASES,
   RELEASES_KEPT,
   RELEASE_MARKER,
+  LEGO_OVH_ENV,
+  LEGO_PATH,
+  LEGO_RENEW,
   tenantCertName,
   tlsPaths,
 } from "./layout";
@@ -63,6 +67,72 @@ export interface DnsOvhCredentials {
 }
 
 /**
+ * Tenant certificates with lego, where the release has no certbot OVH plugin (src/images.ts): run
+ * once, then renewed by a daily systemd timer; the same hook reloads Postfix after a renewal.
+ */
+function legoTenantCertificates(
+  cfg: StackConfig,
+  tenants: [string, string][],
+  dns: DnsOvhCredentials | undefined,
+): string {
+  if (!tenants.length || !dns) return "";
+  const env = [
+    `OVH_ENDPOINT=${dns.endpoint}`,
+    `OVH_APPLICATION_KEY=${dns.applicationKey}`,
+    `OVH_APPLICATION_SECRET=${dns.applicationSecret}`,
+    `OVH_CONSUMER_KEY=${dns.consumerKey}`,
+  ];
+  const lego = (name: string) =>
+    `lego --accept-tos --email ${shq(cfg.acmeEmail)} --server ${shq(cfg.acmeServer)} --path ${LEGO_PATH} ` +
+    `--key-type ec256 --dns ovh -d ${shq(name)}`;
+  const renew = `#!/bin/bash
+# header-rewrite: renew lego's tenant certificates (daily timer); the hook reloads Postfix.
+set -euo pipefail
+set -a; . ${LEGO_OVH_ENV}; set +a
+${tenants
+  .map(
+    ([, name]) => `${lego(name)} renew --days 30 --renew-hook ${CERTBOT_DEPLOY_HOOK}
+`,
+  )
+  .join("")}`;
+  const unit = `[Unit]
+Description=header-rewrite: renew tenant certificates (lego)
+[Service]
+Type=oneshot
+ExecStart=${LEGO_RENEW}
+`;
+  const timer = `[Unit]
+Description=header-rewrite: renew tenant certificates daily
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=1h
+Persistent=true
+[Install]
+WantedBy=timers.target
+`;
+  const obtain = tenants
+    .map(
+      ([id, name]) =>
+        `[ -s ${LEGO_PATH}/certificates/${name}.crt ] || ${lego(name)} run\n` +
+        `echo "client certificate for tenant ${id}: ${name} (lego)"\n`,
+    )
+    .join("");
+  return `command -v lego >/dev/null || { echo "lego is missing: apt-get install lego" >&2; exit 1; }
+install -d -m 700 ${LEGO_PATH}
+(umask 077; ${writeFile(LEGO_OVH_ENV, env.join("\n"))})
+${writeFile(LEGO_RENEW, renew)}chmod 755 ${LEGO_RENEW}
+(set -a; . ${LEGO_OVH_ENV}; set +a
+${obtain})
+if [ -d /run/systemd/system ]; then
+${writeFile("/etc/systemd/system/header-rewrite-lego-renew.service", unit)}${writeFile(
+    "/etc/systemd/system/header-rewrite-lego-renew.timer",
+    timer,
+  )}  systemctl daemon-reload && systemctl enable --quiet --now header-rewrite-lego-renew.timer
+fi
+`;
+}
+
+/**
  * Obtains (or keeps) the node certificate with certbot. Renewal runs from certbot's own timer; the
  * deploy hook reloads Postfix so a renewed certificate is served without a restart.
  */
@@ -70,6 +140,7 @@ function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCre
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
   const tenants = Object.entries(cfg.tenantCertificates).sort(([a], [b]) => a.localeCompare(b));
   const dnsNeeded = cfg.acmeChallenge === "dns-01" || tenants.length > 0;
+  const viaLego = !knownImage(cfg.image).certbotOvhPlugin;
   if (dnsNeeded && !dns) {
     throw new Error(
       "header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates " +
@@ -87,7 +158,7 @@ function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCre
     `dns_ovh_consumer_key = ${dns.consumerKey}`,
   ];
   const credentials =
-    ini && dnsNeeded
+    ini && dnsNeeded && (cfg.acmeChallenge === "dns-01" || !viaLego)
       ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${writeFile(ACME_DNS_CREDENTIALS, ini.join("\n"))})\n`
       : "";
   const hook = `#!/bin/sh
@@ -99,20 +170,23 @@ if postfix status >/dev/null 2>&1; then postfix reload; fi
   --server ${shq(cfg.acmeServer)} --cert-name ${shq(certName)} ${domains.map((n) => `-d ${shq(n)}`).join(" ")} \\
   --key-type ecdsa --keep-until-expiring ${how}
 `;
-  const plugin = dnsNeeded
-    ? "/usr/bin/python3 -c 'import certbot_dns_ovh' 2>/dev/null ||\n" +
-      '  { echo "certbot\'s OVH plugin is missing: apt-get install python3-certbot-dns-ovh" >&2; exit 1; }\n'
-    : "";
+  const plugin =
+    dnsNeeded && !viaLego
+      ? "/usr/bin/python3 -c 'import certbot_dns_ovh' 2>/dev/null ||\n" +
+        '  { echo "certbot\'s OVH plugin is missing: apt-get install python3-certbot-dns-ovh" >&2; exit 1; }\n'
+      : "";
   // A certificate for a name of tenant B's own, so that tenant attributes the relays' mail by it
   // (MC1226222); each node obtains its own, through dns-01 since the name points at no node.
-  const tenantCerts = tenants
-    .map(
-      ([id, name]) =>
-        certbot(tenantCertName(id), [name], dnsOvh) +
-        `test -s ${shq(`/etc/letsencrypt/live/${tenantCertName(id)}/fullchain.pem`)}\n` +
-        `echo "client certificate for tenant ${id}: ${name}"\n`,
-    )
-    .join("");
+  const tenantCerts = viaLego
+    ? legoTenantCertificates(cfg, tenants, dns)
+    : tenants
+        .map(
+          ([id, name]) =>
+            certbot(tenantCertName(id), [name], dnsOvh) +
+            `test -s ${shq(`/etc/letsencrypt/live/${tenantCertName(id)}/fullchain.pem`)}\n` +
+            `echo "client certificate for tenant ${id}: ${name}"\n`,
+        )
+        .join("");
   return `#!/bin/bash
 # header-rewrite: node certificate for ${node.fqdn} via ACME (${cfg.acmeChallenge}).
 set -euo pipefail

@@ -23,7 +23,8 @@ export interface KnownImage {
    * Whether the release packages certbot's OVH DNS plugin (python3-certbot-dns-ovh), which dns-01
    * and tenant certificates use. Debian 13 does not: neither it nor python3-lexicon is in trixie's
    * archive (dists/trixie/main Packages index, read 2026-11-24; the sandbox's image build for
-   * trixie failed on it).
+   * trixie failed on it). There, tenant certificates are obtained with Debian's lego (4.9.1 in
+   * both releases, OVH provider built in).
    */
   certbotOvhPlugin: boolean;
 }

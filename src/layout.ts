@@ -40,8 +40,19 @@ export function tenantCertName(tenantId: string): string {
   return `tenant-${tenantId}`;
 }
 
-/** That certificate as Postfix presents it to the tenant: key first, then the full chain. */
-export function tenantCertChainFiles(tenantId: string): string {
+/** Where lego keeps its account and certificates (releases without certbot's OVH plugin). */
+export const LEGO_PATH = "/etc/header-rewrite/lego";
+/** The OVH API credentials lego reads from its environment (root-only). */
+export const LEGO_OVH_ENV = `${LEGO_PATH}/ovh.env`;
+/** Renews lego's certificates daily (systemd timer) and reloads Postfix after a renewal. */
+export const LEGO_RENEW = "/usr/local/sbin/header-rewrite-lego-renew";
+
+/**
+ * That certificate as Postfix presents it to the tenant: key first, then the full chain; certbot's
+ * layout, or lego's (`<name>.key`, `<name>.crt` with the chain).
+ */
+export function tenantCertChainFiles(tenantId: string, name: string, viaLego: boolean): string {
+  if (viaLego) return `${LEGO_PATH}/certificates/${name}.key,${LEGO_PATH}/certificates/${name}.crt`;
   const dir = `/etc/letsencrypt/live/${tenantCertName(tenantId)}`;
   return `${dir}/privkey.pem,${dir}/fullchain.pem`;
 }

@@ -142,7 +142,10 @@ export function renderNode(ctx: RenderContext): NodeBundle {
   const clientCertificates = Object.fromEntries([
     ...maps.tenants
       .filter((t) => cfg.tenantCertificates[t.id])
-      .map((t) => [t.id, tenantCertChainFiles(t.id)]),
+      .map((t) => [
+        t.id,
+        tenantCertChainFiles(t.id, cfg.tenantCertificates[t.id], !knownImage(cfg.image).certbotOvhPlugin),
+      ]),
     ...maps.tenants.filter((t) => withCert.has(t.id)).map((t) => [t.id, clientCertPath(t.id)]),
   ]);
   const vars = {
@@ -267,7 +270,7 @@ function nodePackages(cfg: StackConfig): string[] {
   ];
   // Wherever the release has it: user-data is read once, so switching to dns-01 or adding a tenant
   // certificate later must not need a package the server never got.
-  if (knownImage(cfg.image).certbotOvhPlugin) pkgs.push("python3-certbot-dns-ovh");
+  pkgs.push(knownImage(cfg.image).certbotOvhPlugin ? "python3-certbot-dns-ovh" : "lego");
   return pkgs;
 }
 

@@ -242,10 +242,6 @@ describe("stack configuration errors name the file, the key and the fix", () => 
         { image: "Debian 13", acmeChallenge: "dns-01" },
         "which Debian 13 does not package (python3-certbot-dns-ovh",
       ],
-      [
-        { image: "Debian 13", tenantCertificates: '{"new_example":"relay.new.example"}' },
-        "need certbot's OVH plugin",
-      ],
     ];
     for (const [change, message] of cases) expect(attempt({ ...base.raw, ...change })).toContain(message);
   });
@@ -377,5 +373,24 @@ describe("certificate step", () => {
       dns: ["192.0.2.53"],
     };
     expect(renderUserData(obtaining, addresses)).toContain('"python3-certbot-dns-ovh"');
+    // Debian 13 has no certbot OVH plugin: lego obtains it, a daily timer renews it.
+    const trixie = { ...obtaining, cfg: { ...obtaining.cfg, image: "Debian 13" } };
+    const lego = scripts(trixie, dns).certificate;
+    expect(lego).toContain("lego --accept-tos --email 'hostmaster@example.net'");
+    expect(lego).toContain(
+      "--path /etc/header-rewrite/lego --key-type ec256 --dns ovh -d 'relay.new.example'",
+    );
+    expect(lego).toContain(
+      "renew --days 30 --renew-hook /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix",
+    );
+    expect(lego).toContain("systemctl enable --quiet --now header-rewrite-lego-renew.timer");
+    expect(lego).not.toContain("--dns-ovh");
+    expect(spawnSync("bash", ["-n"], { input: lego }).status).toBe(0);
+    expect(renderUserData(trixie, addresses)).toContain('"lego"');
+    expect(
+      readByPostfix(renderNode(trixie).files).serviceParam("tenant_new_example", "smtp_tls_chain_files"),
+    ).toBe(
+      "/etc/header-rewrite/lego/certificates/relay.new.example.key,/etc/header-rewrite/lego/certificates/relay.new.example.crt",
+    );
   });
 });

@@ -16,7 +16,7 @@ import { NODE_IFACE } from "./network";
 import { bootContainer } from "./node-host";
 import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
 import { type Result, inNetns, must, sh } from "./shell";
-import { NETWORKS, type SandboxNode, type StackInput, type Topology } from "./topology";
+import { NETWORKS, type SandboxNode, type StackInput, type Topology, gatewayOf } from "./topology";
 
 export function deployKeyFile(t: Topology): string {
   return path.join(t.dir, "keys", "deploy");
@@ -48,11 +48,10 @@ function runStep(t: Topology, node: SandboxNode, script: string): Result {
 
 /** What the cloud would give the node's port; the resolver is the sandbox DNS (overlay). */
 function nodeAddresses(t: Topology, n: SandboxNode): NodeAddresses {
-  const gateway = (net: string) => net.split("/")[0];
   return {
     mac: n.mac,
-    ipv4: { address: n.ipv4, gateway: gateway(NETWORKS.nodes.v4) },
-    ipv6: { address: n.ipv6, gateway: gateway(NETWORKS.nodes.v6) },
+    ipv4: { address: n.ipv4, gateway: gatewayOf(NETWORKS.nodes.v4) },
+    ipv6: { address: n.ipv6, gateway: gatewayOf(NETWORKS.nodes.v6) },
     dns: [t.dns.ipv4, t.dns.ipv6],
   };
 }

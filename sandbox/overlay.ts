@@ -3,7 +3,7 @@
 import type { NodeBundle } from "../src/bundle";
 import type { StackConfig } from "../src/config";
 import * as YAML from "yaml";
-import { NETWORKS, type SandboxNode } from "./topology";
+import { NETWORKS, type SandboxNode, gatewayOf } from "./topology";
 
 export const OVERLAY_DESCRIPTION = [
   "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
@@ -62,7 +62,7 @@ export function nocloudSeed(n: SandboxNode, iface: string): Record<string, strin
       ethernets: {
         [iface]: {
           addresses: [`${n.ipv4}/32`],
-          routes: [{ to: "0.0.0.0/0", via: NETWORKS.nodes.v4.split("/")[0], "on-link": true }],
+          routes: [{ to: "0.0.0.0/0", via: gatewayOf(NETWORKS.nodes.v4), "on-link": true }],
         },
       },
     }),

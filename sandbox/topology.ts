@@ -64,6 +64,11 @@ export const NETWORKS = {
   outsider: { v6: "2001:db8:bad::1/64" },
 };
 
+/** The router's address on one of NETWORKS ("203.0.113.1/24" -> "203.0.113.1"): the hosts' gateway. */
+export function gatewayOf(network: string): string {
+  return network.split("/")[0];
+}
+
 export interface StackInput {
   stack: string;
   cfg: StackConfig;

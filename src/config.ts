@@ -5,7 +5,7 @@ import * as path from "node:path";
 import Ajv, { type ErrorObject } from "ajv";
 import * as YAML from "yaml";
 import * as ipaddr from "ipaddr.js";
-import { KNOWN_IMAGES, knownImage } from "./images";
+import { KNOWN_IMAGES } from "./images";
 import { PROJECT_ROOT } from "./project";
 
 export const PROJECT = "header-rewrite";
@@ -338,9 +338,7 @@ export function parseStackConfig(
       `${PROJECT}:rebuildNodes replaces servers, which protectServers forbids ` +
         `(hint: pulumi config set ${PROJECT}:protectServers false for this run; README "Replacing a node's server")`,
     );
-  const image = KNOWN_IMAGES.some((i) => i.name === values.image)
-    ? knownImage(String(values.image))
-    : undefined;
+  const image = KNOWN_IMAGES.find((i) => i.name === values.image);
   if (image && !image.certbotOvhPlugin && values.acmeChallenge === "dns-01")
     problems.push(
       `${PROJECT}:acmeChallenge dns-01 needs certbot's OVH plugin, which ${image.name} does not package ` +

@@ -3,7 +3,7 @@
 import * as path from "node:path";
 import type { NodeIdentity, StackConfig } from "./config";
 import { serviceFqdn } from "./config";
-import { knownImage } from "./images";
+import { tenantCertsViaLego } from "./images";
 import { type NodeBundle, bundleHash } from "./bundle";
 import {
   ACME_DNS_CREDENTIALS,
@@ -139,9 +139,11 @@ fi
 function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCredentials): string {
   const names = [node.fqdn, ...(cfg.acmeChallenge === "dns-01" ? [serviceFqdn(cfg)] : [])];
   const tenants = Object.entries(cfg.tenantCertificates).sort(([a], [b]) => a.localeCompare(b));
-  const dnsNeeded = cfg.acmeChallenge === "dns-01" || tenants.length > 0;
-  const viaLego = !knownImage(cfg.image).certbotOvhPlugin;
-  if (dnsNeeded && !dns) {
+  const viaLego = tenantCertsViaLego(cfg.image);
+  // dns-01 through certbot's OVH plugin: the node certificate's challenge, or tenant certificates
+  // where the release packages the plugin (lego takes them elsewhere).
+  const certbotDns = cfg.acmeChallenge === "dns-01" || (!viaLego && tenants.length > 0);
+  if ((cfg.acmeChallenge === "dns-01" || tenants.length > 0) && !dns) {
     throw new Error(
       "header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates " +
         '(hint: see README, "Certificates")',
@@ -158,7 +160,7 @@ function certificateScript(cfg: StackConfig, node: NodeIdentity, dns?: DnsOvhCre
     `dns_ovh_consumer_key = ${dns.consumerKey}`,
   ];
   const credentials =
-    ini && dnsNeeded && (cfg.acmeChallenge === "dns-01" || !viaLego)
+    ini && certbotDns
       ? `install -d -m 700 /etc/letsencrypt\n(umask 077; ${writeFile(ACME_DNS_CREDENTIALS, ini.join("\n"))})\n`
       : "";
   const hook = `#!/bin/sh
@@ -171,7 +173,7 @@ if postfix status >/dev/null 2>&1; then postfix reload; fi
   --key-type ecdsa --keep-until-expiring ${how}
 `;
   const plugin =
-    dnsNeeded && !viaLego
+    certbotDns && !viaLego
       ? "/usr/bin/python3 -c 'import certbot_dns_ovh' 2>/dev/null ||\n" +
         '  { echo "certbot\'s OVH plugin is missing: apt-get install python3-certbot-dns-ovh" >&2; exit 1; }\n'
       : "";
@@ -183,7 +185,7 @@ if postfix status >/dev/null 2>&1; then postfix reload; fi
         .map(
           ([id, name]) =>
             certbot(tenantCertName(id), [name], dnsOvh) +
-            `test -s ${shq(`/etc/letsencrypt/live/${tenantCertName(id)}/fullchain.pem`)}\n` +
+            `test -s ${shq(tlsPaths(tenantCertName(id)).chainFile)}\n` +
             `echo "client certificate for tenant ${id}: ${name}"\n`,
         )
         .join("");

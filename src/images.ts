@@ -34,6 +34,11 @@ export const KNOWN_IMAGES: readonly KnownImage[] = [
   { name: "Debian 13", osId: "debian", versionId: "13", suite: "trixie", certbotOvhPlugin: false },
 ];
 
+/** Whether nodes of this image obtain tenant certificates with lego (no certbot OVH plugin there). */
+export function tenantCertsViaLego(imageName: string): boolean {
+  return !knownImage(imageName).certbotOvhPlugin;
+}
+
 export function knownImage(name: string): KnownImage {
   const image = KNOWN_IMAGES.find((i) => i.name === name);
   if (!image) {

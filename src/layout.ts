@@ -53,8 +53,8 @@ export const LEGO_RENEW = "/usr/local/sbin/header-rewrite-lego-renew";
  */
 export function tenantCertChainFiles(tenantId: string, name: string, viaLego: boolean): string {
   if (viaLego) return `${LEGO_PATH}/certificates/${name}.key,${LEGO_PATH}/certificates/${name}.crt`;
-  const dir = `/etc/letsencrypt/live/${tenantCertName(tenantId)}`;
-  return `${dir}/privkey.pem,${dir}/fullchain.pem`;
+  const certbot = tlsPaths(tenantCertName(tenantId));
+  return `${certbot.keyFile},${certbot.chainFile}`;
 }
 
 /** certbot runs this after every renewal: Postfix reloads and serves the new certificate. */

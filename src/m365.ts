@@ -114,6 +114,8 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
         `(TlsDomain), so every node must be under one zone`,
     );
   }
+  // Every node certificate is for <node>.<zone>: one wildcard name covers them all.
+  const nodeCertName = `*.${zones[0]}`;
   const headers = sorted(fleet.map((s) => s.cfg.loopGuardHeader));
   if (headers.length !== 1)
     throw new M365Error(`the stacks stamp different loop-guard headers (${headers.join(", ")}): use one`);
@@ -162,7 +164,7 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
   const tenantsB = maps.tenants.map((tenant) => ({
     id: tenant.id,
     host: tenant.host,
-    certificateName: named[tenant.id] ?? `*.${zones[0]}`,
+    certificateName: named[tenant.id] ?? nodeCertName,
     domains: sorted(
       maps.relayhosts
         .filter((r) => r.tenantId === tenant.id && r.key.startsWith("@"))
@@ -180,7 +182,7 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
   }
   return {
     smartHosts: sorted(nodes.map((n) => n.fqdn)),
-    certificateName: `*.${zones[0]}`,
+    certificateName: nodeCertName,
     loopGuard: { header: headers[0], words: sorted(nodes.map((n) => n.fqdn)) },
     senderDomains: sorted(wholeDomains),
     senderAddresses: sorted([...singles, ...routedExceptions.map((t) => t.from)]),
@@ -271,7 +273,7 @@ function attributionSettings(plan: M365Plan, tenant: TenantB, opts: M365Options)
 }
 
 /** Appends to the PowerShell array LIST what the tenant lacks: accepted domains and DKIM signing. */
-function tenantChecks(plan: M365Plan, tenant: TenantB, list: string, opts: M365Options): string {
+function tenantChecks(tenant: TenantB, list: string, opts: M365Options): string {
   const perDomain = tenant.domains.map(
     (d) =>
       `if (-not (Get-AcceptedDomain -Identity ${psString(d)} -ErrorAction SilentlyContinue)) {\n` +
@@ -286,7 +288,7 @@ function tenantChecks(plan: M365Plan, tenant: TenantB, list: string, opts: M365O
 /** One target tenant: the inbound connector that attributes the relays' mail to it, and checks. */
 export function tenantBScript(plan: M365Plan, tenant: TenantB, opts: M365Options = {}): string {
   const attribution = attributionSettings(plan, tenant, opts);
-  const checks = tenantChecks(plan, tenant, "$problems", opts);
+  const checks = tenantChecks(tenant, "$problems", opts);
   return [
     PREAMBLE,
     `# Tenant ${tenant.id} (${tenant.host}): mail the relays rewrote to ${tenant.domains.join(", ")}.\n`,
@@ -359,7 +361,7 @@ export function verifyTenantAScript(plan: M365Plan, opts: M365Options = {}): str
 
 export function verifyTenantBScript(plan: M365Plan, tenant: TenantB, opts: M365Options = {}): string {
   const attribution = attributionSettings(plan, tenant, opts);
-  const domains = tenantChecks(plan, tenant, "$drift", opts);
+  const domains = tenantChecks(tenant, "$drift", opts);
   return (
     VERIFY_PREAMBLE +
     verifyObject("InboundConnector", M365_NAMES.inboundConnector, [

@@ -9,7 +9,7 @@ import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
 import type { NodeBundle } from "./bundle";
 import { PIN_MILTER, REWRITE_PASS, clientCertPath, tenantCertChainFiles, tlsPaths } from "./layout";
 import { PIN_VERDICT_HEADER, type TenantPin, pinValue } from "./pins";
-import { KNOWN_IMAGES, knownImage } from "./images";
+import { KNOWN_IMAGES, knownImage, tenantCertsViaLego } from "./images";
 
 const TEMPLATES = path.join(PROJECT_ROOT, "templates");
 
@@ -144,7 +144,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
       .filter((t) => cfg.tenantCertificates[t.id])
       .map((t) => [
         t.id,
-        tenantCertChainFiles(t.id, cfg.tenantCertificates[t.id], !knownImage(cfg.image).certbotOvhPlugin),
+        tenantCertChainFiles(t.id, cfg.tenantCertificates[t.id], tenantCertsViaLego(cfg.image)),
       ]),
     ...maps.tenants.filter((t) => withCert.has(t.id)).map((t) => [t.id, clientCertPath(t.id)]),
   ]);
@@ -270,7 +270,7 @@ function nodePackages(cfg: StackConfig): string[] {
   ];
   // Wherever the release has it: user-data is read once, so switching to dns-01 or adding a tenant
   // certificate later must not need a package the server never got.
-  pkgs.push(knownImage(cfg.image).certbotOvhPlugin ? "python3-certbot-dns-ovh" : "lego");
+  pkgs.push(tenantCertsViaLego(cfg.image) ? "lego" : "python3-certbot-dns-ovh");
   return pkgs;
 }
 

@@ -6,6 +6,7 @@ import { MAPS_DIR } from "./src/project";
 import { createRegion } from "./src/cloud";
 import { RelayNode } from "./src/node";
 import type { DnsOvhCredentials } from "./src/deploy";
+import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/rollout";
 
 const stack = pulumi.getStack();
 
@@ -31,13 +32,38 @@ const secrets = pulumi.secret(
     })),
 );
 
-// 2. Regional resources, then one relay node per configured name (render + deploy happen inside).
-const region = createRegion(stack, cfg, maps);
-const nodes = cfg.nodes.map(
-  (name) => new RelayNode(name, { stack, cfg, maps, region, deployPrivateKey, secrets }),
-);
+// 2. The release this run rolls out; a stack with rolloutAfter takes only what that stack has run.
+const thisRelease = releaseId(maps);
+const refusal: pulumi.Output<string | undefined> = cfg.rolloutAfter
+  ? new pulumi.StackReference(
+      cfg.rolloutAfter.includes("/")
+        ? cfg.rolloutAfter
+        : `${pulumi.getOrganization()}/${pulumi.getProject()}/${cfg.rolloutAfter}`,
+    )
+      .getOutput("release")
+      .apply((ran: string | undefined) => {
+        const why = rolloutRefusal({
+          stack,
+          after: cfg.rolloutAfter,
+          release: thisRelease,
+          ran,
+          forced: process.env[FORCE_RELEASE_ENV],
+        });
+        if (why) pulumi.log.warn(`the Postfix steps of ${stack} will refuse: ${why}`);
+        return why;
+      })
+  : pulumi.output(undefined);
 
-// 3. What operators need next: addresses, names, and the smart hosts for the M365 connector.
+// 3. Regional resources, then the relay nodes one after the other: each node's Postfix change
+// waits for the node before it to pass its post-deploy check (render + deploy happen inside).
+const region = createRegion(stack, cfg, maps);
+const nodes: RelayNode[] = [];
+for (const name of cfg.nodes) {
+  const after = nodes.at(-1)?.verify;
+  nodes.push(new RelayNode(name, { stack, cfg, maps, region, deployPrivateKey, secrets, after, refusal }));
+}
+
+// 4. What operators need next: addresses, names, and the smart hosts for the M365 connector.
 export const nodeAddresses = Object.fromEntries(
   nodes.map((n) => [n.fqdn.split(".")[0], { fqdn: n.fqdn, ipv4: n.ipv4, ipv6: n.ipv6 }]),
 );
@@ -46,3 +72,9 @@ export const smartHosts = nodes.map((n) => n.fqdn);
 export const postfixBundles = Object.fromEntries(
   nodes.map((n) => [n.fqdn, n.bundleHash.apply((h) => h.slice(0, 12))]),
 );
+// Which tenants get an operator certificate (ids only): `npm run status` renders the same bundles.
+export const clientCertificateTenants = pulumi.unsecret(
+  secrets.apply((s) => Object.keys(s.clientCertificates).sort()),
+);
+// Set once every node passed its post-deploy check with this release: what rolloutAfter reads.
+export const release = pulumi.all(nodes.map((n) => n.verify.stdout)).apply(() => thisRelease);

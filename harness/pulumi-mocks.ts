@@ -76,6 +76,8 @@ export function mockPortMac(n: number): string {
 export interface StackVariant {
   config?: Record<string, string>;
   secretKeys?: string[];
+  /** Outputs of other stacks, by the name a StackReference gives ("organization/header-rewrite/lon"). */
+  stackOutputs?: Record<string, Record<string, unknown>>;
 }
 
 /** The configuration a run sees: the stack's fixture with the variant on top. */
@@ -110,6 +112,10 @@ export async function runStack(
           state.macAddress = mockPortMac(n);
         }
         if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
+        if (args.type === "pulumi:pulumi:StackReference") {
+          state.outputs = variant.stackOutputs?.[args.inputs.name] ?? {};
+          state.secretOutputNames = [];
+        }
         lastRegistrationAt = performance.now();
         resources.push({
           type: args.type,
@@ -147,6 +153,8 @@ export async function runStack(
     "header-rewrite",
     stack,
     false,
+    // A non-legacy DIY backend's organization name (a StackReference names "organization/<project>/<stack>").
+    "organization",
   );
   const { config, secretKeys } = stackConfig(stack, variant);
   pulumi.runtime.setAllConfig(config, secretKeys);

@@ -86,6 +86,7 @@ export function masterPid(h: NodeHost): string {
 
 export interface QueueEntry {
   queue_id: string;
+  queue_name: string;
   sender: string;
   recipients: { address: string; delay_reason?: string }[];
 }

@@ -11,6 +11,7 @@ import type { RelayMaps } from "../src/maps";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { shellQuote as q } from "../src/shell";
 import { knownImage } from "../src/images";
+import { gatedSteps } from "../src/rollout";
 import { imageRootfs } from "./image";
 import { NODE_IFACE } from "./network";
 import { bootContainer } from "./node-host";
@@ -104,6 +105,8 @@ interface DeployOptions {
   /** Changes the overlaid Postfix files before the deploy (tests break a deploy on purpose with it). */
   edit?: (files: Record<string, string>) => Record<string, string>;
   secrets?: NodeSecrets;
+  /** Why this node's stack must not take the release yet (src/rollout.ts): its Postfix step refuses. */
+  refusal?: string;
 }
 
 /** Pushes the production deploy steps (those that apply in the sandbox) to one node over SSH. */
@@ -120,7 +123,7 @@ export function deployNode(
   });
   const bundle = overlayBundle(rendered, opts.edit);
   let last: Result = { status: 0, stdout: "", stderr: "" };
-  for (const step of deploySteps(ctx.cfg, bundle, secrets)) {
+  for (const step of gatedSteps(deploySteps(ctx.cfg, bundle, secrets), opts.refusal)) {
     last = runStep(t, n, step.script);
     if (last.status !== 0) return last;
   }

@@ -7,7 +7,8 @@ import * as path from "node:path";
 import { PROJECT_ROOT } from "../src/project";
 import { shellQuote as q } from "../src/shell";
 import { buildNetwork } from "./network";
-import { deployKeyFile, deployNode, deployStockNode, nodeContext, ssh, startNode } from "./nodes";
+import { deployKeyFile, deployStockNode, nodeContext, ssh, startNode } from "./nodes";
+import { rollout } from "./rollout";
 import { OVERLAY_DESCRIPTION } from "./overlay";
 import { createDkimKey } from "./dkim";
 import { makePki, startDns, startOvhApi, startPebble, startSink, startTrap, waitForSink } from "./services";
@@ -67,9 +68,15 @@ export async function up(
     await pollUntil(`sshd on ${n.name}`, () => ssh(t, n, "true", undefined, 10_000).status === 0, 180_000);
   }
   for (const s of t.sinks) await waitForSink(t, s);
-  for (const n of t.nodes) {
-    const ctx = contexts.get(n.name)!;
-    const r = n.kind === "stock" ? deployStockNode(t, n, ctx) : deployNode(t, n, ctx);
+  // Relay nodes as `pulumi up` per stack deploys them: in rollout order, each after its check.
+  const first = rollout(t, project.stacks, project.maps);
+  for (const d of first.deployed) {
+    if (d.result.status !== 0)
+      throw new Error(`deploy to ${d.node} failed:\n${d.result.stderr}${d.result.stdout}`);
+    log(d.result.stdout.trim().split("\n").pop() ?? "");
+  }
+  for (const n of t.nodes.filter((x) => x.kind === "stock")) {
+    const r = deployStockNode(t, n, contexts.get(n.name)!);
     if (r.status !== 0) throw new Error(`deploy to ${n.name} failed:\n${r.stderr}${r.stdout}`);
     log(r.stdout.trim().split("\n").pop() ?? "");
   }

@@ -14,6 +14,8 @@ export interface NodeBundle {
   /** Postfix files by name: main.cf, master.cf and the tables. */
   files: Record<string, string>;
   indexedMaps: IndexedMap[];
+  /** Each tenant's next hop exactly as Postfix dials it ("[host]" or "[host]:port"), by tenant id. */
+  tenantNexthops: Record<string, string>;
   /**
    * Client certificate files that master.cf names (smtp_tls_chain_files, comma-separated), by tenant
    * id: a supplied bundle (client-certificates step) or an obtained key and chain (certificate step).

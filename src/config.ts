@@ -43,6 +43,10 @@ export interface StackConfig {
   clientConnectionCountLimit: number;
   clientConnectionRateLimit: number;
   clientMessageRateLimit: number;
+  /** The stack that must have run a release before this one takes it ("" for the first region). */
+  rolloutAfter: string;
+  /** Tenant B's daily external recipient limit (TERRL) per tenant id, for `npm run status`. */
+  tenantRecipientLimits: Record<string, number>;
 }
 
 /** Secret keys a stack may leave unset. */
@@ -108,6 +112,8 @@ const DEFAULTS = {
   clientConnectionCountLimit: 50,
   clientConnectionRateLimit: 300,
   clientMessageRateLimit: 1200,
+  rolloutAfter: "",
+  tenantRecipientLimits: {} as Record<string, number>,
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -242,6 +248,19 @@ const SCHEMA = {
       minimum: 1,
       description: "Messages per client address per minute (anvil)",
     },
+    tenantRecipientLimits: {
+      type: "object",
+      propertyNames: { pattern: "^[a-z0-9_]+$" },
+      additionalProperties: { type: "integer", minimum: 1 },
+      description:
+        "Per tenant id, tenant B's external recipients per 24 h (TERRL); npm run status warns from 80 %",
+    },
+    rolloutAfter: {
+      type: "string",
+      pattern: "^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$",
+      description:
+        'Stack that must have run a release before this stack takes it (README, "Rolling out"); unset: first region',
+    },
   },
 } as const;
 
@@ -343,6 +362,11 @@ export function parseStackConfig(
     problems.push(
       `${PROJECT}:acmeChallenge dns-01 needs certbot's OVH plugin, which ${image.name} does not package ` +
         "(python3-certbot-dns-ovh is in Debian 12 only) (hint: image Debian 12, or http-01)",
+    );
+  const stackName = source.replace(/^Pulumi\.(.+)\.yaml$/, "$1");
+  if (typeof values.rolloutAfter === "string" && values.rolloutAfter.split("/").pop() === stackName)
+    problems.push(
+      `${PROJECT}:rolloutAfter names this stack itself (hint: the stack that rolls out first, e.g. lon)`,
     );
   if (problems.length) throw new ConfigError(source, problems);
   return { ...DEFAULTS, ...values, region } as StackConfig;

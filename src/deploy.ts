@@ -14,6 +14,8 @@ import {
   POSTFIX_RELEASES,
   RELEASES_KEPT,
   RELEASE_MARKER,
+  RELEASE_PREVIOUS,
+  TENANT_CA_FILE,
   LEGO_OVH_ENV,
   LEGO_PATH,
   LEGO_RENEW,
@@ -420,18 +422,18 @@ echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
 ${pinMilterScript(bundle.pinMilterProgram)}# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
 # Nanoseconds: names are unique and sort in deploy order, even for two deploys in one second.
 NAME="$(date -u +%Y%m%dT%H%M%S.%NZ)-\${BUNDLE:0:12}"
+# Where the verify step returns if this release fails its post-deploy check.
+if [ -L "$LIVE" ]; then PREVIOUS=$(readlink "$LIVE"); else PREVIOUS="$RELEASES/original"; fi
+echo "$PREVIOUS" > "$STAGE/${RELEASE_PREVIOUS}"
 mv "$STAGE" "$RELEASES/$NAME"
 trap - EXIT
-PREVIOUS=""
 if [ -L "$LIVE" ]; then
-  PREVIOUS=$(readlink "$LIVE")
   ln -sfn "$RELEASES/$NAME" "$RELEASES/.live.tmp"
   mv -T "$RELEASES/.live.tmp" "$LIVE"
 else
   # First deploy: keep the package's directory aside; from now on $LIVE is a symlink.
   mv "$LIVE" "$RELEASES/original"
   ln -s "$RELEASES/$NAME" "$LIVE"
-  PREVIOUS="$RELEASES/original"
 fi
 rollback() {
   ln -sfn "$PREVIOUS" "$RELEASES/.live.tmp" && mv -T "$RELEASES/.live.tmp" "$LIVE"
@@ -456,8 +458,129 @@ echo "header-rewrite: ${node.fqdn} now runs bundle \${BUNDLE:0:12} ($NAME)"
 `;
 }
 
+/**
+ * A verified TLS handshake with each tenant next hop, as that tenant's transport makes it: the CA
+ * file main.cf names, the client certificate the transport presents, IPv4 if forced. posttls-finger
+ * arguments; the post-deploy check and `npm run status` both run them (no mail is sent).
+ */
+export function nexthopProbes(
+  cfg: StackConfig,
+  bundle: NodeBundle,
+): { tenant: string; nexthop: string; args: string[] }[] {
+  const nodeChain = `${bundle.tls.keyFile},${bundle.tls.chainFile}`;
+  return Object.entries(bundle.tenantNexthops)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([tenant, nexthop]) => ({
+      tenant,
+      nexthop,
+      args: [
+        "-l",
+        "secure",
+        "-F",
+        TENANT_CA_FILE,
+        "-H",
+        bundle.clientCertificates[tenant] ?? nodeChain,
+        ...(cfg.forceIPv4ToTenants ? ["-a", "ipv4"] : []),
+        nexthop,
+      ],
+    }));
+}
+
+/** How the verify step checks each tenant next hop: attempts, seconds between them. */
+const NEXTHOP_ATTEMPTS = 3;
+
+/**
+ * The post-deploy check: the bundle is live, Postfix runs and answers STARTTLS on port 25, the
+ * pinning milter answers, and every tenant next hop completes a verified TLS handshake with the
+ * certificate that tenant's transport presents (posttls-finger: no mail is sent). A failure returns
+ * the node to the release that was live before and fails the step, so the rollout stops here.
+ * Run again for a bundle it returned from, it makes that bundle live again first (a retry).
+ */
+function verifyScript(cfg: StackConfig, bundle: NodeBundle): string {
+  const { node } = bundle;
+  const hash = bundleHash(bundle.files);
+  const hops = nexthopProbes(cfg, bundle)
+    .map(
+      (p) =>
+        `check "tenant ${p.tenant} next hop ${p.nexthop}" "Verified TLS connection established" ` +
+        `${p.args.map(shq).join(" ")}\n`,
+    )
+    .join("");
+  return `#!/bin/bash
+# header-rewrite: post-deploy check of bundle ${hash.slice(0, 12)} on ${node.fqdn}
+set -uo pipefail
+LIVE=${POSTFIX_LIVE}
+RELEASES=${POSTFIX_RELEASES}
+BUNDLE=${hash}
+WANT="${node.fqdn} $BUNDLE"
+marker() { cat "$LIVE/${RELEASE_MARKER}" 2>/dev/null || echo "no header-rewrite release"; }
+switch_to() {
+  ln -sfn "$1" "$RELEASES/.live.tmp" && mv -T "$RELEASES/.live.tmp" "$LIVE" || return 1
+  if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1
+  elif [ -d /run/systemd/system ]; then systemctl start postfix
+  else postfix start >/dev/null 2>&1; fi
+}
+
+# 1. The bundle must be live. A failed check returned the node to its previous release; running the
+#    check again makes the bundle live again first, if its release is still kept.
+if [ "$(marker)" != "$WANT" ]; then
+  release=$(grep -lx "$WANT" "$RELEASES"/2*-"\${BUNDLE:0:12}"/${RELEASE_MARKER} 2>/dev/null | sort | tail -n 1)
+  if [ -z "$release" ]; then
+    echo "header-rewrite: ${node.fqdn} runs $(marker), not bundle \${BUNDLE:0:12}, and has no release of it:" \\
+      "the postfix step must deploy it first" >&2
+    exit 1
+  fi
+  release=$(dirname "$release")
+  readlink "$LIVE" > "$release/${RELEASE_PREVIOUS}"
+  switch_to "$release" || { echo "header-rewrite: could not make $release live again" >&2; exit 1; }
+  echo "header-rewrite: bundle \${BUNDLE:0:12} is live again on ${node.fqdn} for its check"
+fi
+RELEASE=$(readlink "$LIVE")
+PREVIOUS=$(cat "$RELEASE/${RELEASE_PREVIOUS}" 2>/dev/null || true)
+problems=()
+
+# 2. Postfix runs, and the pinning milter answers before port 25 hands it mail.
+postfix status >/dev/null 2>&1 || problems+=("Postfix is not running")
+/usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' ${PIN_MILTER.socket} \\
+  2>/dev/null || problems+=("the tenant-pinning milter does not answer on ${PIN_MILTER.socket}")
+
+# 3. TLS handshakes, no mail: port 25 offers STARTTLS; each tenant next hop verifies (names and chain)
+#    and is offered the client certificate that tenant's transport presents.
+check() {
+  local what=$1 want=$2 out=""; shift 2
+  for i in $(seq ${NEXTHOP_ATTEMPTS}); do
+    out=$(timeout 60 posttls-finger -c -t 10 -T 10 "$@" 2>&1)
+    if grep -q "$want" <<<"$out"; then echo "header-rewrite: $what: $(grep -m1 "$want" <<<"$out" | cut -c1-160)"; return; fi
+    [ "$i" = ${NEXTHOP_ATTEMPTS} ] || sleep 2
+  done
+  problems+=("$what: $(grep -v -e '^$' <<<"$out" | tail -n 3 | tr '\\n' ' ' | cut -c1-400)")
+}
+check "STARTTLS on port 25" "TLS connection established" -l encrypt "[127.0.0.1]:25"
+${hops}
+if [ \${#problems[@]} -gt 0 ]; then
+  for p in "\${problems[@]}"; do echo "header-rewrite: post-deploy check on ${node.fqdn}: $p" >&2; done
+  if [ -n "$PREVIOUS" ] && [ -d "$PREVIOUS" ] && switch_to "$PREVIOUS"; then
+    echo "header-rewrite: bundle \${BUNDLE:0:12} FAILED its post-deploy check on ${node.fqdn};" \\
+      "switched back to $PREVIOUS ($(marker))" >&2
+  else
+    echo "header-rewrite: bundle \${BUNDLE:0:12} FAILED its post-deploy check on ${node.fqdn}" \\
+      "and no previous release is kept to return to" >&2
+  fi
+  exit 1
+fi
+echo "header-rewrite: ${node.fqdn} passed its post-deploy check with bundle \${BUNDLE:0:12}"
+`;
+}
+
 /** The steps a node is pushed after boot, in the order they run. */
-export const STEPS = ["cloud-init", "certificate", "client-certificates", "pin-secret", "postfix"] as const;
+export const STEPS = [
+  "cloud-init",
+  "certificate",
+  "client-certificates",
+  "pin-secret",
+  "postfix",
+  "verify",
+] as const;
 
 export type StepId = (typeof STEPS)[number];
 
@@ -491,6 +614,7 @@ export function deploySteps(cfg: StackConfig, bundle: NodeBundle, secrets: NodeS
     "client-certificates": clientCertificatesScript(secrets.clientCertificates ?? {}),
     "pin-secret": pinSecretScript(secrets.pinSecret),
     postfix: deployPostfixScript(bundle),
+    verify: verifyScript(cfg, bundle),
   };
   return STEPS.map((id) => ({ id, script: scripts[id] }));
 }

@@ -11,6 +11,14 @@ export const POSTFIX_RELEASES = "/etc/postfix.releases";
 export const RELEASES_KEPT = 5;
 /** Written into each release: "<fqdn> <bundle hash>". */
 export const RELEASE_MARKER = "header-rewrite.release";
+/** Written into each release: the release that was live before it, where a failed check returns to. */
+export const RELEASE_PREVIOUS = "header-rewrite.previous";
+
+/** The CA bundle that verifies tenant next hops (Debian's ca-certificates): Postfix and the checks. */
+export const TENANT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt";
+
+/** The status collector `npm run status` sends to a node (node/relay-status.py). */
+export const STATUS_PROGRAM = "node/relay-status.py";
 
 /** Operator-supplied client certificates, one PEM (key + chain) per tenant, root-only. */
 export const CLIENT_CERT_DIR = "/etc/header-rewrite/client-certs";

@@ -12,12 +12,17 @@ import { bundleHash } from "./bundle";
 import { RUN_AS_ROOT } from "./layout";
 import { checkClientCertificates } from "./certificates";
 import { checkPinSecret } from "./pins";
+import { gatedSteps } from "./rollout";
 
 interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
   region: Region;
   deployPrivateKey: pulumi.Output<string>;
   /** Pulumi secrets: operator client certificates per tenant id, OVH credentials for dns-01. */
   secrets: pulumi.Output<NodeSecrets>;
+  /** The node before this one in the rollout: its post-deploy check must pass before this node changes. */
+  after?: pulumi.Resource;
+  /** Why this stack must not take the release yet (src/rollout.ts); the Postfix step then refuses. */
+  refusal: pulumi.Output<string | undefined>;
 }
 
 /** OpenStack may hand IPv6 addresses back in brackets ("[2001:db8::1]"). */
@@ -88,6 +93,8 @@ export class RelayNode extends pulumi.ComponentResource {
   readonly certificate: command.remote.Command;
   readonly clientCertificates: command.remote.Command;
   readonly postfixConfig: command.remote.Command;
+  /** The post-deploy check; a failure returns the node to its previous release. */
+  readonly verify: command.remote.Command;
   /** Content hash of the Postfix bundle this node receives. */
   readonly bundleHash: pulumi.Output<string>;
 
@@ -227,7 +234,9 @@ export class RelayNode extends pulumi.ComponentResource {
       return { bundle, steps: deploySteps(cfg, bundle, secrets) };
     });
     const step = (id: StepId, dependsOn: pulumi.Resource[]) => {
-      const script = pushed.apply((p) => p.steps.find((s) => s.id === id)!.script);
+      const script = pulumi
+        .all([pushed, args.refusal])
+        .apply(([p, refusal]) => gatedSteps(p.steps, refusal).find((s) => s.id === id)!.script);
       const stdin = SECRET_STEPS.has(id) ? script : pulumi.unsecret(script);
       const create = pulumi.unsecret(
         script.apply((text) => `${RUN_AS_ROOT} # ${id} ${bundleHash({ text }).slice(0, 16)}`),
@@ -251,8 +260,11 @@ export class RelayNode extends pulumi.ComponentResource {
     };
     this.bundleHash = pulumi.unsecret(pushed.apply((p) => bundleHash(p.bundle.files)));
     // Each step waits for the one before it; http-01 also needs the forward records before certbot
-    // asks the CA to connect.
-    const alsoWaitFor: Partial<Record<StepId, pulumi.Resource[]>> = { certificate: [a, aaaa] };
+    // asks the CA to connect; Postfix changes only once the node before this one passed its check.
+    const alsoWaitFor: Partial<Record<StepId, pulumi.Resource[]>> = {
+      certificate: [a, aaaa],
+      postfix: args.after ? [args.after] : [],
+    };
     const commands = {} as Record<StepId, command.remote.Command>;
     let previous: pulumi.Resource = this.server;
     for (const id of STEPS) previous = commands[id] = step(id, [previous, ...(alsoWaitFor[id] ?? [])]);
@@ -260,6 +272,7 @@ export class RelayNode extends pulumi.ComponentResource {
     this.certificate = commands.certificate;
     this.clientCertificates = commands["client-certificates"];
     this.postfixConfig = commands.postfix;
+    this.verify = commands.verify;
 
     this.registerOutputs({ fqdn: this.fqdn, ipv4: this.ipv4, ipv6: this.ipv6 });
   }

@@ -7,7 +7,14 @@ import { PROJECT_ROOT } from "./project";
 import type { NodeIdentity, StackConfig } from "./config";
 import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
 import type { NodeBundle } from "./bundle";
-import { PIN_MILTER, REWRITE_PASS, clientCertPath, tenantCertChainFiles, tlsPaths } from "./layout";
+import {
+  PIN_MILTER,
+  REWRITE_PASS,
+  TENANT_CA_FILE,
+  clientCertPath,
+  tenantCertChainFiles,
+  tlsPaths,
+} from "./layout";
 import { PIN_VERDICT_HEADER, type TenantPin, pinValue } from "./pins";
 import { KNOWN_IMAGES, knownImage, tenantCertsViaLego } from "./images";
 
@@ -173,6 +180,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     pin: PIN_MILTER,
     rewritePass: REWRITE_PASS,
     rewritePassSizeLimit: cfg.messageSizeLimit + 1048576,
+    tenantCaFile: TENANT_CA_FILE,
   };
   const tables: Record<string, Table> = {
     ...operatorTables(maps),
@@ -206,6 +214,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     node,
     files,
     indexedMaps: INDEXED.map((name) => ({ name, rows: tables[name].rows })),
+    tenantNexthops: Object.fromEntries(maps.tenants.map((t) => [t.id, t.nexthop])),
     clientCertificates,
     tls: { keyFile: tls.keyFile, chainFile: tls.chainFile },
     pinMilterProgram: fs.readFileSync(path.join(PROJECT_ROOT, "node", "tenant-pin-milter.py"), "utf8"),
@@ -235,8 +244,8 @@ function pinPolicy(pins: TenantPin[]): string {
   return JSON.stringify(policy, null, 2) + "\n";
 }
 
-/** master.cf service name of a tenant's smtp transport. */
-function tenantTransport(tenantId: string): string {
+/** master.cf service name of a tenant's smtp transport (also its syslog name: postfix/<transport>). */
+export function tenantTransport(tenantId: string): string {
   return `tenant_${tenantId}`;
 }
 

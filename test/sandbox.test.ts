@@ -10,6 +10,8 @@ import { tlsTests } from "./sandbox/tls";
 import { noLossTests } from "./sandbox/noloss";
 import { securityTests } from "./sandbox/security";
 import { pinningTests } from "./sandbox/pinning";
+import { rolloutTests } from "./sandbox/rollout";
+import { statusTests } from "./sandbox/status";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
 let sandbox: Sandbox;
@@ -23,6 +25,8 @@ afterAll(() => down(DIR, { quiet: true }));
 describe("sandbox: relaying through two real nodes", () => relayTests(sb));
 describe("sandbox: TLS in and out", () => tlsTests(sb));
 describe("sandbox: tenant pinning", () => pinningTests(sb));
+describe("sandbox: rolling out across the fleet", () => rolloutTests(sb));
+describe("sandbox: fleet status", () => statusTests(sb));
 describe("sandbox: no message lost", () => noLossTests(sb));
 // Last: its rate-limit burst uses up tenant A's connection budget on one node for a minute.
 describe("sandbox: security battery", () => securityTests(sb));

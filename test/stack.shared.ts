@@ -17,6 +17,7 @@ import {
 import { CONFIG_KEYS, OPTIONAL_SECRET_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
 import { loadMaps } from "../src/maps";
 import { NETWORK_FILE, NETWORK_SWITCH } from "../src/render";
+import { releaseId } from "../src/rollout";
 
 const T = {
   keypair: "openstack:compute/keypair:Keypair",
@@ -55,11 +56,17 @@ export function describeStack(stack: string, expected: StackExpectation): void {
   // The resolvers: the stack's own, else those of the Ext-Net subnet holding the address (mocks).
   const resolvers = JSON.parse(effective[`${PROJECT}:dnsResolvers`] ?? '["192.0.2.53"]') as string[];
   const variant = expected.label ?? challenge;
+  const rolloutAfter = effective[`${PROJECT}:rolloutAfter`];
+  const release = releaseId(loadMaps(path.join(ROOT, "maps")));
   describe(`stack ${stack}${expected.variant ? ` (${variant})` : ""} under Pulumi mocks`, () => {
     let run: StackRun;
     const maps = loadMaps(path.join(ROOT, "maps"));
     beforeAll(async () => {
-      run = await runStack(stack, expected.variant);
+      run = await runStack(stack, {
+        // A stack that rolls out after another finds this release run there (test/stack-gate.test.ts: not).
+        stackOutputs: rolloutAfter ? { [`organization/header-rewrite/${rolloutAfter}`]: { release } } : {},
+        ...expected.variant,
+      });
     }, 60_000);
 
     it("fixture holds every value of the stack file and a fake for every secret", () => {
@@ -194,23 +201,32 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(ptr4.order).toBeGreaterThan(run.one(T.record, `${name}-a`).order);
       });
 
-      it(`${name}: config push: cloud-init wait -> certificate -> client certificates -> pin secret -> Postfix`, () => {
+      it(`${name}: config push: cloud-init wait -> certificate -> client certificates -> pin secret -> Postfix -> verify`, () => {
         const cmd = (id: string) => run.one(T.command, `${name}-${id}`);
-        const [wait, cert, client, pinSecret, postfix] = [
+        const [wait, cert, client, pinSecret, postfix, verify] = [
           cmd("cloud-init"),
           cmd("certificate"),
           cmd("client-certificates"),
           cmd("pin-secret"),
           cmd("postfix"),
+          cmd("verify"),
         ];
         expect(wait.opts.dependsOn).toEqual([name]);
         expect(cert.opts.dependsOn).toEqual([`${name}-cloud-init`, `${name}-a`, `${name}-aaaa`]);
         expect(client.opts.dependsOn).toEqual([`${name}-certificate`]);
         expect(pinSecret.opts.dependsOn).toEqual([`${name}-client-certificates`]);
-        expect(postfix.opts.dependsOn).toEqual([`${name}-pin-secret`]);
-        const order = [wait.order, cert.order, client.order, pinSecret.order, postfix.order];
+        // Rolling: a node's Postfix changes only after the node before it passed its check.
+        const before = expected.nodes[i - 1];
+        expect(postfix.opts.dependsOn).toEqual([
+          `${name}-pin-secret`,
+          ...(before ? [`${before}-verify`] : []),
+        ]);
+        expect(verify.opts.dependsOn).toEqual([`${name}-postfix`]);
+        const order = [wait.order, cert.order, client.order, pinSecret.order, postfix.order, verify.order];
         expect(order).toEqual([...order].sort((x, y) => x - y));
-        for (const c of [wait, cert, client, pinSecret, postfix]) {
+        expect(postfix.inputs.stdin, "the release has run where it must first").not.toContain("REFUSED");
+        expect(verify.inputs.stdin).toContain(`passed its post-deploy check`);
+        for (const c of [wait, cert, client, pinSecret, postfix, verify]) {
           expect(unsecret(c.inputs.connection)).toMatchObject({ host: ipv4, user: "debian" });
           expect(c.inputs.triggers).toEqual([`${name}-id`]);
           expect(c.inputs.create).toMatch(/^sudo bash -s # [a-z-]+ [0-9a-f]{16}$/);
@@ -265,6 +281,10 @@ export function describeStack(stack: string, expected: StackExpectation): void {
       }
       expect(p.serviceName).toBe("relay.example.net");
       expect(p.smartHosts).toEqual(expected.nodes.map((n) => `${n}.example.net`));
+      // What a stack with rolloutAfter reads; the mocks' commands succeed, so every node "passed".
+      expect(await value(p.release)).toBe(release);
+      const refs = run.byType("pulumi:pulumi:StackReference").map((r) => r.inputs.name);
+      expect(refs).toEqual(rolloutAfter ? [`organization/header-rewrite/${rolloutAfter}`] : []);
     });
 
     it("keeps secrets secret: no secret, nor any line or field of one, in a non-secret input or an output", async () => {

@@ -1,0 +1,22 @@
+// `npm run status -- --sandbox`: the sandbox's relay nodes as status targets, reached over SSH from
+// the deployer's seat like a deploy step, judged against the bundle the sandbox deploys.
+import { RUN_AS_ROOT } from "../src/layout";
+import { renderNode } from "../src/render";
+import type { StatusTarget } from "../src/status";
+import { nodeContext, ssh } from "./nodes";
+import { overlayBundle } from "./overlay";
+import type { Project, Topology } from "./topology";
+
+export function sandboxStatusTargets(t: Topology, project: Project): StatusTarget[] {
+  return t.nodes
+    .filter((n) => n.kind !== "stock")
+    .map((n) => {
+      const ctx = nodeContext(t, n, project.stacks, project.maps);
+      return {
+        node: n.name,
+        cfg: ctx.cfg,
+        bundle: overlayBundle(renderNode({ ...ctx, clientCertTenants: [] })),
+        run: (script: string) => ssh(t, n, RUN_AS_ROOT, script, 240_000),
+      };
+    });
+}

@@ -1,0 +1,102 @@
+// npm run status -- --stack <lon|bhs> [--stack …] [--identity <key>] [--json] [limits]
+// npm run status -- --sandbox [--json]
+// Asks every node of the stacks over SSH how it is (read only, no mail sent) and exits 0 only when
+// the fleet is healthy, so cron or CI can alert on it.
+import { spawnSync } from "node:child_process";
+import { parseArgs } from "node:util";
+import { listStacks, loadStackConfig, nodeIdentity } from "../src/config";
+import { RUN_AS_ROOT } from "../src/layout";
+import { loadMaps } from "../src/maps";
+import { MAPS_DIR } from "../src/project";
+import { renderNode } from "../src/render";
+import { DEFAULT_LIMITS, type StatusTarget, fleetStatus, formatReport } from "../src/status";
+import { sandboxStatusTargets } from "../sandbox/status";
+import { DEFAULT_DIR, loadProject, planTopology } from "../sandbox/topology";
+
+const USAGE = `usage: npm run status -- --stack <${listStacks().join("|")}> [--stack …] [--identity <ssh key file>] [--known-hosts <file>]
+                         [--json] [--max-deferred-age <s>] [--min-certificate-days <d>]
+       npm run status -- --sandbox [--json]`;
+
+/** The stack's outputs, through the Pulumi CLI the operator deploys with. */
+function stackOutputs(stack: string): Record<string, unknown> {
+  const r = spawnSync("pulumi", ["stack", "output", "--json", "--stack", stack], { encoding: "utf8" });
+  if (r.error || r.status !== 0)
+    throw new Error(`pulumi stack output --stack ${stack} failed: ${r.error?.message ?? r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+/** Every node of a deployed stack, reached as the remote commands reach it (deploy user, sudo). */
+function stackTargets(stack: string, identity?: string, knownHosts?: string): StatusTarget[] {
+  const cfg = loadStackConfig(stack);
+  const maps = loadMaps(MAPS_DIR);
+  const out = stackOutputs(stack);
+  const addresses = (out.nodeAddresses ?? {}) as Record<string, { ipv4: string }>;
+  const certTenants = ((out.clientCertificateTenants ?? []) as string[]).slice().sort();
+  return cfg.nodes.map((name) => {
+    const ipv4 = addresses[name]?.ipv4;
+    const node = nodeIdentity(cfg, name);
+    return {
+      node: name,
+      cfg,
+      bundle: renderNode({ stack, cfg, maps, node, clientCertTenants: certTenants }),
+      run: (script: string) => {
+        if (!ipv4)
+          return { status: 1, stdout: "", stderr: `${name} is not in the outputs of stack ${stack}` };
+        const args = [
+          "-o",
+          "BatchMode=yes",
+          "-o",
+          "ConnectTimeout=15",
+          "-o",
+          "StrictHostKeyChecking=accept-new",
+          ...(identity ? ["-i", identity] : []),
+          ...(knownHosts ? ["-o", `UserKnownHostsFile=${knownHosts}`] : []),
+        ];
+        const r = spawnSync("ssh", [...args, `${cfg.sshUser}@${ipv4}`, RUN_AS_ROOT], {
+          input: script,
+          encoding: "utf8",
+          timeout: 240_000,
+        });
+        return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? r.error?.message ?? "" };
+      },
+    };
+  });
+}
+
+try {
+  const { values } = parseArgs({
+    options: {
+      stack: { type: "string", multiple: true },
+      sandbox: { type: "boolean" },
+      identity: { type: "string" },
+      "known-hosts": { type: "string" },
+      json: { type: "boolean" },
+      "max-deferred-age": { type: "string" },
+      "min-certificate-days": { type: "string" },
+    },
+  });
+  if (!values.sandbox && !values.stack?.length) {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  const limits = {
+    ...DEFAULT_LIMITS,
+    ...(values["max-deferred-age"] ? { maxDeferredAge: Number(values["max-deferred-age"]) } : {}),
+    ...(values["min-certificate-days"] ? { minCertificateDays: Number(values["min-certificate-days"]) } : {}),
+  };
+  const targets = values.sandbox
+    ? (() => {
+        const project = loadProject();
+        const dir = process.env.HEADER_REWRITE_SANDBOX ?? DEFAULT_DIR;
+        return sandboxStatusTargets(planTopology(dir, project.stacks, project.maps), project);
+      })()
+    : values.stack!.flatMap((s) => stackTargets(s, values.identity, values["known-hosts"]));
+  const status = fleetStatus(targets, limits);
+  console.log(values.json ? JSON.stringify(status, null, 2) : formatReport(status.nodes, status.recipients));
+  if (!values.json && !status.healthy)
+    console.log(`\nUNHEALTHY:\n${status.problems.map((p) => `  ${p}`).join("\n")}`);
+  process.exit(status.healthy ? 0 : 1);
+} catch (e) {
+  console.error((e as Error).message);
+  process.exit(2);
+}

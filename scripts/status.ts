@@ -13,8 +13,8 @@ import { DEFAULT_LIMITS, type StatusTarget, fleetStatus, formatReport } from "..
 import { sandboxStatusTargets } from "../sandbox/status";
 import { DEFAULT_DIR, loadProject, planTopology } from "../sandbox/topology";
 
-const USAGE = `usage: npm run status -- --stack <${listStacks().join("|")}> [--stack …] [--identity <ssh key file>] [--known-hosts <file>]
-                         [--json] [--max-deferred-age <s>] [--min-certificate-days <d>]
+const USAGE = `usage: npm run status -- --stack <${listStacks().join("|")}> [--stack …] [--identity <ssh key file>]
+                         [--known-hosts <file>] [--json] [--max-deferred-age <s>] [--min-certificate-days <d>]
        npm run status -- --sandbox [--json]`;
 
 /** The stack's outputs, through the Pulumi CLI the operator deploys with. */

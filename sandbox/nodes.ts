@@ -16,11 +16,19 @@ import { imageRootfs } from "./image";
 import { NODE_IFACE } from "./network";
 import { bootContainer } from "./node-host";
 import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
-import { type Result, inNetns, must, sh } from "./shell";
+import { type Result, must, sh, shAsync } from "./shell";
 import { NETWORKS, type SandboxNode, type StackInput, type Topology, gatewayOf } from "./topology";
 
 export function deployKeyFile(t: Topology): string {
   return path.join(t.dir, "keys", "deploy");
+}
+
+function sshCommand(t: Topology, node: SandboxNode, command: string): string {
+  const opts =
+    "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR " +
+    "-o ConnectTimeout=5";
+  const ssh = `ssh -i ${q(deployKeyFile(t))} ${opts} debian@${node.ipv4} ${q(command)}`;
+  return `ip netns exec ${t.wan.netns} bash -c ${q(ssh)}`;
 }
 
 /** SSH as the image's user from the deployer's seat (the wan namespace), like remote.Command. */
@@ -31,15 +39,12 @@ export function ssh(
   input?: string,
   timeoutMs = 300_000,
 ): Result {
-  const opts =
-    "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR " +
-    "-o ConnectTimeout=5";
-  return inNetns(
-    t.wan.netns,
-    `ssh -i ${q(deployKeyFile(t))} ${opts} debian@${node.ipv4} ${q(command)}`,
-    input,
-    timeoutMs,
-  );
+  return sh(sshCommand(t, node, command), input, timeoutMs);
+}
+
+/** ssh() while the caller goes on (a drain that waits for a tenant the test brings back). */
+export function sshAsync(t: Topology, node: SandboxNode, command: string, input?: string): Promise<Result> {
+  return shAsync(sshCommand(t, node, command), input, 600_000);
 }
 
 /** Runs a deploy script on a node exactly as the Pulumi program's remote.Command does. */

@@ -29,6 +29,19 @@ export function sh(command: string, input?: string, timeoutMs = 120_000): Result
   };
 }
 
+/** sh() without blocking: for a command that runs while the caller does something else. */
+export function shAsync(command: string, input?: string, timeoutMs = 120_000): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = spawn("bash", ["-c", command], { stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr }));
+    child.stdin.end(input ?? "");
+  });
+}
+
 export function must(r: Result, what: string): Result {
   if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stderr || r.stdout}`);
   return r;

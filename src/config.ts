@@ -47,6 +47,8 @@ export interface StackConfig {
   rolloutAfter: string;
   /** Tenant B's daily external recipient limit (TERRL) per tenant id, for `npm run status`. */
   tenantRecipientLimits: Record<string, number>;
+  /** How long a removed node may take to deliver its queue before the removal stops (seconds). */
+  drainSeconds: number;
 }
 
 /** Secret keys a stack may leave unset. */
@@ -114,6 +116,7 @@ const DEFAULTS = {
   clientMessageRateLimit: 1200,
   rolloutAfter: "",
   tenantRecipientLimits: {} as Record<string, number>,
+  drainSeconds: 900,
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -254,6 +257,12 @@ const SCHEMA = {
       additionalProperties: { type: "integer", minimum: 1 },
       description:
         "Per tenant id, tenant B's external recipients per 24 h (TERRL); npm run status warns from 80 %",
+    },
+    drainSeconds: {
+      type: "integer",
+      minimum: 10,
+      maximum: 86400,
+      description: "Seconds a node removed from nodes may take to deliver its queue before the removal stops",
     },
     rolloutAfter: {
       type: "string",

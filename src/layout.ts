@@ -17,6 +17,9 @@ export const RELEASE_PREVIOUS = "header-rewrite.previous";
 /** The CA bundle that verifies tenant next hops (Debian's ca-certificates): Postfix and the checks. */
 export const TENANT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt";
 
+/** Present on a node being removed: its drain lets the server go with mail still queued. */
+export const DRAIN_FORCE = "/etc/header-rewrite/drain-force";
+
 /** The status collector `npm run status` sends to a node (node/relay-status.py). */
 export const STATUS_PROGRAM = "node/relay-status.py";
 

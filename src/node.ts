@@ -7,7 +7,7 @@ import * as ipaddr from "ipaddr.js";
 import { type StackConfig, nodeIdentity } from "./config";
 import { PUBLIC_NETWORK, type Region } from "./cloud";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "./render";
-import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps } from "./deploy";
+import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps, drainScript } from "./deploy";
 import { bundleHash } from "./bundle";
 import { RUN_AS_ROOT } from "./layout";
 import { checkClientCertificates } from "./certificates";
@@ -93,6 +93,8 @@ export class RelayNode extends pulumi.ComponentResource {
   readonly certificate: command.remote.Command;
   readonly clientCertificates: command.remote.Command;
   readonly postfixConfig: command.remote.Command;
+  /** Runs only when the node is removed, before its server goes: out of DNS, queue delivered. */
+  readonly drain: command.remote.Command;
   /** The post-deploy check; a failure returns the node to its previous release. */
   readonly verify: command.remote.Command;
   /** Content hash of the Postfix bundle this node receives. */
@@ -178,12 +180,34 @@ export class RelayNode extends pulumi.ComponentResource {
       },
     );
 
+    const connection = {
+      host: this.ipv4,
+      user: cfg.sshUser,
+      privateKey: args.deployPrivateKey,
+      dialErrorLimit: 60,
+      perDialTimeout: 15,
+    };
+    // Nothing runs on create. Removing the node deletes in reverse order of these dependencies:
+    // its DNS records first (they depend on this), then this command drains the node, then the
+    // server (this depends on it) -- and a queue that does not drain stops the removal.
+    const drain = pulumi.output(drainScript(cfg, node));
+    this.drain = new command.remote.Command(
+      `${name}-drain`,
+      {
+        connection,
+        delete: drain.apply((text) => `${RUN_AS_ROOT} # drain ${bundleHash({ text }).slice(0, 16)}`),
+        stdin: drain,
+        addPreviousOutputInEnv: false,
+      },
+      { ...parent, dependsOn: [this.server] },
+    );
+
     // Forward names first; OVH checks at once that a PTR resolves forward to its address.
     const record = (id: string, subdomain: string, fieldtype: "A" | "AAAA", target: pulumi.Input<string>) =>
       new ovh.domain.ZoneRecord(
         id,
         { zone: cfg.dnsZone, subdomain, fieldtype, target, ttl: cfg.dnsTtl },
-        parent,
+        { ...parent, dependsOn: [this.drain] },
       );
     const a = record(`${name}-a`, name, "A", this.ipv4);
     const aaaa = record(`${name}-aaaa`, name, "AAAA", this.ipv6);
@@ -218,13 +242,6 @@ export class RelayNode extends pulumi.ComponentResource {
     ];
 
     // Config push: every step is a script on stdin; any change of the script re-runs the step.
-    const connection = {
-      host: this.ipv4,
-      user: cfg.sshUser,
-      privateKey: args.deployPrivateKey,
-      dialErrorLimit: 60,
-      perDialTimeout: 15,
-    };
     // Render, then deploy scripts from the bundle; both depend on which client certificates exist.
     const pushed = args.secrets.apply((secrets) => {
       const certs = secrets.clientCertificates ?? {};

@@ -12,6 +12,7 @@ import { securityTests } from "./sandbox/security";
 import { pinningTests } from "./sandbox/pinning";
 import { rolloutTests } from "./sandbox/rollout";
 import { statusTests } from "./sandbox/status";
+import { drainTests } from "./sandbox/drain";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
 let sandbox: Sandbox;
@@ -30,3 +31,5 @@ describe("sandbox: fleet status", () => statusTests(sb));
 describe("sandbox: no message lost", () => noLossTests(sb));
 // Last: its rate-limit burst uses up tenant A's connection budget on one node for a minute.
 describe("sandbox: security battery", () => securityTests(sb));
+// After everything else: it removes both nodes.
+describe("sandbox: removing nodes without losing mail", () => drainTests(sb));

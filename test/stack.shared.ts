@@ -170,6 +170,20 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         for (const c of listCalls) expect(c.args.networkId).toBe("ext-net-id");
       });
 
+      it(`${name}: removing it drains it between its DNS records and its server`, () => {
+        const drain = run.one(T.command, `${name}-drain`);
+        // Nothing runs when it is created; its delete runs the drain script on the node.
+        expect(drain.inputs.create).toBeUndefined();
+        expect(drain.inputs.delete).toMatch(/^sudo bash -s # drain [0-9a-f]{16}$/);
+        expect(drain.inputs.stdin).toContain(`# header-rewrite: drain ${fqdn} before its server is deleted.`);
+        expect(drain.inputs.stdin).toContain("BOUND=900");
+        // Deletion runs in reverse dependency order: records, then the drain, then the server.
+        expect(drain.opts.dependsOn).toEqual([name]);
+        for (const r of run.byType(T.record).filter((x) => x.name.startsWith(`${name}-`)))
+          expect(r.opts.dependsOn, r.name).toEqual([`${name}-drain`]);
+        expect(unsecret(drain.inputs.connection)).toMatchObject({ host: ipv4, user: "debian" });
+      });
+
       it(`${name}: A and AAAA for the node and the shared name; PTRs with a trailing dot after them`, () => {
         const records = run
           .byType(T.record)

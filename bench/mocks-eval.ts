@@ -13,10 +13,14 @@ async function main(): Promise<void> {
   const digest = (v: unknown) =>
     crypto.createHash("sha256").update(JSON.stringify(v)).digest("hex").slice(0, 16);
   const commands = Object.fromEntries(
-    run.byType("command:remote:Command").map((c) => {
-      const { connection: _c, ...inputs } = c.inputs;
-      return [c.name, digest(inputs)];
-    }),
+    // The deploy steps (a drain command runs only when its node is removed).
+    run
+      .byType("command:remote:Command")
+      .filter((c) => c.inputs.create !== undefined)
+      .map((c) => {
+        const { connection: _c, ...inputs } = c.inputs;
+        return [c.name, digest(inputs)];
+      }),
   );
   process.stdout.write(JSON.stringify({ stack, ms, resources: run.resources.length, commands }) + "\n");
   process.exit(0);

@@ -6,6 +6,7 @@ arguments), certificates (label, file) and hours (the window for log counts).
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -53,63 +54,53 @@ def queue(now):
     return {"counts": dict(counts), "deferred": deferred, "error": err.strip() if code else None}
 
 
-# "Nov 24 22:36:42 host postfix/tenant_x/smtp[123]: ..." (maillog_file; optional fractions)
-FILE_LINE = re.compile(r"^(\w{3}) +(\d+) (\d\d:\d\d:\d\d)(?:\.\d+)? \S+ (\S+?)\[\d+\]: (.*)$")
+# "Nov 24 22:36:42 host postfix/smtp[123]: ..." or an RFC 3339 stamp ("2026-11-24T22:36:42.1+00:00").
+LINE = re.compile(r"^(?:(\w{3} +\d+ \d\d:\d\d:\d\d)|(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\S*) \S+ (\S+?)\[\d+\]: (.*)$")
 
 
-def log_lines(idents, hours, now):
-    """(identifier, message) of the last HOURS from maillog_file, else from the journal."""
-    logfile = postconf("maillog_file")
-    if logfile and not logfile.startswith("/dev/"):
-        since = datetime.fromtimestamp(now) - timedelta(hours=hours)
-        year = datetime.fromtimestamp(now).year
-        try:
-            with open(logfile, errors="replace") as f:
-                for line in f:
-                    m = FILE_LINE.match(line)
-                    if not m or m.group(4) not in idents:
-                        continue
-                    when = datetime.strptime(f"{year} {m.group(1)} {m.group(2)} {m.group(3)}", "%Y %b %d %H:%M:%S")
-                    if when > datetime.fromtimestamp(now) + timedelta(days=1):
+def log_lines(path, since, now):
+    """(identifier, message) of the log's lines from SINCE on (epoch seconds)."""
+    year = datetime.fromtimestamp(now).year
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = LINE.match(line)
+                if not m:
+                    continue
+                if m.group(1):
+                    when = datetime.strptime(f"{year} {m.group(1)}", "%Y %b %d %H:%M:%S")
+                    if when.timestamp() > now + 86400:
                         when = when.replace(year=year - 1)
-                    if when >= since:
-                        yield m.group(4), m.group(5)
-        except OSError:
-            return
+                else:
+                    when = datetime.strptime(m.group(2), "%Y-%m-%dT%H:%M:%S")
+                if when.timestamp() >= since:
+                    yield m.group(3), m.group(4)
+    except OSError:
         return
-    args = ["journalctl", "--no-pager", "-o", "json", f"--since=-{hours}h"]
-    args += [f"SYSLOG_IDENTIFIER={i}" for i in idents]
-    code, out, _ = run(args, timeout=120)
-    for line in out.splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        msg = e.get("MESSAGE")
-        if isinstance(msg, str):
-            yield e.get("SYSLOG_IDENTIFIER", ""), msg
 
 
-STATUS = re.compile(r"\bstatus=(sent|bounced|deferred) \((.*)\)$")
+STATUS = re.compile(r"\brelay=([^\[,\s]+)[^,]*,.*\bstatus=(sent|bounced|deferred) \((.*)\)$")
 
 
-def deliveries(tenants, hours, now):
-    """Per tenant: recipients sent, and the reasons of recipients bounced, in the window."""
-    by_ident = {f"postfix/{t['transport']}/smtp": t["id"] for t in tenants}
+def deliveries(spec, now):
+    """Per tenant (by the host its next hop names): recipients sent and bounced reasons in the window."""
+    by_host = {t["nexthop"].strip("[").split("]")[0].lower(): t["id"] for t in spec["tenants"]}
     sent = Counter()
-    bounced = {t["id"]: Counter() for t in tenants}
-    for ident, msg in log_lines(set(by_ident), hours, now):
-        m = STATUS.search(msg)
-        if not m:
+    bounced = {t["id"]: Counter() for t in spec["tenants"]}
+    for ident, msg in log_lines(spec["log"], now - spec["hours"] * 3600, now):
+        if ident != "postfix/smtp":
             continue
-        tenant = by_ident[ident]
-        if m.group(1) == "sent":
+        m = STATUS.search(msg)
+        if not m or m.group(1).lower() not in by_host:
+            continue
+        tenant = by_host[m.group(1).lower()]
+        if m.group(2) == "sent":
             sent[tenant] += 1
-        elif m.group(1) == "bounced":
-            bounced[tenant][m.group(2)[:300]] += 1
+        elif m.group(2) == "bounced":
+            bounced[tenant][m.group(3)[:300]] += 1
     return {t["id"]: {"sent": sent[t["id"]],
                       "bounced": [{"reason": r, "count": c} for r, c in bounced[t["id"]].most_common(5)]}
-            for t in tenants}
+            for t in spec["tenants"]}
 
 
 def certificate(label, path, now):
@@ -142,21 +133,106 @@ def handshake(t):
     return {"tenant": t["id"], "nexthop": t["nexthop"], "ok": ok, "detail": detail[:300]}
 
 
-def main():
-    spec = json.loads(sys.argv[1])
-    now = time.time()
-    running = run(["postfix", "status"])[0] == 0
-    report = {
+REFUSALS = [
+    ("tenant_pinning", re.compile(r"milter-reject: .*tenant pinning fail")),
+    ("tenant_pinning_undecided", re.compile(r"milter-reject: .*tenant pinning temperror")),
+    ("relay_denied", re.compile(r"NOQUEUE: reject: .*Relay access denied")),
+    ("sender_not_allowed", re.compile(r"NOQUEUE: reject: .*(Sender address rejected|Null sender)")),
+    ("client_not_allowed", re.compile(r"NOQUEUE: reject: .*Client host rejected")),
+    ("rate_limit", re.compile(r"warning: .*(rate|concurrency) limit exceeded")),
+    ("other", re.compile(r"NOQUEUE: reject: |milter-reject: ")),
+]
+TLS_FAILURES = [
+    ("outbound", "postfix/smtp", re.compile(r"certificate not verified|verification failed|TLS is required, but|Cannot start TLS")),
+    ("inbound", "postfix/smtpd", re.compile(r"SSL_accept error|TLS library problem")),
+]
+
+
+def log_counters(path, now):
+    """Refusals by reason and TLS failures by direction in the current log file (a counter that
+    restarts when the file is rotated, which Prometheus's rate() expects)."""
+    refused = Counter({name: 0 for name, _ in REFUSALS})
+    tls = Counter({d: 0 for d, _, _ in TLS_FAILURES})
+    for ident, msg in log_lines(path, 0, now):
+        for name, pattern in REFUSALS:
+            if pattern.search(msg):
+                refused[name] += 1
+                break
+        for direction, who, pattern in TLS_FAILURES:
+            if ident == who and pattern.search(msg):
+                tls[direction] += 1
+    return refused, tls
+
+
+def label(v):
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def exposition(spec, r, now):
+    """Prometheus text format for node-exporter's textfile collector."""
+    out = []
+
+    def metric(name, kind, help_, samples):
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            ls = ",".join(f'{k}="{label(v)}"' for k, v in labels.items())
+            out.append(f"{name}{{{ls}}} {value}" if ls else f"{name} {value}")
+
+    counts = r["queue"]["counts"]
+    ages = [m["age"] for m in r["queue"]["deferred"]]
+    refused, tls = log_counters(spec["log"], now)
+    metric("header_rewrite_postfix_running", "gauge", "Postfix's master runs (1) or not (0).",
+           [({}, int(r["postfixRunning"]))])
+    metric("header_rewrite_release_info", "gauge", "The bundle the node runs.",
+           [({"bundle": (r["release"] or {}).get("bundle", "none")}, 1)])
+    metric("header_rewrite_queue_messages", "gauge", "Messages in each Postfix queue.",
+           [({"queue": q}, counts.get(q, 0)) for q in ("active", "deferred", "hold", "incoming", "maildrop")])
+    metric("header_rewrite_queue_oldest_deferred_seconds", "gauge", "Age of the oldest deferred message (0: none).",
+           [({}, max(ages, default=0))])
+    metric("header_rewrite_certificate_expiry_seconds", "gauge", "Seconds until each presented certificate expires.",
+           [({"certificate": c["label"]}, int(c.get("daysLeft", -1) * 86400)) for c in r["certificates"]])
+    metric("header_rewrite_certificate_client_auth", "gauge", "The certificate carries TLS client authentication (1).",
+           [({"certificate": c["label"]}, int(bool(c.get("clientAuth")))) for c in r["certificates"]])
+    metric("header_rewrite_nexthop_tls_ok", "gauge", "A verified TLS handshake with the tenant next hop succeeded (1).",
+           [({"tenant": h["tenant"], "nexthop": h["nexthop"]}, int(h["ok"])) for h in r["nexthops"]])
+    metric("header_rewrite_relayed_recipients", "gauge", f"Recipients delivered to each tenant in the last {spec['hours']} h.",
+           [({"tenant": t}, d["sent"]) for t, d in r["deliveries"].items()])
+    metric("header_rewrite_refusals_total", "counter", "Mail refused at the relay, by reason (current log file).",
+           [({"reason": k}, v) for k, v in sorted(refused.items())])
+    metric("header_rewrite_tls_failures_total", "counter", "TLS failures by direction (current log file).",
+           [({"direction": k}, v) for k, v in sorted(tls.items())])
+    metric("header_rewrite_metrics_timestamp_seconds", "gauge", "When these metrics were collected.", [({}, int(now))])
+    return "\n".join(out) + "\n"
+
+
+def report(spec, now):
+    return {
         "fqdn": spec["fqdn"],
         "checkedAt": int(now),
-        "postfixRunning": running,
+        "postfixRunning": run(["postfix", "status"])[0] == 0,
         "release": release(spec["releaseMarker"]),
         "queue": queue(now),
-        "deliveries": deliveries(spec["tenants"], spec["hours"], now),
+        "deliveries": deliveries(spec, now),
         "certificates": [certificate(c["label"], c["file"], now) for c in spec["certificates"]],
         "nexthops": [handshake(t) for t in spec["tenants"]],
     }
-    json.dump(report, sys.stdout)
+
+
+def main():
+    now = time.time()
+    if sys.argv[1] == "--prometheus":
+        # The metrics timer: spec file, output file (written whole, then renamed into place).
+        with open(sys.argv[2]) as f:
+            spec = json.load(f)
+        text = exposition(spec, report(spec, now), now)
+        with open(sys.argv[3] + ".tmp", "w") as f:
+            f.write(text)
+        os.chmod(sys.argv[3] + ".tmp", 0o644)
+        os.replace(sys.argv[3] + ".tmp", sys.argv[3])
+        return
+    spec = json.loads(sys.argv[1])
+    json.dump(report(spec, now), sys.stdout)
     print()
 
 

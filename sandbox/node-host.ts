@@ -62,7 +62,7 @@ export function onNode(h: NodeHost, command: string, input?: string, timeoutMs?:
   return sh(`nsenter -t ${pid} -m -u -n -p -- bash -c ${q(command)}`, input, timeoutMs);
 }
 
-/** The last lines of the node's Postfix log (maillog_file, from the sandbox overlay). */
+/** The last lines of the node's Postfix log (maillog_file). */
 export function nodeLog(h: NodeHost, lines = 40): string {
   const f = path.join(h.logDir, "postfix.log");
   if (!fs.existsSync(f)) return `(${h.name}: no postfix log)`;

@@ -8,7 +8,6 @@ import { NETWORKS, type SandboxNode, gatewayOf } from "./topology";
 export const OVERLAY_DESCRIPTION = [
   "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
   "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
-  "main.cf: + `maillog_file = /var/log/postfix.log` (the tests read Postfix's log as a file, not the journal)",
   "DNS: tenant A's and the impostor's DKIM public keys are the sandbox's own (sandbox/dkim.ts), not Microsoft's",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
   "server: the image's Debian release as a root filesystem built by mmdebstrap from the cloud image's packages",
@@ -23,8 +22,6 @@ export const OVERLAY_DESCRIPTION = [
   "  machine's devices, not the node's, and udev would give the port's veth a generated MAC; a VM's NIC keeps it)",
 ];
 
-const MAILLOG_LINE = "\n# sandbox overlay: a namespace has no syslog\nmaillog_file = /var/log/postfix.log\n";
-
 export function overlayConfig(cfg: StackConfig, deployPublicKey: string, acmeDirectory: string): StackConfig {
   return { ...cfg, deploySshPublicKey: deployPublicKey, acmeServer: acmeDirectory };
 }
@@ -34,7 +31,7 @@ export function overlayBundle(
   bundle: NodeBundle,
   edit: (files: Record<string, string>) => Record<string, string> = (f) => f,
 ): NodeBundle {
-  return { ...bundle, files: edit({ ...bundle.files, "main.cf": bundle.files["main.cf"] + MAILLOG_LINE }) };
+  return { ...bundle, files: edit({ ...bundle.files }) };
 }
 
 /** Files placed in a node's own /etc (relative to /etc) before it boots. */

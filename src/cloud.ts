@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as openstack from "@pulumi/openstack";
 import type { StackConfig } from "./config";
 import type { RelayMaps } from "./maps";
+import { EXPORTERS } from "./layout";
 
 export const PUBLIC_NETWORK = "Ext-Net";
 
@@ -24,6 +25,10 @@ export function firewallRules(cfg: StackConfig, maps: RelayMaps): Firewall[] {
     rules.push({ cidr: r.cidr, family: r.family, port: 25, why: "smtp from allow-listed clients" });
   for (const c of cfg.adminCidrs)
     rules.push({ cidr: c, family: family(c), port: 22, why: "ssh from admins and the deployer" });
+  for (const c of cfg.monitoringCidrs) {
+    for (const e of Object.values(EXPORTERS))
+      rules.push({ cidr: c, family: family(c), port: e.port, why: `prometheus scrape (${e.name})` });
+  }
   if (cfg.acmeChallenge === "http-01") {
     rules.push({ cidr: "0.0.0.0/0", family: 4, port: 80, why: "ACME http-01 challenge" });
     rules.push({ cidr: "::/0", family: 6, port: 80, why: "ACME http-01 challenge" });

@@ -49,6 +49,8 @@ export interface StackConfig {
   tenantRecipientLimits: Record<string, number>;
   /** How long a removed node may take to deliver its queue before the removal stops (seconds). */
   drainSeconds: number;
+  /** Sources allowed to scrape the nodes' Prometheus exporters; none by default. */
+  monitoringCidrs: string[];
 }
 
 /** Secret keys a stack may leave unset. */
@@ -117,6 +119,7 @@ const DEFAULTS = {
   rolloutAfter: "",
   tenantRecipientLimits: {} as Record<string, number>,
   drainSeconds: 900,
+  monitoringCidrs: [] as string[],
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -258,6 +261,11 @@ const SCHEMA = {
       description:
         "Per tenant id, tenant B's external recipients per 24 h (TERRL); npm run status warns from 80 %",
     },
+    monitoringCidrs: {
+      type: "array",
+      items: { type: "string" },
+      description: "Sources allowed to scrape the Prometheus exporters (TCP 9100, 9154); empty: none",
+    },
     drainSeconds: {
       type: "integer",
       minimum: 10,
@@ -338,15 +346,20 @@ export function parseStackConfig(
       "openstack:tenantName holds a project ID (32 hex digits), but the provider reads it as the project name " +
         "(hint: pulumi config rm openstack:tenantName && pulumi config set openstack:tenantId <that ID>)",
     );
-  for (const [i, c] of ((Array.isArray(values.adminCidrs) ? values.adminCidrs : []) as unknown[]).entries()) {
-    if (typeof c !== "string" || !ipaddr.isValidCIDR(c)) {
-      problems.push(
-        `${PROJECT}:adminCidrs item ${i} "${String(c)}" is not a CIDR (hint: e.g. 198.51.100.7/32)`,
-      );
-    } else if (ipaddr.parseCIDR(c)[1] === 0) {
-      problems.push(
-        `${PROJECT}:adminCidrs item ${i} "${c}" opens SSH to the whole Internet (hint: list your admin networks)`,
-      );
+  for (const [key, what] of [
+    ["adminCidrs", "SSH"],
+    ["monitoringCidrs", "the metrics exporters"],
+  ] as const) {
+    for (const [i, c] of ((Array.isArray(values[key]) ? values[key] : []) as unknown[]).entries()) {
+      if (typeof c !== "string" || !ipaddr.isValidCIDR(c)) {
+        problems.push(
+          `${PROJECT}:${key} item ${i} "${String(c)}" is not a CIDR (hint: e.g. 198.51.100.7/32)`,
+        );
+      } else if (ipaddr.parseCIDR(c)[1] === 0) {
+        problems.push(
+          `${PROJECT}:${key} item ${i} "${c}" opens ${what} to the whole Internet (hint: list your own networks)`,
+        );
+      }
     }
   }
   for (const [i, r] of (

@@ -10,6 +10,10 @@ import {
   CERTBOT_DEPLOY_HOOK,
   CLIENT_CERT_DIR,
   DRAIN_FORCE,
+  EXPORTERS,
+  METRICS_COLLECTOR,
+  METRICS_TEXTFILE,
+  POSTFIX_LOG,
   PIN_MILTER,
   POSTFIX_LIVE,
   POSTFIX_RELEASES,
@@ -487,6 +491,127 @@ export function nexthopProbes(
     }));
 }
 
+/** What the status collector (node/relay-status.py) checks on a node, from its bundle. */
+export function statusSpec(cfg: StackConfig, bundle: NodeBundle, hours: number) {
+  const certificates = [
+    { label: "node certificate", file: bundle.tls.chainFile },
+    ...Object.entries(bundle.clientCertificates)
+      .sort(([a], [b]) => a.localeCompare(b))
+      // Key first, then the chain (or one PEM holding both): the certificate is in the last file.
+      .map(([tenant, files]) => ({
+        label: `client certificate for ${tenant}`,
+        file: files.split(",").pop()!,
+      })),
+  ];
+  return {
+    fqdn: bundle.node.fqdn,
+    releaseMarker: `${POSTFIX_LIVE}/${RELEASE_MARKER}`,
+    log: POSTFIX_LOG,
+    hours,
+    tenants: nexthopProbes(cfg, bundle).map((p) => ({ id: p.tenant, nexthop: p.nexthop, probe: p.args })),
+    certificates,
+  };
+}
+
+export type StatusSpec = ReturnType<typeof statusSpec>;
+
+/**
+ * Prometheus on the node: Debian's node and Postfix exporters, and header-rewrite's own metrics
+ * (certificates, next hops, queue age, refusals) written every 5 minutes by the status collector
+ * for node-exporter's textfile collector. Also keeps Postfix's log readable by the exporter (group
+ * adm) and rotated. Last step: a metrics failure never holds back or rolls back mail.
+ */
+function metricsScript(cfg: StackConfig, bundle: NodeBundle): string {
+  const m = METRICS_COLLECTOR;
+  const { node } = bundle;
+  const spec = JSON.stringify(statusSpec(cfg, bundle, 24), null, 2);
+  const unit = (description: string, exec: string[]) =>
+    `[Unit]\nDescription=${description}\n[Service]\nType=oneshot\n${exec.map((e) => `${e}\n`).join("")}`;
+  const timer = (description: string, schedule: string) =>
+    `[Unit]\nDescription=${description}\n[Timer]\n${schedule}\n[Install]\nWantedBy=timers.target\n`;
+  const logAccess = `chgrp adm ${POSTFIX_LOG} && chmod 640 ${POSTFIX_LOG}`;
+  const oldLogs = `find ${path.posix.dirname(POSTFIX_LOG)} -maxdepth 1 -name "${path.posix.basename(POSTFIX_LOG)}.*"`;
+  const files: [string, string][] = [
+    [
+      `/etc/systemd/system/${m.service}.service`,
+      unit("header-rewrite: metrics for node-exporter's textfile collector", [
+        `ExecStart=/usr/bin/python3 ${m.program} --prometheus ${m.spec} ${METRICS_TEXTFILE}`,
+      ]),
+    ],
+    [
+      `/etc/systemd/system/${m.service}.timer`,
+      timer("header-rewrite: metrics every 5 minutes", "OnBootSec=1min\nOnUnitActiveSec=5min"),
+    ],
+    [
+      "/etc/systemd/system/header-rewrite-postfix-logrotate.service",
+      unit("header-rewrite: rotate Postfix's log (maillog_file)", [
+        "ExecStart=/usr/sbin/postfix logrotate",
+        `ExecStartPost=/bin/sh -c 'touch ${POSTFIX_LOG}; ${logAccess}; ${oldLogs} -mtime +14 -delete'`,
+      ]),
+    ],
+    [
+      "/etc/systemd/system/header-rewrite-postfix-logrotate.timer",
+      timer("header-rewrite: rotate Postfix's log daily", "OnCalendar=daily\nPersistent=true"),
+    ],
+  ];
+  const exporterArgs = `ARGS="--postfix.logfile_path=${POSTFIX_LOG} --web.listen-address=:${EXPORTERS.postfix.port}"\n`;
+  const install = (target: string, content: string) =>
+    `${writeFile(`${target}.new`, content)}if cmp -s ${target}.new ${target}; then rm -f ${target}.new; ` +
+    `else mv -f ${target}.new ${target}; CHANGED=yes; fi\n`;
+  const answers = Object.values(EXPORTERS)
+    .map(
+      (e) =>
+        `scrape ${e.port} > /dev/null || fail "${e.name} does not answer on port ${e.port} (journalctl -u ${e.name})"\n`,
+    )
+    .join("");
+  const exporters = Object.values(EXPORTERS)
+    .map((e) => e.name)
+    .join(" ");
+  const ports = `node-exporter :${EXPORTERS.node.port} (with header-rewrite's), postfix-exporter :${EXPORTERS.postfix.port}`;
+  const installs = [
+    install(m.program, bundle.statusProgram),
+    install(m.spec, spec),
+    install("/etc/default/prometheus-postfix-exporter", exporterArgs),
+    ...files.map(([f, c]) => install(f, c)),
+  ].join("");
+  return `#!/bin/bash
+# header-rewrite: Prometheus metrics on ${node.fqdn}: ${ports}
+set -euo pipefail
+fail() { echo "header-rewrite: metrics on ${node.fqdn}: $*" >&2; exit 1; }
+[ -d /run/systemd/system ] || fail "systemd is not running"
+# Servers created before the exporters were in user-data (read at first boot only) get them here.
+missing=()
+for p in ${exporters}; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ \${#missing[@]} -gt 0 ]; then
+  echo "installing \${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends "\${missing[@]}") >/dev/null ||
+    fail "could not install \${missing[*]} (apt-get install \${missing[*]})"
+fi
+CHANGED=no
+install -d -m 755 ${path.posix.dirname(m.program)} ${path.posix.dirname(m.spec)} ${path.posix.dirname(METRICS_TEXTFILE)}
+${installs}
+# The exporter reads Postfix's log with group adm; postlogd creates it root-only.
+touch ${POSTFIX_LOG} && ${logAccess}
+systemctl daemon-reload
+systemctl enable --quiet --now ${Object.values(EXPORTERS)
+    .map((e) => e.name)
+    .join(" ")} ${m.service}.timer header-rewrite-postfix-logrotate.timer
+if [ "$CHANGED" = yes ]; then systemctl restart ${EXPORTERS.postfix.name}; fi
+systemctl start ${m.service}.service || fail "the metrics collector failed (journalctl -u ${m.service})"
+scrape() {
+  /usr/bin/python3 -c 'import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())' \\
+    "http://127.0.0.1:$1/metrics" 2>/dev/null
+}
+for i in $(seq 50); do
+  scrape ${EXPORTERS.postfix.port} >/dev/null && scrape ${EXPORTERS.node.port} >/dev/null && break; sleep 0.2
+done
+${answers}scrape ${EXPORTERS.node.port} | grep -q '^header_rewrite_metrics_timestamp_seconds ' ||
+  fail "node-exporter does not show header-rewrite's metrics (${METRICS_TEXTFILE})"
+echo "metrics on ${node.fqdn}: ${ports}"
+`;
+}
+
 /** How the verify step checks each tenant next hop: attempts, seconds between them. */
 const NEXTHOP_ATTEMPTS = 3;
 
@@ -581,6 +706,7 @@ export const STEPS = [
   "pin-secret",
   "postfix",
   "verify",
+  "metrics",
 ] as const;
 
 export type StepId = (typeof STEPS)[number];
@@ -616,6 +742,7 @@ export function deploySteps(cfg: StackConfig, bundle: NodeBundle, secrets: NodeS
     "pin-secret": pinSecretScript(secrets.pinSecret),
     postfix: deployPostfixScript(bundle),
     verify: verifyScript(cfg, bundle),
+    metrics: metricsScript(cfg, bundle),
   };
   return STEPS.map((id) => ({ id, script: scripts[id] }));
 }

@@ -17,6 +17,22 @@ export const RELEASE_PREVIOUS = "header-rewrite.previous";
 /** The CA bundle that verifies tenant next hops (Debian's ca-certificates): Postfix and the checks. */
 export const TENANT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt";
 
+/** The Prometheus exporters on every node (Debian's packages and their default ports). */
+export const EXPORTERS = {
+  node: { name: "prometheus-node-exporter", port: 9100 },
+  postfix: { name: "prometheus-postfix-exporter", port: 9154 },
+};
+/** Where node-exporter's textfile collector reads header-rewrite's own metrics (Debian's default). */
+export const METRICS_TEXTFILE = "/var/lib/prometheus/node-exporter/header-rewrite.prom";
+/** Postfix logs here on every node (maillog_file): the status collector and the exporter read it. */
+export const POSTFIX_LOG = "/var/log/postfix.log";
+/** The status collector as the metrics timer runs it, and the facts it checks. */
+export const METRICS_COLLECTOR = {
+  program: "/usr/local/lib/header-rewrite/relay-status.py",
+  spec: "/etc/header-rewrite/status.json",
+  service: "header-rewrite-metrics",
+};
+
 /** Present on a node being removed: its drain lets the server go with mail still queued. */
 export const DRAIN_FORCE = "/etc/header-rewrite/drain-force";
 

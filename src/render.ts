@@ -9,7 +9,9 @@ import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
 import type { NodeBundle } from "./bundle";
 import {
   PIN_MILTER,
+  POSTFIX_LOG,
   REWRITE_PASS,
+  STATUS_PROGRAM,
   TENANT_CA_FILE,
   clientCertPath,
   tenantCertChainFiles,
@@ -181,6 +183,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     rewritePass: REWRITE_PASS,
     rewritePassSizeLimit: cfg.messageSizeLimit + 1048576,
     tenantCaFile: TENANT_CA_FILE,
+    postfixLog: POSTFIX_LOG,
   };
   const tables: Record<string, Table> = {
     ...operatorTables(maps),
@@ -218,6 +221,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     clientCertificates,
     tls: { keyFile: tls.keyFile, chainFile: tls.chainFile },
     pinMilterProgram: fs.readFileSync(path.join(PROJECT_ROOT, "node", "tenant-pin-milter.py"), "utf8"),
+    statusProgram: fs.readFileSync(path.join(PROJECT_ROOT, STATUS_PROGRAM), "utf8"),
   };
 }
 
@@ -276,6 +280,9 @@ function nodePackages(cfg: StackConfig): string[] {
     "python3-milter",
     "python3-dkim",
     "python3-dnspython",
+    // Metrics (the metrics step configures them; the security group opens them to monitoringCidrs).
+    "prometheus-node-exporter",
+    "prometheus-postfix-exporter",
   ];
   // Wherever the release has it: user-data is read once, so switching to dns-01 or adding a tenant
   // certificate later must not need a package the server never got.

@@ -1,14 +1,9 @@
 // Fleet health (`npm run status`): what to ask a node (node/relay-status.py, sent over SSH like a
 // deploy step), and what its answer means for mail. Pure: no SSH, no Pulumi here.
-import * as fs from "node:fs";
-import * as path from "node:path";
 import type { NodeBundle } from "./bundle";
 import { bundleHash } from "./bundle";
 import type { StackConfig } from "./config";
-import { nexthopProbes } from "./deploy";
-import { POSTFIX_LIVE, RELEASE_MARKER, STATUS_PROGRAM } from "./layout";
-import { PROJECT_ROOT } from "./project";
-import { tenantTransport } from "./render";
+import { type StatusSpec, statusSpec } from "./deploy";
 import { heredoc } from "./shell";
 
 /** How a node answers (node/relay-status.py). */
@@ -47,35 +42,9 @@ export interface StatusLimits {
 
 export const DEFAULT_LIMITS: StatusLimits = { maxDeferredAge: 600, minCertificateDays: 14, hours: 24 };
 
-/** The node's bundle and certificates as the status collector needs them. */
-export function statusSpec(cfg: StackConfig, bundle: NodeBundle, hours: number) {
-  const certificates = [
-    { label: "node certificate", file: bundle.tls.chainFile },
-    ...Object.entries(bundle.clientCertificates)
-      .sort(([a], [b]) => a.localeCompare(b))
-      // key first, then the chain (or one PEM holding both): the certificate is in the last file.
-      .map(([tenant, files]) => ({
-        label: `client certificate for ${tenant}`,
-        file: files.split(",").pop()!,
-      })),
-  ];
-  return {
-    fqdn: bundle.node.fqdn,
-    releaseMarker: `${POSTFIX_LIVE}/${RELEASE_MARKER}`,
-    hours,
-    tenants: nexthopProbes(cfg, bundle).map((p) => ({
-      id: p.tenant,
-      transport: tenantTransport(p.tenant),
-      nexthop: p.nexthop,
-      probe: p.args,
-    })),
-    certificates,
-  };
-}
-
 /** The script `sudo bash -s` runs on the node: the collector on its own stdin, the spec as argument. */
-export function statusScript(spec: ReturnType<typeof statusSpec>): string {
-  const program = fs.readFileSync(path.join(PROJECT_ROOT, STATUS_PROGRAM), "utf8");
+export function statusScript(bundle: NodeBundle, spec: StatusSpec): string {
+  const program = bundle.statusProgram;
   const arg = JSON.stringify(spec).replace(/'/g, `'\\''`);
   return `#!/bin/bash\n# header-rewrite: status of ${spec.fqdn} (reads only)\n${heredoc(
     `exec /usr/bin/python3 - '${arg}'`,
@@ -337,7 +306,7 @@ export interface FleetStatus {
 /** Asks every node (one after the other: a status run must not load a busy fleet) and judges the answers. */
 export function fleetStatus(targets: StatusTarget[], limits: StatusLimits = DEFAULT_LIMITS): FleetStatus {
   const nodes = targets.map((t) => {
-    const r = t.run(statusScript(statusSpec(t.cfg, t.bundle, limits.hours)));
+    const r = t.run(statusScript(t.bundle, statusSpec(t.cfg, t.bundle, limits.hours)));
     let s: NodeStatus | undefined;
     let why = "";
     try {

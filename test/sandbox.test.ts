@@ -13,6 +13,7 @@ import { pinningTests } from "./sandbox/pinning";
 import { rolloutTests } from "./sandbox/rollout";
 import { statusTests } from "./sandbox/status";
 import { drainTests } from "./sandbox/drain";
+import { metricsTests } from "./sandbox/metrics";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
 let sandbox: Sandbox;
@@ -28,6 +29,7 @@ describe("sandbox: TLS in and out", () => tlsTests(sb));
 describe("sandbox: tenant pinning", () => pinningTests(sb));
 describe("sandbox: rolling out across the fleet", () => rolloutTests(sb));
 describe("sandbox: fleet status", () => statusTests(sb));
+describe("sandbox: metrics", () => metricsTests(sb));
 describe("sandbox: no message lost", () => noLossTests(sb));
 // Last: its rate-limit burst uses up tenant A's connection budget on one node for a minute.
 describe("sandbox: security battery", () => securityTests(sb));

@@ -20,6 +20,8 @@ describeStack("bhs", {
       "header-rewrite:acmeDnsOvhCredentials": JSON.stringify(credentials),
       // Resolvers of the stack's own choosing instead of the subnet's.
       "header-rewrite:dnsResolvers": JSON.stringify(["198.51.100.53", "2001:db8:5::53"]),
+      // A monitoring host in each family may scrape the exporters.
+      "header-rewrite:monitoringCidrs": JSON.stringify(["198.51.100.9/32", "2001:db8:ad::9/128"]),
       // A region whose /ip API files Public Cloud IPv6 under a wider block.
       "header-rewrite:reverseBlockV6": "56",
     },

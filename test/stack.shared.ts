@@ -98,7 +98,7 @@ export function describeStack(stack: string, expected: StackExpectation): void {
       expect(run.byType(T.secgroup)).toHaveLength(1);
     });
 
-    it("opens TCP 25 only to allow-listed clients, 22 to admins, 80 for http-01, and ICMP in both families", () => {
+    it("opens TCP 25 only to allow-listed clients, 22 to admins, 80 for http-01, exporters to monitoring, ICMP", () => {
       const rules = run.byType(T.rule).map((r) => r.inputs);
       const tcp = (port: number) =>
         rules
@@ -109,6 +109,11 @@ export function describeStack(stack: string, expected: StackExpectation): void {
       const admin = JSON.parse(fixture(stack).config[`${PROJECT}:adminCidrs`]) as string[];
       expect(tcp(22)).toEqual(admin.map((c) => `${c.includes(":") ? "IPv6" : "IPv4"} ${c}`).sort());
       expect(tcp(80)).toEqual(challenge === "http-01" ? ["IPv4 0.0.0.0/0", "IPv6 ::/0"] : []);
+      // The exporters: only to the monitoring networks, none unless configured.
+      const monitoring = JSON.parse(effective[`${PROJECT}:monitoringCidrs`] ?? "[]") as string[];
+      const scrapers = monitoring.map((c) => `${c.includes(":") ? "IPv6" : "IPv4"} ${c}`).sort();
+      expect(tcp(9100)).toEqual(scrapers);
+      expect(tcp(9154)).toEqual(scrapers);
       expect(rules.filter((r) => r.protocol === "icmp").map((r) => r.ethertype)).toEqual(["IPv4"]);
       expect(rules.filter((r) => r.protocol === "ipv6-icmp").map((r) => r.ethertype)).toEqual(["IPv6"]);
       for (const r of rules) expect(r.direction).toBe("ingress");
@@ -215,15 +220,16 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(ptr4.order).toBeGreaterThan(run.one(T.record, `${name}-a`).order);
       });
 
-      it(`${name}: config push: cloud-init wait -> certificate -> client certificates -> pin secret -> Postfix -> verify`, () => {
+      it(`${name}: config push: cloud-init wait -> certificates -> pin secret -> Postfix -> verify -> metrics`, () => {
         const cmd = (id: string) => run.one(T.command, `${name}-${id}`);
-        const [wait, cert, client, pinSecret, postfix, verify] = [
+        const [wait, cert, client, pinSecret, postfix, verify, metrics] = [
           cmd("cloud-init"),
           cmd("certificate"),
           cmd("client-certificates"),
           cmd("pin-secret"),
           cmd("postfix"),
           cmd("verify"),
+          cmd("metrics"),
         ];
         expect(wait.opts.dependsOn).toEqual([name]);
         expect(cert.opts.dependsOn).toEqual([`${name}-cloud-init`, `${name}-a`, `${name}-aaaa`]);
@@ -236,11 +242,12 @@ export function describeStack(stack: string, expected: StackExpectation): void {
           ...(before ? [`${before}-verify`] : []),
         ]);
         expect(verify.opts.dependsOn).toEqual([`${name}-postfix`]);
-        const order = [wait.order, cert.order, client.order, pinSecret.order, postfix.order, verify.order];
+        expect(metrics.opts.dependsOn).toEqual([`${name}-verify`]);
+        const order = [wait, cert, client, pinSecret, postfix, verify, metrics].map((c) => c.order);
         expect(order).toEqual([...order].sort((x, y) => x - y));
         expect(postfix.inputs.stdin, "the release has run where it must first").not.toContain("REFUSED");
         expect(verify.inputs.stdin).toContain(`passed its post-deploy check`);
-        for (const c of [wait, cert, client, pinSecret, postfix, verify]) {
+        for (const c of [wait, cert, client, pinSecret, postfix, verify, metrics]) {
           expect(unsecret(c.inputs.connection)).toMatchObject({ host: ipv4, user: "debian" });
           expect(c.inputs.triggers).toEqual([`${name}-id`]);
           expect(c.inputs.create).toMatch(/^sudo bash -s # [a-z-]+ [0-9a-f]{16}$/);

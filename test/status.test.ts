@@ -14,8 +14,8 @@ import {
   reasonHint,
   recipientBudget,
   statusScript,
-  statusSpec,
 } from "../src/status";
+import { statusSpec } from "../src/deploy";
 import { sh } from "../sandbox/shell";
 
 const cfg = loadStackConfig("lon");
@@ -156,7 +156,7 @@ describe("status", () => {
   });
 
   it("the status script is valid bash and carries the collector as valid Python", () => {
-    const script = statusScript(statusSpec(cfg, bundle, 24));
+    const script = statusScript(bundle, statusSpec(cfg, bundle, 24));
     expect(sh("bash -n", script).status).toBe(0);
     const program = script.split("\n").slice(3, -2).join("\n");
     const r = sh(`/usr/bin/python3 -c 'import ast, sys; ast.parse(sys.stdin.read())'`, program);

@@ -160,7 +160,8 @@ async function partB(): Promise<void> {
       });
       const want = i % 2 === 0 ? "" : `robert${i}@new.example`;
       const t0 = performance.now();
-      const r = deployNode(t, relay, unthrottled(maps));
+      // The step `pulumi up` runs for a map edit until it is live (its check, verify, runs after).
+      const r = deployNode(t, relay, unthrottled(maps), { only: ["postfix"] });
       if (r.status !== 0) throw new Error(r.stderr);
       const live = onNode(
         relay,

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as YAML from "yaml";
 import { nodeIdentity } from "../src/config";
-import { type NodeSecrets, deploySteps } from "../src/deploy";
+import { type NodeSecrets, type StepId, deploySteps } from "../src/deploy";
 import { RUN_AS_ROOT, tlsPaths } from "../src/layout";
 import type { RelayMaps } from "../src/maps";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
@@ -112,6 +112,11 @@ interface DeployOptions {
   secrets?: NodeSecrets;
   /** Why this node's stack must not take the release yet (src/rollout.ts): its Postfix step refuses. */
   refusal?: string;
+  /**
+   * Only these steps, as `pulumi up` runs only the commands whose script changed (a map edit:
+   * postfix and verify). Default: every step.
+   */
+  only?: StepId[];
 }
 
 /** Pushes the production deploy steps (those that apply in the sandbox) to one node over SSH. */
@@ -128,7 +133,8 @@ export function deployNode(
   });
   const bundle = overlayBundle(rendered, opts.edit);
   let last: Result = { status: 0, stdout: "", stderr: "" };
-  for (const step of gatedSteps(deploySteps(ctx.cfg, bundle, secrets), opts.refusal)) {
+  const steps = gatedSteps(deploySteps(ctx.cfg, bundle, secrets), opts.refusal);
+  for (const step of steps.filter((s) => !opts.only || opts.only.includes(s.id))) {
     last = runStep(t, n, step.script);
     if (last.status !== 0) return last;
   }

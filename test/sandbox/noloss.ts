@@ -45,7 +45,8 @@ export function noLossTests(sb: Suite): void {
       for (const [round, m] of [editedMaps(), sb.sandbox.maps].entries()) {
         for (const n of sb.t.nodes) {
           const from = Date.now();
-          const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, m));
+          // What `pulumi up` runs for a map edit: the steps whose script changed.
+          const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, m), { only: ["postfix", "verify"] });
           windows.get(n.name)!.push({ from, to: Date.now() });
           expect(r.status, r.stderr).toBe(0);
           console.log(`mid-stream redeploy ${round + 1} on ${n.name}: ${r.stdout.trim().split("\n").pop()}`);

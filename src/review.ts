@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config";
-import { deploySteps } from "./deploy";
+import { deploySteps, drainScript } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
 import { MAPS_DIR } from "./project";
 import { parse } from "csv-parse/sync";
@@ -77,6 +77,8 @@ export function renderStack(
       [`network/${path.basename(NETWORK_SWITCH)}`]: renderNetworkSwitch(ctx, addrs),
     };
     deploySteps(cfg, bundle).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
+    // Runs only when the node is removed from the stack (README, "Removing a node").
+    files["deploy/on-removal-drain.sh"] = drainScript(cfg, ctx.node);
     for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;
     for (const [rel, text] of Object.entries(files)) {
       const target = path.join(outDir, name, rel);

@@ -312,10 +312,16 @@ describe("npm run render", () => {
     ]) {
       expect(fs.existsSync(path.join(out, "bhs1", f)), f).toBe(true);
     }
-    // Every step the node runs, in the order it runs, and nothing else.
-    expect(fs.readdirSync(path.join(out, "bhs1", "deploy"))).toEqual(
-      STEPS.map((id, i) => `${i + 1}-${id}.sh`),
-    );
+    // Every step the node runs, in the order it runs, and the drain its removal runs; all valid bash.
+    const deploy = path.join(out, "bhs1", "deploy");
+    expect(fs.readdirSync(deploy)).toEqual([
+      ...STEPS.map((id, i) => `${i + 1}-${id}.sh`),
+      "on-removal-drain.sh",
+    ]);
+    for (const f of fs.readdirSync(deploy)) {
+      const syntax = spawnSync("bash", ["-n", path.join(deploy, f)], { encoding: "utf8" });
+      expect(syntax.status, `${f}: ${syntax.stderr}`).toBe(0);
+    }
     const bad = spawnSync("npm", ["run", "-s", "render", "--", "--stack", "paris", "--out", out], {
       cwd: ROOT,
       encoding: "utf8",

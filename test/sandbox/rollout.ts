@@ -5,6 +5,8 @@ import { POSTFIX_LIVE, RELEASE_MARKER } from "../../src/layout";
 import { parseMaps, readMapTexts } from "../../src/maps";
 import { MAPS_DIR } from "../../src/project";
 import { onNode } from "../../sandbox/node-host";
+import { deployNode, nodeContext } from "../../sandbox/nodes";
+import { restartSink, stopSink } from "../../sandbox/services";
 import { ranReleases, rollout } from "../../sandbox/rollout";
 import type { SandboxNode } from "../../sandbox/topology";
 import { liveRelease } from "../helpers/deploys";
@@ -89,4 +91,34 @@ export function rolloutTests(sb: Suite): void {
       expect(back.ok).toBe(true);
     }
   });
+
+  it("a next hop down during the check returns lon1 to its release; run again later, the check makes it live", async () => {
+    const lon1 = node("lon1");
+    const sink = sb.t.sinks.find((x) => x.tenantId === "new_example")!;
+    const before = liveRelease(lon1);
+    const edited = editedMaps();
+    const translate = () =>
+      onNode(lon1, "postmap -q bob@old.example cdb:/etc/postfix/translate_domains").stdout.trim();
+    try {
+      stopSink(sink);
+      const out = rollout(sb.t, sb.sandbox.stacks, edited, { only: ["lon"] });
+      expect(out.ok).toBe(false);
+      expect(out.deployed[0].result.stderr).toMatch(
+        /next hop \[new-example\.mail\.protection\.outlook\.com\]: .*Connection refused/,
+      );
+      expect(liveRelease(lon1)).toBe(before);
+      expect(translate()).toBe("");
+      await restartSink(sb.t, sink);
+      // The next `pulumi up` retries the failed step; the Postfix step before it is unchanged and not re-run.
+      const retry = deployNode(sb.t, lon1, nodeContext(sb.t, lon1, sb.sandbox.stacks, edited), {
+        only: ["verify"],
+      });
+      expect(retry.status, retry.stderr).toBe(0);
+      expect(retry.stdout).toMatch(/is live again on lon1\.example\.net for its check/);
+      expect(translate()).toBe("robert@new.example");
+    } finally {
+      await restartSink(sb.t, sink);
+      restore();
+    }
+  }, 180_000);
 }

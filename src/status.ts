@@ -169,10 +169,10 @@ export function assessNode(
   const oldest = Math.max(0, ...deferred.map((m) => m.age));
   if (deferred.length && oldest > limits.maxDeferredAge) {
     const top = deferralGroups(s)[0];
-    v.problems.push(
-      `${deferred.length} deferred message(s), the oldest ${age(oldest)} old; top reason at ${top.host}: ${top.reason}` +
-        (top.hint ? ` (hint: ${top.hint})` : ""),
-    );
+    const why = top
+      ? `; top reason at ${top.host}: ${top.reason}${top.hint ? ` (hint: ${top.hint})` : ""}`
+      : "";
+    v.problems.push(`${deferred.length} deferred message(s), the oldest ${age(oldest)} old${why}`);
   } else if (deferred.length) {
     v.warnings.push(`${deferred.length} deferred message(s), the oldest ${age(oldest)} old`);
   }

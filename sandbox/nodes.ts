@@ -132,13 +132,17 @@ export function deployNode(
     clientCertTenants: Object.keys(secrets.clientCertificates ?? {}).sort(),
   });
   const bundle = overlayBundle(rendered, opts.edit);
-  let last: Result = { status: 0, stdout: "", stderr: "" };
+  // What every step said, in order, as `pulumi up` shows it; the status of the last one run.
+  const all: Result = { status: 0, stdout: "", stderr: "" };
   const steps = gatedSteps(deploySteps(ctx.cfg, bundle, secrets), opts.refusal);
   for (const step of steps.filter((s) => !opts.only || opts.only.includes(s.id))) {
-    last = runStep(t, n, step.script);
-    if (last.status !== 0) return last;
+    const r = runStep(t, n, step.script);
+    all.status = r.status;
+    all.stdout += r.stdout;
+    all.stderr += r.stderr;
+    if (r.status !== 0) return all;
   }
-  return last;
+  return all;
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   RELEASES_KEPT,
   RELEASE_MARKER,
   RELEASE_PREVIOUS,
+  RELEASE_PROBES,
   TENANT_CA_FILE,
   LEGO_OVH_ENV,
   LEGO_PATH,
@@ -353,7 +354,7 @@ answers || fail "the tenant-pinning milter does not answer on ${m.socket} (journ
  * reloads. Any failure before the switch leaves the live configuration untouched; a failed reload
  * switches back.
  */
-function deployPostfixScript(bundle: NodeBundle): string {
+function deployPostfixScript(cfg: StackConfig, bundle: NodeBundle): string {
   const { node, files } = bundle;
   const hash = bundleHash(files);
   const names = Object.keys(files).sort();
@@ -423,6 +424,7 @@ check_map() {
 }
 ${probes}rm -f "$STAGE"/.probe.*
 echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
+${writeFile(`"$STAGE/${RELEASE_PROBES}"`, nexthopProbes(cfg, bundle).map(probeLine).join("\n"))}
 
 ${pinMilterScript(bundle.pinMilterProgram)}# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
 # Nanoseconds: names are unique and sort in deploy order, even for two deploys in one second.
@@ -612,6 +614,11 @@ echo "metrics on ${node.fqdn}: ${ports}"
 `;
 }
 
+/** One probe as a line of a release's probe record: an unchanged line means an unchanged path. */
+function probeLine(p: { tenant: string; args: string[] }): string {
+  return [p.tenant, ...p.args].join(" ");
+}
+
 /** How the verify step checks each tenant next hop: attempts, seconds between them. */
 const NEXTHOP_ATTEMPTS = 3;
 
@@ -629,7 +636,7 @@ function verifyScript(cfg: StackConfig, bundle: NodeBundle): string {
     .map(
       (p) =>
         `check "tenant ${p.tenant} next hop ${p.nexthop}" "Verified TLS connection established" ` +
-        `${p.args.map(shq).join(" ")}\n`,
+        `${shq(probeLine(p))} ${p.args.map(shq).join(" ")}\n`,
     )
     .join("");
   return `#!/bin/bash
@@ -672,16 +679,25 @@ postfix status >/dev/null 2>&1 || problems+=("Postfix is not running")
 
 # 3. TLS handshakes, no mail: port 25 offers STARTTLS; each tenant next hop verifies (names and chain)
 #    and is offered the client certificate that tenant's transport presents.
+#    A next hop the previous release reached the same way (same host, certificate, CA, family, as
+#    recorded in its ${RELEASE_PROBES}) that fails now is an outage this change cannot have caused:
+#    a warning, and the release stays (rolling back would not bring the tenant back).
 check() {
-  local what=$1 want=$2 out=""; shift 2
+  local what=$1 want=$2 probe=$3 out=""; shift 3
   for i in $(seq ${NEXTHOP_ATTEMPTS}); do
     out=$(timeout 60 posttls-finger -c -t 10 -T 10 "$@" 2>&1)
     if grep -q "$want" <<<"$out"; then echo "header-rewrite: $what: $(grep -m1 "$want" <<<"$out" | cut -c1-160)"; return; fi
     [ "$i" = ${NEXTHOP_ATTEMPTS} ] || sleep 2
   done
-  problems+=("$what: $(grep -v -e '^$' <<<"$out" | tail -n 3 | tr '\\n' ' ' | cut -c1-400)")
+  local said
+  said="$what: $(grep -v -e '^$' <<<"$out" | tail -n 3 | tr '\\n' ' ' | cut -c1-400)"
+  if [ -n "$probe" ] && [ -n "$PREVIOUS" ] && grep -qxF -- "$probe" "$PREVIOUS/${RELEASE_PROBES}" 2>/dev/null; then
+    echo "header-rewrite: WARNING on ${node.fqdn}: $said -- unchanged by this release, which stays" >&2
+  else
+    problems+=("$said")
+  fi
 }
-check "STARTTLS on port 25" "TLS connection established" -l encrypt "[127.0.0.1]:25"
+check "STARTTLS on port 25" "TLS connection established" "" -l encrypt "[127.0.0.1]:25"
 ${hops}
 if [ \${#problems[@]} -gt 0 ]; then
   for p in "\${problems[@]}"; do echo "header-rewrite: post-deploy check on ${node.fqdn}: $p" >&2; done
@@ -740,7 +756,7 @@ export function deploySteps(cfg: StackConfig, bundle: NodeBundle, secrets: NodeS
     certificate: certificateScript(cfg, bundle.node, secrets.dnsCredentials),
     "client-certificates": clientCertificatesScript(secrets.clientCertificates ?? {}),
     "pin-secret": pinSecretScript(secrets.pinSecret),
-    postfix: deployPostfixScript(bundle),
+    postfix: deployPostfixScript(cfg, bundle),
     verify: verifyScript(cfg, bundle),
     metrics: metricsScript(cfg, bundle),
   };

@@ -13,6 +13,8 @@ export const RELEASES_KEPT = 5;
 export const RELEASE_MARKER = "header-rewrite.release";
 /** Written into each release: the release that was live before it, where a failed check returns to. */
 export const RELEASE_PREVIOUS = "header-rewrite.previous";
+/** Written into each release: how its verify step reaches each tenant next hop (one line each). */
+export const RELEASE_PROBES = "header-rewrite.probes";
 
 /** The CA bundle that verifies tenant next hops (Debian's ca-certificates): Postfix and the checks. */
 export const TENANT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt";

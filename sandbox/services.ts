@@ -163,8 +163,17 @@ export function stopSink(s: Sink): void {
  * answers, and makes every node retry its deferred mail at once instead of at the next queue run.
  */
 export async function restartSink(t: Topology, s: Sink, mode: SinkTls = "valid"): Promise<void> {
+  const answers = () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0;
   stopSink(s);
+  // The old sink must be gone before the new one binds port 25, or the new one cannot listen and a
+  // probe would still reach the old one for a moment.
+  await pollUntil(`sink ${s.host} stopped`, () => !answers(), 15_000);
+  const log = path.join(s.dir, "sink.log");
+  const listening = () =>
+    fs.existsSync(log) ? (fs.readFileSync(log, "utf8").match(/ listening on /g)?.length ?? 0) : 0;
+  const before = listening();
   startSink(t, s, mode);
+  await pollUntil(`sink ${s.host} listening again`, () => listening() > before, 30_000);
   await waitForSink(t, s);
   for (const n of t.nodes) onNode(n, "postqueue -f");
 }

@@ -117,24 +117,31 @@ export function tlsTests(sb: Suite): void {
       const n = sb.t.nodes[0];
       const before = readSink(s.dir).length;
       await restartSink(sb.t, s, mode);
-      const { r, id } = send(n, { from: "erin@legacy.example" });
-      expect(r.status, explain(r, n)).toBe(0);
-      const reason =
-        (await pollFor(
-          () => queue(n).find((e) => e.recipients[0]?.delay_reason)?.recipients[0].delay_reason,
-          20_000,
-        )) ?? "";
-      expect(reason, explain(undefined, n)).toMatch(
-        mode === "none" ? /TLS is required, but was not offered/ : /Server certificate not verified/,
-      );
-      expect(readSink(s.dir).length, "nothing reached the sink").toBe(before);
-      expect(nodeLog(n, 10_000)).not.toMatch(/status=bounced/);
-      console.log(`${mode}: deferred (${reason.slice(0, 80)})`);
-      await restartSink(sb.t, s, "valid");
-      const got = await waitForMessage(sb.t, id, 60_000);
-      expect(got, explain(undefined, n)).toBeTruthy();
-      expect(got!.record.tls).not.toBeNull();
-      console.log(`${mode}: delivered over ${got!.record.tls?.protocol} once the sink was fixed`);
+      let fixed = false;
+      try {
+        const { r, id } = send(n, { from: "erin@legacy.example" });
+        expect(r.status, explain(r, n)).toBe(0);
+        const reason =
+          (await pollFor(
+            () => queue(n).find((e) => e.recipients[0]?.delay_reason)?.recipients[0].delay_reason,
+            20_000,
+          )) ?? "";
+        expect(reason, explain(undefined, n)).toMatch(
+          mode === "none" ? /TLS is required, but was not offered/ : /Server certificate not verified/,
+        );
+        expect(readSink(s.dir).length, "nothing reached the sink").toBe(before);
+        expect(nodeLog(n, 10_000)).not.toMatch(/status=bounced/);
+        console.log(`${mode}: deferred (${reason.slice(0, 80)})`);
+        await restartSink(sb.t, s, "valid");
+        fixed = true;
+        const got = await waitForMessage(sb.t, id, 60_000);
+        expect(got, explain(undefined, n)).toBeTruthy();
+        expect(got!.record.tls).not.toBeNull();
+        console.log(`${mode}: delivered over ${got!.record.tls?.protocol} once the sink was fixed`);
+      } finally {
+        // The next suites need the tenant's sink as it was.
+        if (!fixed) await restartSink(sb.t, s, "valid");
+      }
     });
   }
 

@@ -533,6 +533,20 @@ function metricsScript(cfg: StackConfig, bundle: NodeBundle): string {
     `[Unit]\nDescription=${description}\n[Timer]\n${schedule}\n[Install]\nWantedBy=timers.target\n`;
   const logAccess = `chgrp adm ${POSTFIX_LOG} && chmod 640 ${POSTFIX_LOG}`;
   const oldLogs = `find ${path.posix.dirname(POSTFIX_LOG)} -maxdepth 1 -name "${path.posix.basename(POSTFIX_LOG)}.*"`;
+  // Copy, then truncate in place: the file postlogd appends to and the exporter tails stays the same
+  // file with the same mode. (`postfix logrotate` renames it; postlogd then creates a root-only one,
+  // which the exporter cannot reopen and stops tailing -- seen at midnight in the sandbox.)
+  const rotateScript = `#!/bin/sh
+# header-rewrite: daily rotation of Postfix's log (keeps 14 days)
+set -eu
+f=${POSTFIX_LOG}
+[ -s "$f" ] || exit 0
+old="$f.$(date -u +%Y%m%d-%H%M%S)"
+cp -p "$f" "$old" && truncate -s 0 "$f" && gzip -f "$old"
+${logAccess}
+${oldLogs} -mtime +14 -delete
+`;
+  const LOG_ROTATE = "/usr/local/sbin/header-rewrite-postfix-logrotate";
   const files: [string, string][] = [
     [
       `/etc/systemd/system/${m.service}.service`,
@@ -544,12 +558,10 @@ function metricsScript(cfg: StackConfig, bundle: NodeBundle): string {
       `/etc/systemd/system/${m.service}.timer`,
       timer("header-rewrite: metrics every 5 minutes", "OnBootSec=1min\nOnUnitActiveSec=5min"),
     ],
+    [LOG_ROTATE, rotateScript],
     [
       "/etc/systemd/system/header-rewrite-postfix-logrotate.service",
-      unit("header-rewrite: rotate Postfix's log (maillog_file)", [
-        "ExecStart=/usr/sbin/postfix logrotate",
-        `ExecStartPost=/bin/sh -c 'touch ${POSTFIX_LOG}; ${logAccess}; ${oldLogs} -mtime +14 -delete'`,
-      ]),
+      unit("header-rewrite: rotate Postfix's log (maillog_file)", [`ExecStart=${LOG_ROTATE}`]),
     ],
     [
       "/etc/systemd/system/header-rewrite-postfix-logrotate.timer",
@@ -592,7 +604,7 @@ if [ \${#missing[@]} -gt 0 ]; then
 fi
 CHANGED=no
 install -d -m 755 ${path.posix.dirname(m.program)} ${path.posix.dirname(m.spec)} ${path.posix.dirname(METRICS_TEXTFILE)}
-${installs}
+${installs}chmod 755 ${LOG_ROTATE}
 # The exporter reads Postfix's log with group adm; postlogd creates it root-only.
 touch ${POSTFIX_LOG} && ${logAccess}
 systemctl daemon-reload
@@ -608,7 +620,9 @@ scrape() {
 for i in $(seq 50); do
   scrape ${EXPORTERS.postfix.port} >/dev/null && scrape ${EXPORTERS.node.port} >/dev/null && break; sleep 0.2
 done
-${answers}scrape ${EXPORTERS.node.port} | grep -q '^header_rewrite_metrics_timestamp_seconds ' ||
+# Captured first: grep -q would close the pipe early, and pipefail would count that as a failure.
+own=$(scrape ${EXPORTERS.node.port} || true)
+${answers}grep -q '^header_rewrite_metrics_timestamp_seconds ' <<<"$own" ||
   fail "node-exporter does not show header-rewrite's metrics (${METRICS_TEXTFILE})"
 echo "metrics on ${node.fqdn}: ${ports}"
 `;

@@ -79,6 +79,15 @@ export function metricsTests(sb: Suite): void {
       return scrape(sb, n, EXPORTERS.node.port);
     };
     const postfix = () => scrape(sb, n, EXPORTERS.postfix.port);
+    // The daily rotation first: the exporter must keep counting in the rotated file (it stopped once,
+    // at midnight, when rotation replaced the file with a root-only one).
+    const rotated = onNode(
+      n,
+      "systemctl start header-rewrite-postfix-logrotate.service && stat -c '%a %U:%G' /var/log/postfix.log",
+    );
+    expect(rotated.status, rotated.stderr).toBe(0);
+    expect(rotated.stdout.trim()).toBe("640 root:adm");
+    expect(onNode(n, "ls /var/log | grep -c '^postfix.log.*gz$'").stdout.trim()).not.toBe("0");
     const before = { own: collect(), exporter: postfix() };
     const refused0 = value(before.own, "header_rewrite_refusals_total", { reason: "tenant_pinning" });
     const delivered0 = value(before.own, "header_rewrite_relayed_recipients", { tenant: "new_example" });

@@ -11,7 +11,7 @@ import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/rollout";
 const stack = pulumi.getStack();
 
 // 1. Validate everything before a single resource is registered.
-const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack);
+const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack, Object.keys(pulumi.runtime.allConfig()));
 const maps = loadMaps(MAPS_DIR, {
   widestV4: cfg.widestClientRangeV4,
   widestV6: cfg.widestClientRangeV6,

@@ -224,3 +224,37 @@ export function copyProject(): string {
   fs.symlinkSync(path.join(PROJECT_ROOT, "node_modules"), path.join(copy, "node_modules"));
   return copy;
 }
+
+/**
+ * Runs the program in PROJECTDIR for STACK (its fixture config with CONFIG on top) where it must
+ * refuse: the error it throws, and every resource it registered (none is the point).
+ */
+export async function runRefused(
+  projectDir: string,
+  stack: string,
+  config: Record<string, string> = {},
+): Promise<{ error: Error | undefined; registered: string[] }> {
+  const registered: string[] = [];
+  await pulumi.runtime.setMocks(
+    {
+      newResource: (a) => {
+        registered.push(`${a.type}:${a.name}`);
+        return { id: `${a.name}-id`, state: a.inputs };
+      },
+      call: () => ({}),
+    },
+    "header-rewrite",
+    stack,
+    false,
+  );
+  const f = fixture(stack);
+  pulumi.runtime.setAllConfig({ ...f.config, ...config }, f.secretKeys);
+  let error: Error | undefined;
+  try {
+    await import(path.join(projectDir, "index.ts"));
+  } catch (e) {
+    error = e as Error;
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  return { error, registered };
+}

@@ -459,10 +459,22 @@ export function listStacks(root = PROJECT_ROOT): string[] {
 export function configFromPulumi(
   pulumiConfig: (ns?: string) => { get(key: string): string | undefined },
   stack: string,
+  allKeys: string[] = [],
 ): StackConfig {
   const project = pulumiConfig();
   const raw: Record<string, unknown> = {};
   for (const key of CONFIG_KEYS) raw[key] = project.get(key);
+  // Keys of the namespace the program does not know (a misspelled optional key would otherwise
+  // pass silently): the schema refuses them with the same message as npm run validate and render.
+  for (const full of allKeys) {
+    const key = full.slice(PROJECT.length + 1);
+    if (
+      full.startsWith(`${PROJECT}:`) &&
+      !CONFIG_KEYS.includes(key) &&
+      !(SECRET_KEYS as readonly string[]).includes(full)
+    )
+      raw[key] = project.get(key);
+  }
   const openstack = pulumiConfig("openstack");
   return parseStackConfig(raw, openstack.get("region"), `Pulumi.${stack}.yaml`, openstack.get("tenantName"));
 }

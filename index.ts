@@ -4,6 +4,7 @@ import { configFromPulumi, serviceFqdn } from "./src/config";
 import { loadMaps } from "./src/maps";
 import { MAPS_DIR } from "./src/project";
 import { createRegion } from "./src/cloud";
+import { checkSecrets } from "./src/secrets";
 import { RelayNode } from "./src/node";
 import type { DnsOvhCredentials } from "./src/deploy";
 import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/rollout";
@@ -16,6 +17,7 @@ const maps = loadMaps(MAPS_DIR, {
   widestV4: cfg.widestClientRangeV4,
   widestV6: cfg.widestClientRangeV6,
 });
+checkSecrets(cfg, maps, pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
 const project = new pulumi.Config();
 const deployPrivateKey = project.requireSecret("deploySshPrivateKey");
 const secrets = pulumi.secret(

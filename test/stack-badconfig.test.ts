@@ -20,3 +20,22 @@ it("refuses an unknown key of the project namespace, as validate and render do, 
   expect(() => loadStackConfig("lon", copy)).toThrow(said);
   fs.rmSync(copy, { recursive: true, force: true });
 });
+
+it("checks the secrets' shape before any resource, in one message that prints no secret", async () => {
+  const dns = { endpoint: "ovh-eu", applicationKey: "k-not-shown", applicationSecret: "", consumerKey: "c" };
+  const { error, registered } = await runRefused(copyProject(), "lon", {
+    "header-rewrite:clientCertificates": JSON.stringify({
+      nosuch: "-----BEGIN PRIVATE KEY-----\nsecret-body\n",
+    }),
+    "header-rewrite:acmeDnsOvhCredentials": JSON.stringify(dns),
+    "header-rewrite:pinSecret": "short",
+  });
+  expect(error?.message).toContain("Pulumi.lon.yaml: invalid stack configuration; nothing was deployed:");
+  expect(error?.message).toContain(
+    "  - header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts",
+  );
+  expect(error?.message).toContain("  - header-rewrite:acmeDnsOvhCredentials lacks applicationSecret");
+  expect(error?.message).toContain("  - header-rewrite:pinSecret must be 24 to 200 characters");
+  for (const secret of ["secret-body", "k-not-shown", "short"]) expect(error?.message).not.toContain(secret);
+  expect(registered).toEqual([]);
+});

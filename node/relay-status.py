@@ -24,10 +24,6 @@ def run(args, timeout=60):
         return 127, "", str(e)
 
 
-def postconf(name):
-    return run(["postconf", "-h", name])[1].strip()
-
-
 def release(marker):
     try:
         with open(marker) as f:

@@ -163,11 +163,10 @@ export function stopSink(s: Sink): void {
  * answers, and makes every node retry its deferred mail at once instead of at the next queue run.
  */
 export async function restartSink(t: Topology, s: Sink, mode: SinkTls = "valid"): Promise<void> {
-  const answers = () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0;
   stopSink(s);
   // The old sink must be gone before the new one binds port 25, or the new one cannot listen and a
   // probe would still reach the old one for a moment.
-  await pollUntil(`sink ${s.host} stopped`, () => !answers(), 15_000);
+  await pollUntil(`sink ${s.host} stopped`, () => !sinkAnswers(t, s), 15_000);
   const log = path.join(s.dir, "sink.log");
   const listening = () =>
     fs.existsSync(log) ? (fs.readFileSync(log, "utf8").match(/ listening on /g)?.length ?? 0) : 0;
@@ -178,12 +177,13 @@ export async function restartSink(t: Topology, s: Sink, mode: SinkTls = "valid")
   for (const n of t.nodes) onNode(n, "postqueue -f");
 }
 
+/** Something accepts TCP connections on the sink's port 25 (seen from tenant A's client). */
+function sinkAnswers(t: Topology, s: Sink): boolean {
+  return inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0;
+}
+
 export async function waitForSink(t: Topology, s: Sink): Promise<void> {
-  await pollUntil(
-    `sink ${s.host}`,
-    () => inNetns(t.clients.allowed.netns, `exec 3<>/dev/tcp/${s.ipv4}/25`).status === 0,
-    30_000,
-  );
+  await pollUntil(`sink ${s.host}`, () => sinkAnswers(t, s), 30_000);
 }
 
 /** The OVH API and name-server stand-in (sandbox/ovh-api.ts), with a sandbox-CA certificate. */

@@ -10,8 +10,6 @@ import { type NodeAddresses, type RenderContext, renderNode, renderUserData } fr
 import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps, drainScript } from "./deploy";
 import { bundleHash } from "./bundle";
 import { RUN_AS_ROOT } from "./layout";
-import { checkClientCertificates } from "./certificates";
-import { checkPinSecret } from "./pins";
 import { gatedSteps } from "./rollout";
 
 interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
@@ -243,10 +241,9 @@ export class RelayNode extends pulumi.ComponentResource {
 
     // Config push: every step is a script on stdin; any change of the script re-runs the step.
     // Render, then deploy scripts from the bundle; both depend on which client certificates exist.
+    // (The secrets' shape was checked before any resource: checkSecrets in index.ts.)
     const pushed = args.secrets.apply((secrets) => {
       const certs = secrets.clientCertificates ?? {};
-      checkClientCertificates(certs, maps, cfg.tenantCertificates);
-      checkPinSecret(secrets.pinSecret, maps.pins);
       const bundle = renderNode({ ...ctx, clientCertTenants: Object.keys(certs).sort() });
       return { bundle, steps: deploySteps(cfg, bundle, secrets) };
     });

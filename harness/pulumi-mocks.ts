@@ -218,7 +218,7 @@ export function value<T>(o: pulumi.Output<T> | T): Promise<T> {
 export function copyProject(): string {
   const copy = fs.mkdtempSync(path.join(os.tmpdir(), "hr-project-"));
   const stackFiles = fs.readdirSync(PROJECT_ROOT).filter((f) => /^Pulumi\..*yaml$/.test(f));
-  for (const f of ["index.ts", "src", "templates", "node", "maps", ...stackFiles]) {
+  for (const f of ["index.ts", "src", "scripts", "templates", "node", "maps", ...stackFiles]) {
     fs.cpSync(path.join(PROJECT_ROOT, f), path.join(copy, f), { recursive: true });
   }
   fs.symlinkSync(path.join(PROJECT_ROOT, "node_modules"), path.join(copy, "node_modules"));

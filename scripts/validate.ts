@@ -8,16 +8,15 @@ import { validateProject } from "../src/review";
 const { values } = parseArgs({
   options: { strict: { type: "boolean", default: false }, maps: { type: "string" } },
 });
-const { ok, lines } = validateProject(
-  values.strict ?? false,
-  values.maps ? path.resolve(values.maps) : undefined,
-);
-for (const l of lines) console.log(l);
-const errors = lines.filter((l) => / error: /.test(l)).length;
-const warnings = lines.filter((l) => / warning: /.test(l)).length;
+// Messages name the maps as the operator wrote the path: maps/x for the project's, DIR/x for --maps DIR.
+const mapsDir = values.maps ? path.resolve(values.maps) : undefined;
+const shown = mapsDir ? path.relative(process.cwd(), mapsDir) : "maps";
+const displayDir = !mapsDir ? "maps" : shown === "" ? "." : shown.startsWith("..") ? mapsDir : shown;
+const r = validateProject(values.strict ?? false, mapsDir, displayDir);
+for (const l of r.lines) console.log(l);
 console.log(
-  ok
-    ? `maps/ is valid for stacks ${listStacks().join(", ")} (${warnings} warning(s))`
-    : `maps/: ${errors} error(s), ${warnings} warning(s); nothing may be deployed`,
+  r.ok
+    ? `${displayDir}/ is valid for stacks ${listStacks().join(", ")} (${r.warnings} warning(s))`
+    : `${r.errors} error(s), ${r.warnings} warning(s) in ${r.files.join(", ")}; nothing may be deployed`,
 );
-process.exit(ok ? 0 : 1);
+process.exit(r.ok ? 0 : 1);

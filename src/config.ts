@@ -285,7 +285,10 @@ const ajv = new Ajv({ allErrors: true });
 const validate = ajv.compile(SCHEMA);
 
 export class ConfigError extends Error {
-  constructor(source: string, problems: string[]) {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
     super(
       `${source}: invalid stack configuration; nothing was deployed:\n` +
         problems.map((p) => `  - ${p}`).join("\n"),

@@ -11,8 +11,10 @@ import {
   type Problem,
   Report,
   duplicates,
+  extraWords,
   isDomain,
   logicalLines,
+  midLineComment,
 } from "./table";
 import { type TenantPin, parseTenantPins, pinFor } from "./pins";
 
@@ -126,7 +128,7 @@ function parseTranslations(lines: MapLine[], r: Report): Translation[] {
   const out: Translation[] = [];
   for (const l of lines) {
     const from = l.key.toLowerCase();
-    const to = l.value.toLowerCase();
+    const to = (l.words[0]?.text ?? "").toLowerCase();
     if (from.startsWith('"')) {
       r.error(
         l,
@@ -173,22 +175,23 @@ function parseTranslations(lines: MapLine[], r: Report): Translation[] {
       );
       continue;
     }
-    if (/\s/.test(to)) {
-      r.error(
+    if (
+      extraWords(
         l,
-        l.valueCol,
-        `expected exactly one replacement address after "${l.key}", found "${l.value}"`,
-        "one address per line; a comment must start its own line with #",
-      );
+        1,
+        r,
+        "a translation has exactly one replacement address",
+        "one translation per line; a comment must start its own line with #",
+      )
+    )
       continue;
-    }
     const f = splitAddress(from)!;
     const valueProblem = addressProblem(to, true);
     if (valueProblem) {
       r.error(
         l,
         l.valueCol,
-        `replacement "${l.value}" ${valueProblem}`,
+        `replacement "${to}" ${valueProblem}`,
         "write @new.example (keeps the local part) or user@new.example",
       );
       continue;
@@ -198,7 +201,7 @@ function parseTranslations(lines: MapLine[], r: Report): Translation[] {
       r.error(
         l,
         l.valueCol,
-        `the domain key "${l.key}" maps to one address "${l.value}": every sender of ${f.domain} would become ${to}`,
+        `the domain key "${l.key}" maps to one address "${to}": every sender of ${f.domain} would become ${to}`,
         `write "@${f.domain} @${t.domain}" to keep local parts, or list addresses one by one`,
       );
       continue;
@@ -207,7 +210,7 @@ function parseTranslations(lines: MapLine[], r: Report): Translation[] {
       r.error(
         l,
         l.valueCol,
-        `the address key "${l.key}" maps to a bare domain "${l.value}"`,
+        `the address key "${l.key}" maps to a bare domain "${to}"`,
         `write the full new address, e.g. "${f.local}${to}"`,
       );
       continue;
@@ -281,9 +284,65 @@ function parseAllowedSenders(lines: MapLine[], r: Report): AllowedSender[] {
       );
       continue;
     }
-    out.push({ file: l.file, line: l.line, key, action: /^ok$/i.test(l.value) ? "OK" : l.value });
+    // access(5): "OK or RELAY means YES; trailing text is ignored"; a refusal's text is its reply.
+    const action = l.words[0].text;
+    const continued = l.words.findIndex((w) => w.line !== l.line);
+    const takesText = !/^(ok|dunno)$/i.test(action);
+    if (
+      extraWords(
+        l,
+        takesText ? continued : 1,
+        r,
+        takesText
+          ? `Postfix reads it as the reply text of ${action}`
+          : `Postfix ignores everything after ${action.toUpperCase()}`,
+        `one action per line: "${l.key} ${action}"; a comment must start its own line with #`,
+      )
+    )
+      continue;
+    out.push({ file: l.file, line: l.line, key, action: /^ok$/i.test(action) ? "OK" : l.value });
   }
   return out;
+}
+
+/**
+ * Where Microsoft 365 tenants receive mail: worldwide, DNSSEC-enabled domains (2024 on), GCC High /
+ * DoD, and 21Vianet (README, "Maps", for the sources).
+ */
+export const TENANT_MX_SUFFIXES = [
+  ".mail.protection.outlook.com",
+  ".mx.microsoft",
+  ".mail.protection.office365.us",
+  ".mail.protection.partner.outlook.cn",
+];
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** The known MX host a next hop was probably meant to be, or undefined when it is one already. */
+function tenantMxProblem(host: string): { nearest?: string } | undefined {
+  if (TENANT_MX_SUFFIXES.some((suffix) => host.endsWith(suffix) && host.length > suffix.length))
+    return undefined;
+  const labels = host.split(".");
+  let best: { host: string; distance: number } | undefined;
+  for (const suffix of TENANT_MX_SUFFIXES) {
+    const k = suffix.split(".").length - 1;
+    for (const take of [k - 1, k, k + 1]) {
+      if (take < 1 || take >= labels.length) continue;
+      const distance = editDistance(labels.slice(-take).join("."), suffix.slice(1));
+      const candidate = `${labels.slice(0, -take).join(".")}${suffix}`;
+      if (distance <= 3 && (!best || distance < best.distance)) best = { host: candidate, distance };
+    }
+  }
+  return { nearest: best?.host };
 }
 
 const NEXTHOP = /^(\[)?([^\][:]+)(\])?(?::(\d+))?$/;
@@ -322,7 +381,17 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
         continue;
       }
     }
-    const value = l.value.toLowerCase();
+    const value = (l.words[0]?.text ?? "").toLowerCase();
+    if (
+      extraWords(
+        l,
+        1,
+        r,
+        "each sender has exactly one next hop here",
+        `one next hop per line: "${l.key} ${l.words[0]?.text}"; a comment must start its own line with #`,
+      )
+    )
+      continue;
     if (!value) {
       r.error(
         l,
@@ -337,7 +406,7 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
       r.error(
         l,
         l.valueCol,
-        `"${l.value}" is not a next hop`,
+        `"${value}" is not a next hop`,
         "write [host] or [host]:port, e.g. [new-example.mail.protection.outlook.com]",
       );
       continue;
@@ -347,7 +416,7 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
       r.error(
         l,
         l.valueCol,
-        `"${l.value}" is an address; verified TLS ("secure") needs a host name to check the certificate against`,
+        `"${value}" is an address; verified TLS ("secure") needs a host name to check the certificate against`,
         "write the tenant's MX host name, e.g. [new-example.mail.protection.outlook.com]",
       );
       continue;
@@ -360,7 +429,7 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
       r.error(
         l,
         l.valueCol,
-        `port ${port} of "${l.value}" is out of range`,
+        `port ${port} of "${value}" is out of range`,
         "ports are 1-65535; Exchange Online listens on 25",
       );
       continue;
@@ -369,8 +438,19 @@ function parseRelayhosts(lines: MapLine[], r: Report): { relayhosts: Relayhost[]
       r.warn(
         l,
         l.valueCol,
-        `"${l.value}" without brackets makes Postfix look up MX records of ${host}`,
+        `"${value}" without brackets makes Postfix look up MX records of ${host}`,
         `write "[${host}]${port ? `:${port}` : ""}" to connect to that host directly`,
+      );
+    }
+    const unknown = tenantMxProblem(host);
+    if (unknown) {
+      r.warn(
+        l,
+        l.valueCol,
+        `next hop host "${host}" is not a Microsoft 365 MX host (${TENANT_MX_SUFFIXES.map((x) => `*${x}`).join(", ")})`,
+        unknown.nearest
+          ? `did you mean "${unknown.nearest}"?`
+          : "copy the MX host the tenant's admin center shows for the domain, unless this next hop is not Exchange Online",
       );
     }
     const id = tenantId(host) + (port && port !== "25" ? `_${port}` : "") + (open ? "" : "_mx");
@@ -459,7 +539,27 @@ function parseClientRanges(
       );
       continue;
     }
-    out.push({ file: l.file, line: l.line, cidr: `${base.toString()}/${bits}`, family, action: l.value });
+    // mynetworks only asks whether the client matches; the result is never read.
+    if (!/^ok$/i.test(l.words[0].text)) {
+      r.errorAt(
+        l.words[0],
+        `"${l.value}" does not refuse anything: this table is mynetworks, which ignores the result, ` +
+          `so "${l.key}" may relay whatever it says`,
+        `write "${l.key} OK" to allow the range, or remove the line to refuse it`,
+      );
+      continue;
+    }
+    if (
+      extraWords(
+        l,
+        1,
+        r,
+        "Postfix ignores the result here (mynetworks), so this text allows nothing",
+        "one range per line, each followed by OK; a comment must start its own line with #",
+      )
+    )
+      continue;
+    out.push({ file: l.file, line: l.line, cidr: `${base.toString()}/${bits}`, family, action: "OK" });
   }
   return out;
 }
@@ -655,7 +755,7 @@ export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayM
   const r = new Report();
   const file = displayName(opts.displayDir);
   const lines = (k: MapName, norm: (s: string) => string) => {
-    const ls = logicalLines(texts[k], file(k), r);
+    const ls = logicalLines(texts[k], file(k), r).filter((l) => !midLineComment(l, r));
     const dropped = duplicates(
       ls,
       norm,

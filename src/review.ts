@@ -19,9 +19,25 @@ import {
 } from "./render";
 
 /** Every problem maps/ has against every stack; warnings alone keep it valid unless STRICT. */
-export function validateProject(strict: boolean, mapsDir = MAPS_DIR): { ok: boolean; lines: string[] } {
+export function validateProject(
+  strict: boolean,
+  mapsDir = MAPS_DIR,
+  displayDir = "maps",
+): { ok: boolean; lines: string[]; errors: number; warnings: number; files: string[] } {
   const lines = new Set<string>();
-  let ok = true;
+  const files = new Set<string>();
+  let errors = 0;
+  let warnings = 0;
+  // The same problem found for both stacks is shown and counted once.
+  const add = (line: string, file: string, count: number, error: boolean) => {
+    if (lines.has(line)) return;
+    lines.add(line);
+    if (!error) warnings += count;
+    else {
+      errors += count;
+      files.add(file);
+    }
+  };
   for (const stack of listStacks()) {
     try {
       const cfg = loadStackConfig(stack);
@@ -29,16 +45,17 @@ export function validateProject(strict: boolean, mapsDir = MAPS_DIR): { ok: bool
         widestV4: cfg.widestClientRangeV4,
         widestV6: cfg.widestClientRangeV6,
         strict,
+        displayDir,
       });
-      for (const w of maps.warnings) lines.add(formatProblem(w));
+      for (const w of maps.warnings) add(formatProblem(w), w.file, 1, false);
     } catch (e) {
-      ok = false;
-      if (e instanceof MapValidationError) for (const p of e.problems) lines.add(formatProblem(p));
-      else if (e instanceof ConfigError) lines.add(e.message);
+      if (e instanceof MapValidationError)
+        for (const p of e.problems) add(formatProblem(p), p.file, 1, p.severity === "error");
+      else if (e instanceof ConfigError) add(e.message, e.source, e.problems.length, true);
       else throw e;
     }
   }
-  return { ok, lines: [...lines] };
+  return { ok: errors === 0, lines: [...lines], errors, warnings, files: [...files].sort() };
 }
 
 /** Documentation-range stand-ins for addresses the cloud assigns; marked in the output. */

@@ -8,6 +8,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MAP_NAMES, MapValidationError, type RelayMaps, parseMaps, readMapTexts } from "../src/maps";
 import { checkPinSecret } from "../src/pins";
+import { copyProject } from "../harness/pulumi-mocks";
 import { PROJECT_ROOT as ROOT } from "../src/project";
 import { renderOperatorMaps } from "../src/render";
 import { BASELINE, listCases, readCase, report, withBaseline } from "./helpers/cases";
@@ -25,37 +26,51 @@ describe("bad maps corpus (test/fixtures/bad-maps)", () => {
 });
 
 describe("npm run validate", () => {
-  const cli = (...args: string[]) =>
-    spawnSync("npx", ["tsx", path.join(ROOT, "scripts", "validate.ts"), ...args], {
-      cwd: ROOT,
-      encoding: "utf8",
-    });
+  const cli = (args: string[], cwd = ROOT, script = path.join(ROOT, "scripts", "validate.ts")) =>
+    spawnSync(path.join(ROOT, "node_modules", ".bin", "tsx"), [script, ...args], { cwd, encoding: "utf8" });
   const dirWith = (texts: Record<string, string>) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-maps-"));
     for (const n of MAP_NAMES) fs.writeFileSync(path.join(dir, n), texts[n] ?? BASELINE[n]);
     return dir;
   };
   it("passes the committed maps (exit 0)", () => {
-    const r = cli();
+    const r = cli([]);
     expect(r.status, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toContain("maps/ is valid for stacks bhs, lon");
   });
-  it("prints every problem at once in compiler style and exits 1", () => {
-    const r = cli("--maps", dirWith(readCase(listCases().find((f) => f.includes("47-several"))!).maps));
+  it("prints every problem at once in compiler style, naming the directory it was given, and exits 1", () => {
+    const dir = dirWith(readCase(listCases().find((f) => f.includes("47-several"))!).maps);
+    const r = cli(["--maps", path.basename(dir)], path.dirname(dir));
     expect(r.status).toBe(1);
-    const lines = r.stdout.split("\n").filter((l) => /^maps\/[a-z_]+:\d+:/.test(l));
+    const name = path.basename(dir);
+    const lines = r.stdout.split("\n").filter((l) => l.startsWith(`${name}/`));
     expect(lines).toHaveLength(3);
-    for (const l of lines) expect(l).toMatch(/^maps\/[a-z_]+:\d+:\d+: error: .+ \(hint: .+\)$/);
-    expect(r.stdout).toContain("3 error(s), 0 warning(s); nothing may be deployed");
+    for (const l of lines) expect(l).toMatch(/^hr-maps-\w+\/[a-z_]+:\d+:\d+: error: .+ \(hint: .+\)$/);
+    expect(r.stdout).not.toMatch(/^maps\//m);
+    expect(r.stdout).toContain(
+      `3 error(s), 0 warning(s) in ${["allow_relay_by_ip", "allowed_senders", "translate_domains"]
+        .map((m) => `${name}/${m}`)
+        .join(", ")}; nothing may be deployed`,
+    );
   });
   it("shows warnings without failing, and --strict makes them fatal", () => {
     const dir = dirWith({ per_sender_relayhosts: "@new.example new-example.mail.protection.outlook.com\n" });
-    const lax = cli("--maps", dir);
+    const lax = cli(["--maps", dir]);
     expect(lax.status).toBe(0);
-    expect(lax.stdout).toContain("maps/per_sender_relayhosts:1:14: warning: ");
-    const strict = cli("--maps", dir, "--strict");
+    expect(lax.stdout).toContain(`${dir}/per_sender_relayhosts:1:14: warning: `);
+    expect(lax.stdout).toContain(`${dir}/ is valid for stacks bhs, lon (1 warning(s))`);
+    const strict = cli(["--maps", dir, "--strict"]);
     expect(strict.status).toBe(1);
-    expect(strict.stdout).toContain("maps/per_sender_relayhosts:1:14: error: ");
+    expect(strict.stdout).toContain(`${dir}/per_sender_relayhosts:1:14: error: `);
+  });
+  it("summarises a stack file error by the stack file, not as a maps problem", () => {
+    const copy = copyProject();
+    fs.appendFileSync(path.join(copy, "Pulumi.lon.yaml"), "  header-rewrite:messageSizeLimt: 1048576\n");
+    const r = cli([], copy, path.join(copy, "scripts", "validate.ts"));
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain("Pulumi.lon.yaml: invalid stack configuration; nothing was deployed:");
+    expect(r.stdout).toContain("1 error(s), 0 warning(s) in Pulumi.lon.yaml; nothing may be deployed");
+    fs.rmSync(copy, { recursive: true, force: true });
   });
 });
 

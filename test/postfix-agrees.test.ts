@@ -1,9 +1,9 @@
 // Every validator rule that says "Postfix would do X" is checked here once against a real Postfix:
 // the production config runs on a node namespace, the test writes the map lines the validator
 // refuses straight into the live config (bypassing it), and observes what Postfix does.
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { POSTFIX_LIVE } from "../src/layout";
-import { refusal } from "../sandbox/mail";
+import { refusal, sendMail } from "../sandbox/mail";
 import { onNode } from "../sandbox/node-host";
 import type { Result } from "../sandbox/shell";
 import { BASELINE, report } from "./helpers/cases";
@@ -100,6 +100,71 @@ describe("the validator and Postfix agree", () => {
     check("192.0.2.0/24", "192.0.2.8", /no lookup result[\s\S]*rc=1$/);
     check("!203.0.113.0/24 OK", "198.51.100.9", /^OK\nrc=0$/);
     check("0.0.0.0/0 OK", "198.51.100.9", /^OK\nrc=0$/);
+  });
+
+  /** What Postfix's own table reader finds for KEY in TEXT (postmap -q), and the validator's verdict. */
+  const lookup = (type: "cdb" | "cidr", text: string, key: string, map: string) => {
+    const verdict = report({ name: "raw", maps: { [map]: text }, expected: [] });
+    expect(verdict.join("\n"), "the validator objects to this input").toMatch(/error/);
+    sh("cat > /tmp/t.map", text);
+    if (type === "cdb") expect(sh("postmap cdb:/tmp/t.map").status).toBe(0);
+    const r = sh(`postmap -q ${key} ${type}:/tmp/t.map`);
+    return r.status === 0 ? r.stdout.trimEnd() : undefined;
+  };
+
+  it("readlline: # inside a line is part of the value, and an indented line joins the entry above, even after a comment", () => {
+    expect(
+      lookup("cdb", "@old.example @new.example # the new name\n", "@old.example", "translate_domains"),
+    ).toBe("@new.example # the new name");
+    const text = "@old.example @new.example\n# legacy domain:\n  @legacy.example @new.example\n";
+    expect(lookup("cdb", text, "@old.example", "translate_domains")).toMatch(
+      /^@new\.example\s+@legacy\.example @new\.example$/,
+    );
+    expect(lookup("cdb", text, "@legacy.example", "translate_domains")).toBeUndefined();
+  });
+
+  it("a byte order mark becomes part of the first key, which then never matches", async () => {
+    const text = "\ufeff@old.example @new.example\n";
+    expect(lookup("cdb", text, "@old.example", "translate_domains")).toBeUndefined();
+    rawMaps({ translate_domains: text });
+    expect((await queued(send("bob@old.example"))).sender).toBe("bob@old.example");
+  });
+
+  it("access(5): text after OK is ignored, and a domain joined to the line above gets no entry", () => {
+    rawMaps({ allowed_senders: "old.example OK\nlegacy.example OK REJECT\n" });
+    expect(refused(send("bob@legacy.example")), "REJECT after OK is ignored").toBe(false);
+    rawMaps({ allowed_senders: "old.example OK\n legacy.example OK\n" });
+    expect(refused(send("bob@old.example"))).toBe(false);
+    expect(refused(send("bob@legacy.example")), "the joined domain is refused").toBe(true);
+  });
+
+  describe("mynetworks (allow_relay_by_ip) from a client at 198.51.100.7", () => {
+    // A documentation address on the node's own loopback, so Postfix sees a client outside 127/8.
+    const client = "198.51.100.7";
+    beforeAll(() => expect(sh(`ip addr add ${client}/32 dev lo`).status).toBe(0));
+    afterAll(() => sh(`ip addr del ${client}/32 dev lo`));
+    const sendFrom = () =>
+      sendMail((c) => sh(c), {
+        server: client,
+        from: "bob@old.example",
+        headers: ["From: bob@old.example"],
+        extra: `--local-interface ${client}`,
+      }).r;
+
+    it("the result is ignored: a REJECT line still lets the range relay", () => {
+      rawMaps({ allow_relay_by_ip: "192.0.2.0/24 OK\n198.51.100.0/24 REJECT\n" });
+      const r = sendFrom();
+      expect(refusal(r), r.stdout).toBeUndefined();
+    });
+
+    it("a second range on a line is ignored: its clients may not relay", () => {
+      const text = "192.0.2.0/24 OK 198.51.100.0/24\n";
+      expect(lookup("cidr", text, "192.0.2.9", "allow_relay_by_ip")).toBe("OK 198.51.100.0/24");
+      expect(lookup("cidr", text, client, "allow_relay_by_ip")).toBeUndefined();
+      rawMaps({ allow_relay_by_ip: text });
+      // smtpd_client_restrictions = permit_mynetworks, reject
+      expect(refusal(sendFrom())).toMatch(/^554 5\.7\.1 <unknown\[198\.51\.100\.7\]>: Client host rejected/);
+    });
   });
 
   it("duplicate keys: postmap warns, and the validator refuses them", () => {

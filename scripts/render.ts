@@ -2,9 +2,8 @@
 // Writes, per node, exactly the files that node receives, for review and for the real-tool checks.
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
-import { listStacks } from "../src/config";
-import type { NodeAddresses } from "../src/render";
-import { renderStack } from "../src/review";
+import { listStacks, loadStackConfig } from "../src/config";
+import { readNodeAddresses, renderStack } from "../src/review";
 
 try {
   const { values } = parseArgs({
@@ -16,13 +15,21 @@ try {
     process.exit(2);
   }
   const given = values.addresses
-    ? (JSON.parse(fs.readFileSync(values.addresses, "utf8")) as Record<string, NodeAddresses>)
+    ? readNodeAddresses(values.addresses, fs.readFileSync(values.addresses, "utf8"), values.stack)
     : {};
   const written = renderStack(values.stack, values.out, given);
   console.log(`rendered ${written.length} files for stack ${values.stack} into ${values.out}`);
-  if (Object.keys(given).length === 0) {
-    console.log("addresses are documentation-range PLACEHOLDERS (see ADDRESSES.json in each node directory)");
+  const standIns = loadStackConfig(values.stack).nodes.filter((n) => !given[n]);
+  if (standIns.length) {
+    console.log(
+      `addresses of ${standIns.join(", ")} are documentation-range PLACEHOLDERS (marked in each file; ` +
+        "ADDRESSES.json shows the shape --addresses takes)",
+    );
   }
+  const marked = written.filter((f) =>
+    / PLACEHOLDER: .*(credentials|pin secret)/.test(fs.readFileSync(f, "utf8")),
+  );
+  if (marked.length) console.log(`secrets are PLACEHOLDERS (marked) in: ${marked.join(", ")}`);
 } catch (e) {
   console.error((e as Error).message);
   process.exit(1);

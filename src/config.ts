@@ -288,11 +288,9 @@ export class ConfigError extends Error {
   constructor(
     readonly source: string,
     readonly problems: string[],
+    what = "invalid stack configuration; nothing was deployed",
   ) {
-    super(
-      `${source}: invalid stack configuration; nothing was deployed:\n` +
-        problems.map((p) => `  - ${p}`).join("\n"),
-    );
+    super(`${source}: ${what}:\n` + problems.map((p) => `  - ${p}`).join("\n"));
     this.name = "ConfigError";
   }
 }

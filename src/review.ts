@@ -2,6 +2,7 @@
 // and the same renders as `pulumi preview`, without the Pulumi CLI or any cloud access.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as ipaddr from "ipaddr.js";
 import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config";
 import { deploySteps, drainScript } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
@@ -58,6 +59,88 @@ export function validateProject(
   return { ok: errors === 0, lines: [...lines], errors, warnings, files: [...files].sort() };
 }
 
+/** Secrets the render cannot read without the Pulumi CLI: stand-ins, marked in every file that holds one. */
+const PLACEHOLDER = "PLACEHOLDER";
+const PLACEHOLDER_SECRETS = {
+  dnsCredentials: {
+    endpoint: "ovh-eu",
+    applicationKey: `${PLACEHOLDER}-application-key`,
+    applicationSecret: `${PLACEHOLDER}-application-secret`,
+    consumerKey: `${PLACEHOLDER}-consumer-key`,
+  },
+  pinSecret: `${PLACEHOLDER}-pin-secret-set-header-rewrite:pinSecret`,
+};
+
+const ADDRESSES_INVALID = "invalid --addresses file; nothing was rendered";
+const ADDRESS_SHAPE =
+  '{"<node>": {"mac": "fa:16:3e:…", "ipv4": {"address": "…", "gateway": "…"}, ' +
+  '"ipv6": {"address": "…", "gateway": "…"}, "dns": ["…"]}}';
+
+/**
+ * Reads `npm run render -- --addresses FILE`: the addresses OVH gave each node, shaped like the
+ * ADDRESSES.json the render writes. Every problem names the file, the node and the field.
+ */
+export function readNodeAddresses(file: string, text: string, stack: string): Record<string, NodeAddresses> {
+  const cfg = loadStackConfig(stack);
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(
+      file,
+      [`not JSON (${(e as Error).message}); write ${ADDRESS_SHAPE}`],
+      ADDRESSES_INVALID,
+    );
+  }
+  const problems: string[] = [];
+  if (typeof data !== "object" || data === null || Array.isArray(data))
+    throw new ConfigError(
+      file,
+      [`must be an object keyed by node name: ${ADDRESS_SHAPE}`],
+      ADDRESSES_INVALID,
+    );
+  const v4 = (x: unknown) => typeof x === "string" && ipaddr.IPv4.isValidFourPartDecimal(x);
+  const v6 = (x: unknown) => typeof x === "string" && !x.includes("/") && ipaddr.IPv6.isValid(x);
+  for (const [name, value] of Object.entries(data)) {
+    if (!cfg.nodes.includes(name)) {
+      problems.push(`"${name}" is not a node of stack ${stack} (its nodes: ${cfg.nodes.join(", ")})`);
+      continue;
+    }
+    const a = (value ?? {}) as Partial<Record<string, unknown>> & {
+      ipv4?: Record<string, unknown>;
+      ipv6?: Record<string, unknown>;
+    };
+    const known = new Set(["mac", "ipv4", "ipv6", "dns", "placeholder", "note"]);
+    for (const k of Object.keys(a)) if (!known.has(k)) problems.push(`${name}.${k} is not a known field`);
+    if (typeof a.mac !== "string" || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(a.mac))
+      problems.push(`${name}.mac must be the port's MAC address, e.g. fa:16:3e:12:34:56`);
+    for (const [family, ok] of [
+      ["ipv4", v4],
+      ["ipv6", v6],
+    ] as const) {
+      for (const field of ["address", "gateway"])
+        if (!ok(a[family]?.[field]))
+          problems.push(`${name}.${family}.${field} must be an ${family.toUpperCase()} address`);
+    }
+    if (!Array.isArray(a.dns) || a.dns.length === 0 || !a.dns.every((d) => v4(d) || v6(d)))
+      problems.push(`${name}.dns must be a non-empty list of resolver addresses`);
+    if (a.placeholder === true)
+      problems.push(
+        `${name} is marked "placeholder": true; give the addresses OVH assigned (pulumi stack output)`,
+      );
+  }
+  if (problems.length) throw new ConfigError(file, problems, ADDRESSES_INVALID);
+  return data as Record<string, NodeAddresses>;
+}
+
+/** A comment on top of FILE's TEXT (after a #! or #cloud-config line) saying what in it is a stand-in. */
+function markPlaceholders(text: string, what: string[]): string {
+  if (what.length === 0) return text;
+  const note = `# ${PLACEHOLDER}: ${what.join("; ")}. Not deployable as written (npm run render).\n`;
+  const first = /^(#!|#cloud-config)[^\n]*\n/.exec(text);
+  return first ? first[0] + note + text.slice(first[0].length) : note + text;
+}
+
 /** Documentation-range stand-ins for addresses the cloud assigns; marked in the output. */
 function placeholderAddresses(index: number): NodeAddresses {
   return {
@@ -80,6 +163,12 @@ export function renderStack(
   const cfg = loadStackConfig(stack);
   const maps = loadMaps(MAPS_DIR);
   const written: string[] = [];
+  const secrets = {
+    ...(cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length
+      ? { dnsCredentials: PLACEHOLDER_SECRETS.dnsCredentials }
+      : {}),
+    ...(maps.pins.some((p) => p.secretHeader) ? { pinSecret: PLACEHOLDER_SECRETS.pinSecret } : {}),
+  };
   cfg.nodes.forEach((name, i) => {
     const ctx = { stack, cfg, maps, node: nodeIdentity(cfg, name) };
     const addrs = given[name] ?? placeholderAddresses(i);
@@ -93,14 +182,30 @@ export function renderStack(
       [`network/${path.basename(NETWORK_FILE)}`]: renderNetwork(ctx, addrs),
       [`network/${path.basename(NETWORK_SWITCH)}`]: renderNetworkSwitch(ctx, addrs),
     };
-    deploySteps(cfg, bundle).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
+    deploySteps(cfg, bundle, secrets).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
     // Runs only when the node is removed from the stack (README, "Removing a node").
     files["deploy/on-removal-drain.sh"] = drainScript(cfg, ctx.node);
     for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;
+    const standIns = Object.values(placeholderAddresses(i)).flatMap((v) =>
+      typeof v === "string" ? [v] : Array.isArray(v) ? v : Object.values(v),
+    );
     for (const [rel, text] of Object.entries(files)) {
+      const what = [
+        ...(!given[name] &&
+        rel !== "ADDRESSES.json" &&
+        standIns.some((a) => new RegExp(`(?<![\\w.:])${a.replace(/\./g, "\\.")}(?![\\w.:])`).test(text))
+          ? [`documentation-range addresses stand in for ${name}'s (npm run render -- --addresses FILE)`]
+          : []),
+        ...(text.includes(PLACEHOLDER_SECRETS.dnsCredentials.applicationKey)
+          ? ["OVH API credentials stand in for the secret header-rewrite:acmeDnsOvhCredentials"]
+          : []),
+        ...(text.includes(PLACEHOLDER_SECRETS.pinSecret)
+          ? ["the pin secret stands in for header-rewrite:pinSecret"]
+          : []),
+      ];
       const target = path.join(outDir, name, rel);
       fs.mkdirSync(path.dirname(target), { recursive: true });
-      fs.writeFileSync(target, text);
+      fs.writeFileSync(target, markPlaceholders(text, what));
       written.push(target);
     }
   });

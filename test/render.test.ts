@@ -11,6 +11,7 @@ import { MAPS_DIR, PROJECT_ROOT as ROOT } from "../src/project";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { renderStack } from "../src/review";
 import { committedMapsWith } from "../sandbox/topology";
+import { copyProject } from "../harness/pulumi-mocks";
 import { editedMaps } from "./helpers/maps";
 
 const cfg = loadStackConfig("lon");
@@ -397,6 +398,117 @@ describe("certificate step", () => {
       readByPostfix(renderNode(trixie).files).serviceParam("tenant_new_example", "smtp_tls_chain_files"),
     ).toBe(
       "/etc/header-rewrite/lego/certificates/relay.new.example.key,/etc/header-rewrite/lego/certificates/relay.new.example.crt",
+    );
+  });
+});
+
+describe("npm run render (the CLI)", () => {
+  const render = (project: string, ...args: string[]) =>
+    spawnSync(
+      path.join(ROOT, "node_modules", ".bin", "tsx"),
+      [path.join(project, "scripts", "render.ts"), ...args],
+      {
+        cwd: project,
+        encoding: "utf8",
+      },
+    );
+  const addresses: NodeAddresses = {
+    mac: "fa:16:3e:aa:bb:cc",
+    ipv4: { address: "192.0.2.44", gateway: "192.0.2.1" },
+    ipv6: { address: "2001:db8:44::44", gateway: "2001:db8:44::1" },
+    dns: ["192.0.2.2"],
+  };
+  const withFile = (content: string) => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "hr-addr-")), "addresses.json");
+    fs.writeFileSync(file, content);
+    return file;
+  };
+
+  it("renders a dns-01 stack with placeholder credentials, marked in the file that holds them", () => {
+    const copy = copyProject();
+    const stackFile = path.join(copy, "Pulumi.bhs.yaml");
+    fs.writeFileSync(
+      stackFile,
+      fs
+        .readFileSync(stackFile, "utf8")
+        .replace("header-rewrite:image: Debian 13", "header-rewrite:image: Debian 12")
+        .concat("  header-rewrite:acmeChallenge: dns-01\n"),
+    );
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "hr-render-"));
+    const r = render(copy, "--stack", "bhs", "--out", out);
+    expect(r.status, r.stderr).toBe(0);
+    const cert = fs.readFileSync(path.join(out, "bhs1", "deploy", "2-certificate.sh"), "utf8");
+    expect(cert.split("\n")[1]).toMatch(
+      /^# PLACEHOLDER: OVH API credentials stand in for the secret header-rewrite:acmeDnsOvhCredentials/,
+    );
+    expect(cert).toContain("dns_ovh_application_key = PLACEHOLDER-application-key");
+    expect(spawnSync("bash", ["-n"], { input: cert }).status).toBe(0);
+    expect(r.stdout).toContain(
+      `secrets are PLACEHOLDERS (marked) in: ${path.join(out, "bhs1", "deploy", "2-certificate.sh")}`,
+    );
+    fs.rmSync(copy, { recursive: true, force: true });
+  });
+
+  it("marks placeholder addresses in every file holding one, and none once real ones are given", () => {
+    const placeholder = fs.mkdtempSync(path.join(os.tmpdir(), "hr-render-"));
+    expect(render(ROOT, "--stack", "lon", "--out", placeholder).status).toBe(0);
+    const files = tree(path.join(placeholder, "lon1"));
+    const holding = Object.keys(files).filter(
+      (f) => f !== "ADDRESSES.json" && files[f].includes("203.0.113.10"),
+    );
+    expect(holding.sort()).toEqual([
+      "cloud-init/user-data",
+      "network/10-header-rewrite-public.network",
+      "network/header-rewrite-network",
+    ]);
+    for (const f of holding)
+      expect(files[f], f).toMatch(/^(#![^\n]*\n|#cloud-config\n)?# PLACEHOLDER: documentation-range/);
+    const given = fs.mkdtempSync(path.join(os.tmpdir(), "hr-render-"));
+    const r = render(
+      ROOT,
+      "--stack",
+      "lon",
+      "--out",
+      given,
+      "--addresses",
+      withFile(JSON.stringify({ lon1: addresses })),
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const real = tree(path.join(given, "lon1"));
+    for (const [f, text] of Object.entries(real)) expect(text, f).not.toContain("PLACEHOLDER");
+    expect(real["network/10-header-rewrite-public.network"]).toContain("192.0.2.44");
+    expect(r.stdout).not.toContain("PLACEHOLDERS");
+  });
+
+  it("refuses an addresses file that is not JSON, names a node the stack lacks, or has a bad field", () => {
+    const bad = (content: string) => {
+      const file = withFile(content);
+      const r = render(
+        ROOT,
+        "--stack",
+        "lon",
+        "--out",
+        fs.mkdtempSync(path.join(os.tmpdir(), "hr-render-")),
+        "--addresses",
+        file,
+      );
+      expect(r.status).toBe(1);
+      return r.stderr.replaceAll(file, "FILE");
+    };
+    expect(bad("{lon1:")).toMatch(
+      /^FILE: invalid --addresses file; nothing was rendered:\n {2}- not JSON \(/,
+    );
+    expect(bad(JSON.stringify({ lon3: addresses }))).toContain(
+      '  - "lon3" is not a node of stack lon (its nodes: lon1)',
+    );
+    const wrong = {
+      lon1: { ...addresses, ipv4: { address: "2001:db8::1", gateway: "192.0.2.1" }, mac: "x" },
+    };
+    const said = bad(JSON.stringify(wrong));
+    expect(said).toContain("  - lon1.mac must be the port's MAC address, e.g. fa:16:3e:12:34:56");
+    expect(said).toContain("  - lon1.ipv4.address must be an IPV4 address");
+    expect(bad(JSON.stringify({ lon1: { ...addresses, placeholder: true } }))).toContain(
+      '  - lon1 is marked "placeholder": true',
     );
   });
 });

@@ -444,18 +444,68 @@ else
 fi
 rollback() {
   ln -sfn "$PREVIOUS" "$RELEASES/.live.tmp" && mv -T "$RELEASES/.live.tmp" "$LIVE"
-  postfix reload >/dev/null 2>&1 || true
+  if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1 || true
+  elif [ -d /run/systemd/system ]; then systemctl restart postfix >/dev/null 2>&1 || true
+  else postfix start >/dev/null 2>&1 || true; fi
   echo "header-rewrite: deploy of bundle \${BUNDLE:0:12} FAILED on ${node.fqdn}: $*; switched back to $PREVIOUS" >&2
   exit 1
 }
-if postfix status >/dev/null 2>&1; then
+# "postfix reload" returns once it has signalled the master, and the master re-reads its files
+# afterwards (a listener it cannot open stops it then). Every inet service of the new master.cf
+# must be listening, with the master still running, before the release counts as live.
+listeners_missing() {
+  local name port holder missing=""
+  for name in $(postconf -c "$LIVE" -M 2>/dev/null | awk '$2 == "inet" {print $1}'); do
+    port=\${name##*:}
+    case $port in
+      smtp) port=25 ;; submission) port=587 ;; smtps | submissions) port=465 ;;
+      *[!0-9]*) port=$(getent services "$port/tcp" | awk '{print $2}'); port=\${port%/*} ;;
+    esac
+    ss -Hltnp "sport = :$port" | grep -q '"master"' && continue
+    holder=$(ss -Hltnp "sport = :$port" | grep -o 'users:(("[^"]*' | head -n 1 | cut -d'"' -f2)
+    missing="$missing $name\${holder:+ (port held by $holder)}"
+  done
+  echo "$missing"
+}
+took_effect() {
+  local i missing
+  for i in $(seq 50); do
+    if postfix status >/dev/null 2>&1; then
+      missing=$(listeners_missing)
+      [ -z "$missing" ] && return 0
+    fi
+    sleep 0.1
+  done
+  if ! postfix status >/dev/null 2>&1; then
+    echo "Postfix stopped after taking the new configuration (${POSTFIX_LOG}, journalctl -u postfix)"
+    return 1
+  fi
+  echo "master.cf services not listening:$missing"
+  return 1
+}
+# inet_interfaces and inet_protocols take effect only when Postfix stops and starts (postconf(5)).
+restart_params() { postconf -c "$1" -h inet_interfaces inet_protocols 2>/dev/null | tr -s '[:space:]' ' '; }
+if postfix status >/dev/null 2>&1 && [ "$(restart_params "$PREVIOUS")" = "$(restart_params "$LIVE")" ]; then
+  LOG_AT=$(stat -c %s ${POSTFIX_LOG} 2>/dev/null || echo 0)
   out=$(postfix reload 2>&1) || rollback "postfix reload: $out"
+  # The master logs "reload" before it re-reads its files; without that log line, give it 3 s.
+  for i in $(seq 30); do
+    [ "$(stat -c %s ${POSTFIX_LOG} 2>/dev/null || echo 0)" -ge "$LOG_AT" ] || LOG_AT=0
+    tail -c +$((LOG_AT + 1)) ${POSTFIX_LOG} 2>/dev/null | grep -q 'postfix/master\\[[0-9]*\\]: reload ' && break
+    sleep 0.1
+  done
+  sleep 0.3
+elif postfix status >/dev/null 2>&1; then
+  echo "header-rewrite: inet_interfaces or inet_protocols changed: restarting Postfix (queued mail stays)"
+  if [ -d /run/systemd/system ]; then out=$(systemctl restart postfix 2>&1) || rollback "systemctl restart postfix: $out"
+  else out=$( { postfix stop && postfix start; } 2>&1) || rollback "postfix stop/start: $out"; fi
 elif [ -d /run/systemd/system ]; then
   out=$(systemctl restart postfix 2>&1) || rollback "systemctl restart postfix: $out"
 else
   [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1 || true
   out=$(postfix start 2>&1) || rollback "postfix start: $out"
 fi
+out=$(took_effect) || rollback "$out"
 
 # 7. Keep the last $KEEP releases (and the package original) for inspection and rollback.
 ls -1d "$RELEASES"/2*-* 2>/dev/null | sort | head -n -$KEEP | while read -r old; do

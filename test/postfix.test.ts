@@ -5,7 +5,7 @@ import { POSTFIX_RELEASES, RELEASES_KEPT } from "../src/layout";
 import { masterPid, onNode } from "../sandbox/node-host";
 import { committedMapsWith } from "../sandbox/topology";
 import { refusal } from "../sandbox/mail";
-import type { Result } from "../sandbox/shell";
+import { type Result, pollUntil } from "../sandbox/shell";
 import { editedMaps } from "./helpers/maps";
 import { MAIN_CF_TYPO_WARNING, expectFailedSafely, liveRelease, mainCfTypo } from "./helpers/deploys";
 import {
@@ -14,6 +14,7 @@ import {
   explain as explainOn,
   lon1Bundle,
   sendLocal,
+  smtpReady,
   useLon1,
 } from "./helpers/node";
 
@@ -147,6 +148,61 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     expect(live(), "the previous release is live again").toBe(before);
     expect(sh("postfix status").status, "Postfix still runs").toBe(0);
     console.log(r.stderr.trim().split("\n").pop());
+  });
+
+  it("a master.cf listener that cannot bind stops the master after a 'successful' reload: the deploy switches back", async () => {
+    const before = live();
+    // Something else holds 127.0.0.1:2525 (bounded: it exits by itself after 60 s).
+    const holder =
+      "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 2525)); s.listen(); time.sleep(60)";
+    sh(`nohup /usr/bin/python3 -c "${holder}" >/dev/null 2>&1 & echo $! > /run/port-holder.pid`);
+    try {
+      await pollUntil(
+        "the port holder listens",
+        () => sh("ss -Hltn 'sport = :2525' | grep -q .").status === 0,
+        5000,
+        100,
+      );
+      const taken = lon1Bundle(undefined, (f) => ({
+        ...f,
+        "master.cf": f["master.cf"] + "127.0.0.1:2525 inet n - y - - smtpd\n",
+      }));
+      const r = deployPostfix(lon1(), taken);
+      expect(r.status, r.stdout).not.toBe(0);
+      expect(r.stderr).toMatch(
+        /Postfix stopped after taking the new configuration|127\.0\.0\.1:2525 \(port held by python3\)/,
+      );
+      expect(r.stderr).toContain(`switched back to ${before}`);
+      expect(live(), "the previous release is live again").toBe(before);
+      expect(sh("postfix status").status, "Postfix runs the previous release").toBe(0);
+      console.log(r.stderr.trim().split("\n").pop());
+    } finally {
+      sh("kill $(cat /run/port-holder.pid) 2>/dev/null; rm -f /run/port-holder.pid");
+    }
+    await smtpReady(lon1());
+  });
+
+  it("a change of inet_interfaces restarts Postfix (a reload does not apply it), and back", () => {
+    const listening25 = () =>
+      sh("ss -Hltn 'sport = :25' | awk '{print $4}' | sort").stdout.trim().split("\n");
+    expect(listening25()).toEqual(["0.0.0.0:25", "[::]:25"]);
+    // postconf(5): "you need to stop and start Postfix when this parameter changes"; a reload keeps
+    // the old listeners (checked here once, on the live release, then put back).
+    sh("postconf -e inet_interfaces=127.0.0.1 && postfix reload && sleep 1");
+    expect(listening25(), "a reload does not apply inet_interfaces").toEqual(["0.0.0.0:25", "[::]:25"]);
+    sh("postconf -e inet_interfaces=all && postfix reload");
+    const master = masterPid(lon1());
+    const loopbackOnly = lon1Bundle(undefined, (f) => ({
+      ...f,
+      "main.cf": f["main.cf"].replace(/^inet_interfaces = all$/m, "inet_interfaces = 127.0.0.1"),
+    }));
+    const r = deployPostfix(lon1(), loopbackOnly);
+    expect(r.status, explain(r)).toBe(0);
+    expect(r.stdout).toContain("inet_interfaces or inet_protocols changed: restarting Postfix");
+    expect(masterPid(lon1()), "restarted").not.toBe(master);
+    expect(listening25()).toEqual(["127.0.0.1:25"]);
+    expect(deployPostfix(lon1(), lon1Bundle()).status).toBe(0);
+    expect(listening25()).toEqual(["0.0.0.0:25", "[::]:25"]);
   });
 
   it(`keeps the ${RELEASES_KEPT} newest releases and the package original, never the live one pruned`, () => {

@@ -5,6 +5,7 @@ import { loadMaps } from "./src/maps";
 import { MAPS_DIR } from "./src/project";
 import { createRegion } from "./src/cloud";
 import { checkSecrets } from "./src/secrets";
+import { checkExampleValues } from "./src/examples";
 import { RelayNode } from "./src/node";
 import type { DnsOvhCredentials } from "./src/deploy";
 import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/rollout";
@@ -18,6 +19,7 @@ const maps = loadMaps(MAPS_DIR, {
   widestV6: cfg.widestClientRangeV6,
 });
 checkSecrets(cfg, maps, pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
+checkExampleValues(pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
 const project = new pulumi.Config();
 const deployPrivateKey = project.requireSecret("deploySshPrivateKey");
 const secrets = pulumi.secret(

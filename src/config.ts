@@ -216,6 +216,10 @@ const SCHEMA = {
     },
     dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
     protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
+    allowExampleValues: {
+      type: "boolean",
+      description: "Test harness only: accept the repository's example values (src/examples.ts)",
+    },
     rebuildNodes: {
       type: "array",
       uniqueItems: true,
@@ -415,12 +419,20 @@ export function serviceFqdn(cfg: StackConfig): string {
 
 /** The keys of the project namespace, for reading them one by one from pulumi.Config. */
 export const CONFIG_KEYS = Object.keys(SCHEMA.properties);
+/** The keys a stack must set (in its file or with pulumi config set). */
+export const SCHEMA_REQUIRED = SCHEMA.required;
 
 /** Reads Pulumi.<stack>.yaml without the Pulumi CLI (for `npm run render`); secrets are not needed there. */
 export function readStackFile(
   root: string,
   stack: string,
-): { raw: Record<string, unknown>; region?: string; tenantName?: string; file: string } {
+): {
+  raw: Record<string, unknown>;
+  region?: string;
+  tenantName?: string;
+  file: string;
+  all: Record<string, unknown>;
+} {
   const file = path.join(root, `Pulumi.${stack}.yaml`);
   if (!fs.existsSync(file))
     throw new ConfigError(`Pulumi.${stack}.yaml`, [
@@ -439,7 +451,7 @@ export function readStackFile(
     typeof config["openstack:tenantName"] === "string"
       ? (config["openstack:tenantName"] as string)
       : undefined;
-  return { raw, region, tenantName, file: path.basename(file) };
+  return { raw, region, tenantName, file: path.basename(file), all: config };
 }
 
 /** One stack's validated configuration, read from Pulumi.<stack>.yaml. */

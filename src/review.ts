@@ -3,10 +3,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
-import { ConfigError, listStacks, loadStackConfig, nodeIdentity } from "./config";
+import { ConfigError, listStacks, loadStackConfig, nodeIdentity, readStackFile } from "./config";
+import { ALLOW_EXAMPLE_VALUES, exampleValues } from "./examples";
 import { deploySteps, drainScript } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
-import { MAPS_DIR } from "./project";
+import { MAPS_DIR, PROJECT_ROOT } from "./project";
 import { parse } from "csv-parse/sync";
 import { M365Error, type M365Options, type SourceMailbox, m365Files, planM365, replyRoutes } from "./m365";
 import {
@@ -49,6 +50,16 @@ export function validateProject(
         displayDir,
       });
       for (const w of maps.warnings) add(formatProblem(w), w.file, 1, false);
+      const { file, all } = readStackFile(PROJECT_ROOT, stack);
+      const examples = all[ALLOW_EXAMPLE_VALUES] === true ? [] : exampleValues(all);
+      if (examples.length)
+        add(
+          `${file}: ${strict ? "error" : "warning"}: example values that pulumi preview refuses until you replace them: ` +
+            `${examples.map((e) => e.split(" ")[0]).join(", ")} (hint: README "Running it")`,
+          file,
+          1,
+          strict,
+        );
     } catch (e) {
       if (e instanceof MapValidationError)
         for (const p of e.problems) add(formatProblem(p), p.file, 1, p.severity === "error");

@@ -2,7 +2,16 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { CONFIG_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
+import {
+  CONFIG_KEYS,
+  PROJECT,
+  PROVIDER_KEYS,
+  SCHEMA_REQUIRED,
+  SECRET_KEYS,
+  listStacks,
+  readStackFile,
+} from "../src/config";
+import { exampleValues } from "../src/examples";
 import { STEPS } from "../src/deploy";
 import { PROJECT_ROOT as ROOT } from "../src/project";
 
@@ -41,5 +50,65 @@ describe("README", () => {
     expect(command).toBe("bash scripts/install-deps.sh && npm ci && npm test");
     const ci = fs.readFileSync(path.join(ROOT, ".ci", "run"), "utf8");
     expect(ci.split("\n")).toContain(command);
+  });
+});
+
+describe('README "Running it", followed literally', () => {
+  const block = /## Running it[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)![1];
+  const lines = block.split("\n").filter((l) => !/^\s*#/.test(l));
+  /** Keys each stack gets from the block's `pulumi config set` lines (inside the loop: every stack it names). */
+  const setBy = (stack: string) => {
+    const keys = new Map<string, { secret: boolean }>();
+    let loop: string[] = [];
+    for (const line of lines) {
+      const head = /^for \w+ in ([\w ]+); do$/.exec(line.trim());
+      if (head) loop = head[1].split(" ");
+      if (line.trim() === "done") loop = [];
+      const m = /pulumi config set (.*)$/.exec(line);
+      if (!m) continue;
+      const words = m[1].split(/\s+/);
+      const target = words.includes("-s") ? words[words.indexOf("-s") + 1] : undefined;
+      const stacks = target === "$s" ? loop : target ? [target] : [];
+      if (!stacks.includes(stack)) continue;
+      const key = words
+        .filter((w, i) => !w.startsWith("-") && words[i - 1] !== "-s")[0]
+        .replace(/^'|'$/g, "");
+      keys.set(key.split(/[.[]/)[0], { secret: words.includes("--secret") });
+    }
+    return keys;
+  };
+
+  it("logs in, and sets every required key of both stacks (or the stack file does), secrets as secrets", () => {
+    expect(lines.some((l) => /^pulumi login\b/.test(l))).toBe(true);
+    const required = [
+      ...(SCHEMA_REQUIRED as readonly string[]).map((k) => `${PROJECT}:${k}`),
+      `${PROJECT}:deploySshPrivateKey`,
+      ...PROVIDER_KEYS.required,
+    ];
+    for (const stack of listStacks()) {
+      const set = setBy(stack);
+      const { all } = readStackFile(ROOT, stack);
+      for (const key of required)
+        expect(
+          set.has(key) || key in all,
+          `${key} for stack ${stack}: not in Pulumi.${stack}.yaml nor set by the README`,
+        ).toBe(true);
+      const secrets = [...SECRET_KEYS, ...PROVIDER_KEYS.secret] as string[];
+      for (const [key, { secret }] of set)
+        expect(secret, `${key} is set with --secret`).toBe(secrets.includes(key));
+    }
+  });
+
+  it("replaces every example value of both stack files (the rest is edited in the file, as it says)", () => {
+    for (const stack of listStacks()) {
+      const set = setBy(stack);
+      const { all } = readStackFile(ROOT, stack);
+      for (const found of exampleValues(all)) {
+        const key = found.split(" ")[0];
+        const edited =
+          key === `${PROJECT}:adminCidrs` && /EDITOR Pulumi\.lon\.yaml Pulumi\.bhs\.yaml/.test(block);
+        expect(set.has(key) || edited, `README sets ${key} for ${stack}`).toBe(true);
+      }
+    }
   });
 });

@@ -5,6 +5,8 @@ import * as path from "node:path";
 import { expect, it } from "vitest";
 import { copyProject, runRefused } from "../harness/pulumi-mocks";
 import { loadStackConfig } from "../src/config";
+import { checkExampleValues, exampleValues } from "../src/examples";
+import { PROJECT_ROOT } from "../src/project";
 
 it("refuses an unknown key of the project namespace, as validate and render do, and registers nothing", async () => {
   const typo = "header-rewrite:messageSizeLimt";
@@ -38,4 +40,40 @@ it("checks the secrets' shape before any resource, in one message that prints no
   expect(error?.message).toContain("  - header-rewrite:pinSecret must be 24 to 200 characters");
   for (const secret of ["secret-body", "k-not-shown", "short"]) expect(error?.message).not.toContain(secret);
   expect(registered).toEqual([]);
+});
+
+it("refuses the repository's example values before any resource, listing each, and passes a stack's own", async () => {
+  const { error, registered } = await runRefused(copyProject(), "lon", {
+    "header-rewrite:allowExampleValues": "false",
+  });
+  expect(error?.message).toContain(
+    'Pulumi.lon.yaml: still holds example values a real deployment must replace (README "Running it"); nothing was deployed:',
+  );
+  for (const item of [
+    '  - openstack:tenantId is the repository\'s example "0123456789abcdef0123456789abcdef"',
+    '  - openstack:userName is the repository\'s example "user-example"',
+    "  - header-rewrite:deploySshPublicKey is the repository's example",
+    '  - header-rewrite:dnsZone "example.net" is a reserved example domain (RFC 2606)',
+    '  - header-rewrite:acmeEmail "hostmaster@example.net" is at a reserved example domain',
+    "  - header-rewrite:adminCidrs holds documentation ranges (198.51.100.0/28, 2001:db8:ad::/48)",
+  ])
+    expect(error?.message).toContain(item);
+  expect(registered).toEqual([]);
+  // The fixture with a real stack's own values in their place: nothing left to refuse.
+  const fixture = JSON.parse(
+    fs.readFileSync(path.join(PROJECT_ROOT, "test", "fixtures", "lon.config.json"), "utf8"),
+  ) as { config: Record<string, string> };
+  const own = {
+    ...fixture.config,
+    "header-rewrite:allowExampleValues": "false",
+    "openstack:tenantId": "5f0c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
+    "openstack:userName": "user-hr-fixture",
+    "header-rewrite:deploySshPublicKey":
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureOwnDeployKeyForTheExampleValuesTest00 ops@hr-fixture.net",
+    "header-rewrite:dnsZone": "hr-fixture.net",
+    "header-rewrite:acmeEmail": "hostmaster@hr-fixture.net",
+    "header-rewrite:adminCidrs": JSON.stringify(["10.20.0.0/28"]),
+  };
+  expect(exampleValues(own)).toEqual([]);
+  expect(() => checkExampleValues(own, "Pulumi.lon.yaml")).not.toThrow();
 });

@@ -2,7 +2,9 @@
 // Writes, per node, exactly the files that node receives, for review and for the real-tool checks.
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
-import { listStacks, loadStackConfig } from "../src/config";
+import { listStacks, loadStackConfig, readStackFile } from "../src/config";
+import { exampleValues } from "../src/examples";
+import { PROJECT_ROOT } from "../src/project";
 import { readNodeAddresses, renderStack } from "../src/review";
 
 try {
@@ -26,6 +28,11 @@ try {
         "ADDRESSES.json shows the shape --addresses takes)",
     );
   }
+  const examples = exampleValues(readStackFile(PROJECT_ROOT, values.stack).all).map((e) => e.split(" ")[0]);
+  if (examples.length)
+    console.log(
+      `Pulumi.${values.stack}.yaml still holds example values pulumi preview refuses: ${examples.join(", ")}`,
+    );
   const marked = written.filter((f) =>
     / PLACEHOLDER: .*(credentials|pin secret)/.test(fs.readFileSync(f, "utf8")),
   );

@@ -478,6 +478,9 @@ describe("npm run render (the CLI)", () => {
     for (const [f, text] of Object.entries(real)) expect(text, f).not.toContain("PLACEHOLDER");
     expect(real["network/10-header-rewrite-public.network"]).toContain("192.0.2.44");
     expect(r.stdout).not.toContain("PLACEHOLDERS");
+    expect(r.stdout, "render names the example values as validate does").toContain(
+      "Pulumi.lon.yaml still holds example values pulumi preview refuses: openstack:tenantId,",
+    );
   });
 
   it("refuses an addresses file that is not JSON, names a node the stack lacks, or has a bad field", () => {

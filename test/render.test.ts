@@ -483,6 +483,26 @@ describe("npm run render (the CLI)", () => {
     );
   });
 
+  it("gives each node placeholders of its own", () => {
+    const copy = copyProject();
+    const stackFile = path.join(copy, "Pulumi.lon.yaml");
+    fs.writeFileSync(
+      stackFile,
+      fs.readFileSync(stackFile, "utf8").replace("    - lon1\n", "    - lon1\n    - lon2\n"),
+    );
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "hr-render-"));
+    expect(render(copy, "--stack", "lon", "--out", out).status).toBe(0);
+    const [a, b] = ["lon1", "lon2"].map(
+      (n) => JSON.parse(fs.readFileSync(path.join(out, n, "ADDRESSES.json"), "utf8")) as NodeAddresses,
+    );
+    for (const k of ["mac", "ipv4", "ipv6"] as const) expect(a[k], k).not.toEqual(b[k]);
+    const network = (n: string) =>
+      fs.readFileSync(path.join(out, n, "network", "10-header-rewrite-public.network"), "utf8");
+    expect(network("lon2")).toContain(b.ipv4.address);
+    expect(network("lon2")).not.toContain(a.ipv4.address);
+    fs.rmSync(copy, { recursive: true, force: true });
+  });
+
   it("refuses an addresses file that is not JSON, names a node the stack lacks, or has a bad field", () => {
     const bad = (content: string) => {
       const file = withFile(content);

@@ -62,6 +62,8 @@ async function main(): Promise<void> {
   const errors: Record<string, number> = {};
   // When the relay accepted each message (epoch ms), so a test can prove what overlapped what.
   const acceptedAt: number[] = [];
+  // And per Message-ID, for latency: the sink's receipt time minus this (same host clock).
+  const acceptedById: Record<string, number> = {};
   const sendOne = async (i: number) => {
     const messageId = `<${values.prefix}-${i}@load.sandbox.example>`;
     for (let attempt = 0; ; attempt++) {
@@ -74,6 +76,7 @@ async function main(): Promise<void> {
           text: body,
         });
         acceptedAt.push(Date.now());
+        acceptedById[messageId] = acceptedAt[acceptedAt.length - 1];
         // Progress for whoever waits on this load while it runs.
         if (acceptedAt.length % 10 === 0) console.log(`accepted ${acceptedAt.length}`);
         return;
@@ -116,6 +119,7 @@ async function main(): Promise<void> {
       seconds,
       perSecond: (count - failed.length) / seconds,
       acceptedAt,
+      acceptedById,
     }),
   );
 }

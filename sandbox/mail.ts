@@ -160,6 +160,8 @@ export interface LoadSummary {
   perSecond: number;
   /** When the relay accepted each message (epoch ms), in order. */
   acceptedAt: number[];
+  /** Message-ID → when the relay answered 250 to its DATA (epoch ms). */
+  acceptedById: Record<string, number>;
 }
 
 /** A load under way: its summary once done, and how many messages the relay has accepted so far. */

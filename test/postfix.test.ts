@@ -182,6 +182,22 @@ describe("rendered config on a real Postfix node (lon1)", () => {
     await smtpReady(lon1());
   });
 
+  it("a node without the cdb map type fails with the package to install, and the live config stays", () => {
+    const before = live();
+    // Postfix reads the map types it may load from dynamicmaps.cf, copied into the stage.
+    expect(sh("sed -i.bak '/^cdb\\b/s/^/#/' /etc/postfix/dynamicmaps.cf").status).toBe(0);
+    try {
+      expectFailedSafely(
+        deployPostfix(lon1(), lon1Bundle(editedMaps())),
+        /the cdb map type is missing \(apt-get install postfix-cdb\): .*unsupported dictionary type: cdb/,
+        lon1(),
+        before,
+      );
+    } finally {
+      sh("mv -f /etc/postfix/dynamicmaps.cf.bak /etc/postfix/dynamicmaps.cf");
+    }
+  });
+
   it("a change of inet_interfaces restarts Postfix (a reload does not apply it), and back", () => {
     const listening25 = () =>
       sh("ss -Hltn 'sport = :25' | awk '{print $4}' | sort").stdout.trim().split("\n");

@@ -350,7 +350,13 @@ async function partB(): Promise<void> {
 
 async function main(): Promise<void> {
   const started = new Date().toISOString();
-  say(`# npm run bench — ${started}, ${os.cpus().length} cores, node ${process.version}`);
+  const debian = fs.existsSync("/etc/debian_version")
+    ? fs.readFileSync("/etc/debian_version", "utf8").trim()
+    : "?";
+  say(
+    `# npm run bench — ${started}, ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ` +
+      `Linux ${os.release()}, Debian ${debian}, node ${process.version}`,
+  );
   partA();
   if (process.getuid?.() === 0) await partB();
   else say("\n(part B needs root: sudo npm run bench)");

@@ -112,3 +112,20 @@ describe('README "Running it", followed literally', () => {
     }
   });
 });
+
+describe("README performance figures", () => {
+  const results = fs.readFileSync(path.join(ROOT, "bench", "RESULTS.md"), "utf8");
+  const performance = /## Performance\n([\s\S]*?)\n## /.exec(readme)![1];
+  it("quote bench/RESULTS.md: the throughput ratio, the latency percentiles and the deploy time", () => {
+    const ratio = /ratio header-rewrite \/ stock: (\d\.\d\d)/.exec(results)?.[1];
+    expect(ratio, "bench/RESULTS.md keeps its ratio line").toBeDefined();
+    expect(performance).toContain(`**ratio ${ratio}**`);
+    const latency = /header-rewrite (p50 \d+ ms, p99 \d+ ms); stock (p50 \d+ ms, p99 \d+ ms)/.exec(results);
+    expect(latency, "bench/RESULTS.md has the latency line").not.toBeNull();
+    expect(performance).toContain(latency![1]);
+    expect(performance).toContain(latency![2]);
+    const deploy = /one-line map change live .*: (median \d+\.\d+ s)/.exec(results)?.[1];
+    expect(deploy, "bench/RESULTS.md keeps its deploy line").toBeDefined();
+    expect(performance).toContain(deploy);
+  });
+});

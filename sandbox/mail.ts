@@ -26,6 +26,8 @@ export interface Message {
   dkim?: DkimSignature;
   /** Changes the signed message before it is sent (an attacker replaying a signature). */
   alter?: (signed: string) => string;
+  /** A whole message (header and body, e.g. from test/fixtures/mail) instead of the composed one. */
+  raw?: string;
 }
 
 export interface Sent {
@@ -62,7 +64,8 @@ export function sendMail(run: (command: string) => Result, m: Message): Sent {
   const headers = [...(m.headers ?? []), `Message-Id: <${id}>`].map((h) => `--header ${q(h)}`).join(" ");
   // A signed message goes as DATA exactly as signed; swaks sends its lines with CRLF again.
   const alter = m.alter ?? ((s: string) => s);
-  const signed = m.dkim && alter(signMessage(composeMessage(m, id), m.dkim)).replace(/\r\n/g, "\n");
+  const composed = m.raw ? m.raw.replace(/\r?\n/g, "\r\n") : composeMessage(m, id);
+  const signed = m.dkim && alter(signMessage(composed, m.dkim)).replace(/\r\n/g, "\n");
   const args = [
     `--server ${m.server}`,
     "--helo client.example",

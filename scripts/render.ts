@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { listStacks, loadStackConfig, readStackFile } from "../src/config";
-import { exampleValues } from "../src/examples";
+import { pendingExampleKeys } from "../src/examples";
 import { PROJECT_ROOT } from "../src/project";
 import { readNodeAddresses, renderStack } from "../src/review";
 
@@ -28,7 +28,7 @@ try {
         "ADDRESSES.json shows the shape --addresses takes)",
     );
   }
-  const examples = exampleValues(readStackFile(PROJECT_ROOT, values.stack).all).map((e) => e.split(" ")[0]);
+  const examples = pendingExampleKeys(readStackFile(PROJECT_ROOT, values.stack).all);
   if (examples.length)
     console.log(
       `Pulumi.${values.stack}.yaml still holds example values pulumi preview refuses: ${examples.join(", ")}`,

@@ -79,10 +79,20 @@ export function exampleValues(config: Record<string, unknown>): string[] {
   return found;
 }
 
+/** The example values a deployment of CONFIG would be refused for (none where the harness allows them). */
+function pendingExampleValues(config: Record<string, unknown>): string[] {
+  const allowed = config[ALLOW_EXAMPLE_VALUES] === "true" || config[ALLOW_EXAMPLE_VALUES] === true;
+  return allowed ? [] : exampleValues(config);
+}
+
+/** The keys of those values, for the warnings of validate and render. */
+export function pendingExampleKeys(config: Record<string, unknown>): string[] {
+  return pendingExampleValues(config).map((e) => e.split(" ")[0]);
+}
+
 /** Refuses a stack that still holds example values, unless the test harness allows them. */
 export function checkExampleValues(config: Record<string, unknown>, source: string): void {
-  if (config[ALLOW_EXAMPLE_VALUES] === "true" || config[ALLOW_EXAMPLE_VALUES] === true) return;
-  const found = exampleValues(config);
+  const found = pendingExampleValues(config);
   if (found.length)
     throw new ConfigError(
       source,

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
 import { ConfigError, listStacks, loadStackConfig, nodeIdentity, readStackFile } from "./config";
-import { ALLOW_EXAMPLE_VALUES, exampleValues } from "./examples";
+import { pendingExampleKeys } from "./examples";
 import { deploySteps, drainScript } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
 import { MAPS_DIR, PROJECT_ROOT } from "./project";
@@ -51,11 +51,11 @@ export function validateProject(
       });
       for (const w of maps.warnings) add(formatProblem(w), w.file, 1, false);
       const { file, all } = readStackFile(PROJECT_ROOT, stack);
-      const examples = all[ALLOW_EXAMPLE_VALUES] === true ? [] : exampleValues(all);
+      const examples = pendingExampleKeys(all);
       if (examples.length)
         add(
           `${file}: ${strict ? "error" : "warning"}: example values that pulumi preview refuses until you replace them: ` +
-            `${examples.map((e) => e.split(" ")[0]).join(", ")} (hint: README "Running it")`,
+            `${examples.join(", ")} (hint: README "Running it")`,
           file,
           1,
           strict,
@@ -197,13 +197,14 @@ export function renderStack(
     // Runs only when the node is removed from the stack (README, "Removing a node").
     files["deploy/on-removal-drain.sh"] = drainScript(cfg, ctx.node);
     for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;
-    const standIns = Object.values(placeholderAddresses(i)).flatMap((v) =>
-      typeof v === "string" ? [v] : Array.isArray(v) ? v : Object.values(v),
-    );
+    const standIns = given[name]
+      ? []
+      : Object.values(addrs).flatMap((v) =>
+          typeof v === "string" ? [v] : Array.isArray(v) ? v : Object.values(v),
+        );
     for (const [rel, text] of Object.entries(files)) {
       const what = [
-        ...(!given[name] &&
-        rel !== "ADDRESSES.json" &&
+        ...(rel !== "ADDRESSES.json" &&
         standIns.some((a) => new RegExp(`(?<![\\w.:])${a.replace(/\./g, "\\.")}(?![\\w.:])`).test(text))
           ? [`documentation-range addresses stand in for ${name}'s (npm run render -- --addresses FILE)`]
           : []),

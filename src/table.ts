@@ -72,7 +72,7 @@ const BOM = "\ufeff";
  */
 export function logicalLines(text: string, file: string, report: Report): MapLine[] {
   const out: MapLine[] = [];
-  let current: { start: number; words: Word[]; commentAfter?: number; commentInside?: number } | undefined;
+  let current: { start: number; words: Word[]; commentInside?: number } | undefined;
   let lastComment: number | undefined;
   const flush = () => {
     if (!current) return;
@@ -127,7 +127,7 @@ export function logicalLines(text: string, file: string, report: Report): MapLin
 }
 
 /** The text from word FROM on, as written (words joined by one space). */
-export function wordsFrom(l: MapLine, from: number): string {
+function wordsFrom(l: MapLine, from: number): string {
   return l.words
     .slice(from)
     .map((w) => w.text)

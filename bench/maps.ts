@@ -23,6 +23,7 @@ function bigMaps(n: number): MapTexts {
     allow_relay_by_ip: "192.0.2.0/24 OK\n2001:db8:a::/48 OK\n",
     tenant_pins:
       "old.example enforce dkim=old.example\nlegacy.example enforce dkim=tenanta.onmicrosoft.com\n",
+    calendar_addresses: "legacy.example keep\n",
   };
 }
 

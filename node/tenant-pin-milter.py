@@ -9,7 +9,10 @@
 # decide (DNS) defers with 4.7.0 so Exchange Online retries. DKIM itself is dkimpy (Debian
 # python3-dkim), DNS is dnspython with an in-process cache that honours TTLs.
 #
-# usage: tenant-pin-milter.py POLICY_JSON SOCKET SECRET_FILE   (SOCKET: unix:/path)
+# Once a message passes, it also rewrites the addresses of its meeting (calendar_rewrite.py, README
+# "Meeting invitations"): Postfix rewrites header fields only, never a body.
+#
+# usage: tenant-pin-milter.py POLICY_JSON SOCKET SECRET_FILE CALENDAR_JSON   (SOCKET: unix:/path)
 import email.utils
 import hmac
 import json
@@ -24,35 +27,21 @@ import dns.resolver
 import Milter
 from dkim.util import parse_tag_value
 
-POLICY_PATH, SOCKET, SECRET_FILE = sys.argv[1:4]
+import calendar_rewrite
+
+POLICY_PATH, SOCKET, SECRET_FILE, CALENDAR_PATH = sys.argv[1:5]
 DNS_LIFETIME = 10.0
 
 log = logging.getLogger("header-rewrite-pin")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="header-rewrite-pin: %(message)s")
 
 
-class Policy:
-    """tenant_pins.json, re-read whenever the live release switches (a redeploy)."""
-
-    def __init__(self):
-        self.stamp = None
-        self.data = None
-
-    def current(self):
-        try:
-            st = os.stat(POLICY_PATH)
-        except OSError:
-            return None
-        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns)
-        if stamp != self.stamp:
-            with open(POLICY_PATH, encoding="utf-8") as f:
-                self.data = json.load(f)
-            self.stamp = stamp
-            log.info("policy %s loaded: %d pinned domain(s)", POLICY_PATH, len(self.data["pins"]))
-        return self.data
-
-
-POLICY = Policy()
+POLICY = calendar_rewrite.LiveJson(
+    POLICY_PATH, lambda data: log.info("policy %s loaded: %d pinned domain(s)", POLICY_PATH, len(data["pins"]))
+)
+CALENDAR = calendar_rewrite.LiveJson(
+    CALENDAR_PATH, lambda data: log.info("calendar policy %s loaded: %d translation(s)", CALENDAR_PATH, len(data["translations"]))
+)
 
 
 class DnsUndecided(Exception):
@@ -242,6 +231,30 @@ class PinMilter(Milter.Base):
             if which(values[n - 1]):
                 self.chgheader(name, n, None)
 
+    def header_block(self):
+        """The header lines as received, CRLF-terminated (what DKIM and the MIME parser read)."""
+        return b"".join(f"{n}:{v}".replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape") + b"\r\n"
+                        for n, v in self.headers)
+
+    def rewrite_calendar(self, queue_id):
+        """Meeting addresses get From's translation; any trouble leaves the body as sent (never lost)."""
+        block, body = self.header_block(), b"".join(self.chunks)
+        if not calendar_rewrite.may_hold_calendar(block, body):
+            return
+        try:
+            policy = CALENDAR.current()
+            if policy is None:
+                log.warning("%s: calendar left as sent: %s is not installed", queue_id, CALENDAR_PATH)
+                return
+            new_body, notes = calendar_rewrite.rewrite_message(block, body, policy)
+        except Exception as e:  # a bug here must not cost the message: log it loudly, relay as sent
+            log.error("%s: calendar left as sent: %s: %s", queue_id, e.__class__.__name__, e)
+            return
+        for note in notes:
+            log.info("%s: calendar: %s", queue_id, note)
+        if new_body is not None:
+            self.replacebody(new_body)
+
     def eom(self):
         policy = POLICY.current()
         queue_id = self.getsymval("i") or "-"
@@ -259,9 +272,7 @@ class PinMilter(Milter.Base):
         elif pin["mode"] == "unpinned":
             verdict = Verdict(True, "unpinned domain: nothing checked")
         else:
-            raw = b"".join(f"{n}:{v}".replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape") + b"\r\n"
-                           for n, v in self.headers)
-            message = raw + b"\r\n" + b"".join(self.chunks)
+            message = self.header_block() + b"\r\n" + b"".join(self.chunks)
             verdict = decide(pin, self.headers, message, read_secret())
         state = "pass" if verdict.ok else ("temperror" if verdict.undecided else "fail")
         stamp = f"{state} ({pin['mode']}) {domain}: {verdict.text} [{pin['source']}]"
@@ -276,13 +287,14 @@ class PinMilter(Milter.Base):
             # Rewriting From breaks tenant A's signatures: remove them so tenant B's recipients and
             # DMARC reports never see a failing d=old.example signature.
             self.remove_headers("DKIM-Signature", lambda v: signature_domain(signature_tags(v)) in pin["dkim"])
+        self.rewrite_calendar(queue_id)
         self.addheader(name, " " + stamp)  # values keep their leading space (header_leading_space)
         return Milter.ACCEPT
 
 
 def main():
     Milter.factory = PinMilter
-    Milter.set_flags(Milter.CHGHDRS + Milter.ADDHDRS)
+    Milter.set_flags(Milter.CHGHDRS + Milter.ADDHDRS + Milter.CHGBODY)
     log.info("listening on %s, policy %s", SOCKET, POLICY_PATH)
     # The socket is open to all; its directory (nobody:postfix, 0750) lets only Postfix reach it.
     os.umask(0)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # What a message looks like to the corpus tests: its header fields exactly as written (folding and
 # encoded words kept), and per MIME leaf part its type, the SHA-256 of its body as transmitted, and
-# for text/calendar the ORGANIZER/ATTENDEE lines. Reads the message on stdin, prints JSON.
+# for text/calendar the ORGANIZER/ATTENDEE/X-MS-OLK-SENDER lines (unfolded). Reads the message on stdin, prints JSON.
 import email
 import email.policy
 import hashlib
@@ -23,7 +23,7 @@ def calendar_lines(part):
     data = part.get_payload(decode=True) or b""
     text = data.decode("utf-8", "replace").replace("\r\n", "\n")
     text = re.sub(r"\n[ \t]", "", text)  # RFC 5545 unfolding
-    return [l for l in text.split("\n") if re.match(r"^(ORGANIZER|ATTENDEE)[;:]", l)]
+    return [l for l in text.split("\n") if re.match(r"^(ORGANIZER|ATTENDEE|X-MS-OLK-SENDER)[;:]", l)]
 
 
 def leaves(part, path):

@@ -13,6 +13,7 @@ command -v swaks >/dev/null 2>&1 && ! swaks --support 2>&1 | grep -q "TLS suppor
 /usr/bin/python3 -c "import Milter" 2>/dev/null || problems+=("Debian's python3 cannot import Milter (Debian package python3-milter)")
 /usr/bin/python3 -c "import dkim" 2>/dev/null || problems+=("Debian's python3 cannot import dkim (Debian package python3-dkim)")
 /usr/bin/python3 -c "import dns.resolver" 2>/dev/null || problems+=("Debian's python3 cannot import dns.resolver (Debian package python3-dnspython)")
+/usr/bin/python3 -c "import icalendar" 2>/dev/null || problems+=("Debian's python3 cannot import icalendar (Debian package python3-icalendar)")
 [ -e /usr/lib/postfix/postfix-cdb.so ] || problems+=("Postfix cdb map support not found (Debian package postfix-cdb)")
 if [ ${#problems[@]} -gt 0 ]; then
   echo "check-tools: cannot run the tests:" >&2

@@ -25,6 +25,8 @@ export interface NodeBundle {
   tls: { keyFile: string; chainFile: string };
   /** The tenant-pinning milter's program (node/tenant-pin-milter.py), installed by the Postfix step. */
   pinMilterProgram: string;
+  /** Its calendar rewrite (node/calendar_rewrite.py), installed next to it. */
+  calendarModule: string;
   /** The status collector (node/relay-status.py): `npm run status` and the metrics timer run it. */
   statusProgram: string;
 }

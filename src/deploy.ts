@@ -284,14 +284,26 @@ function probeScript(name: string, rows: [string, string][]): string {
   );
 }
 
+/** One file of the milter, replaced (and PIN_CHANGED=yes) only when it differs and parses. */
+function installProgramFile(file: string, text: string, mode: string): string {
+  return `# A temporary name of its own: nodes that share /usr (containers) may deploy at the same time.
+NEW=$(mktemp ${file}.XXXXXX)
+${writeFile('"$NEW"', text)}/usr/bin/python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$NEW" ||
+  { rm -f "$NEW"; fail "${path.posix.basename(file)} does not parse"; }
+if cmp -s "$NEW" ${file}; then rm -f "$NEW"; else
+  chmod ${mode} "$NEW" && mv -f "$NEW" ${file}; PIN_CHANGED=yes
+fi
+`;
+}
+
 /**
  * Installs and (re)starts the tenant-pinning milter, before Postfix is switched to a release that
  * uses it. systemd supervises it on a node; without systemd (a container) start-stop-daemon does.
  * It restarts only when its program changed: a policy change is picked up from the live release.
  */
-function pinMilterScript(program: string): string {
+function pinMilterScript(program: string, calendarModule: string): string {
   const m = PIN_MILTER;
-  const args = `${m.policy} unix:${m.socket} ${m.secretFile}`;
+  const args = `${m.policy} unix:${m.socket} ${m.secretFile} ${m.calendarPolicy}`;
   const unit = `[Unit]
 Description=header-rewrite tenant-pinning milter (README, "Tenant pinning")
 Before=postfix.service
@@ -309,18 +321,12 @@ WantedBy=multi-user.target
 `;
   const unitFile = `/etc/systemd/system/${m.service}.service`;
   return `# 5b. The tenant-pinning milter must answer before Postfix hands it mail.
-/usr/bin/python3 -c 'import Milter, dkim, dns.resolver' 2>/dev/null ||
-  fail "the pinning milter needs Python modules: apt-get install python3-milter python3-dkim python3-dnspython"
+/usr/bin/python3 -c 'import Milter, dkim, dns.resolver, icalendar' 2>/dev/null ||
+  fail "the pinning milter needs Python modules: apt-get install python3-milter python3-dkim python3-dnspython python3-icalendar"
 install -d -m 755 ${path.posix.dirname(m.program)}
 install -d -m 750 -o nobody -g postfix ${m.socketDir}
-# A temporary name of its own: nodes that share /usr (containers) may deploy at the same time.
-PIN_NEW=$(mktemp ${m.program}.XXXXXX)
-${writeFile('"$PIN_NEW"', program)}/usr/bin/python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$PIN_NEW" ||
-  { rm -f "$PIN_NEW"; fail "the pinning milter program does not parse"; }
 PIN_CHANGED=no
-if cmp -s "$PIN_NEW" ${m.program}; then rm -f "$PIN_NEW"; else
-  chmod 755 "$PIN_NEW" && mv -f "$PIN_NEW" ${m.program}; PIN_CHANGED=yes
-fi
+${installProgramFile(m.calendarModule, calendarModule, "644")}${installProgramFile(m.program, program, "755")}
 if [ -d /run/systemd/system ]; then
 ${writeFile(`${unitFile}.new`, unit)}  if ! cmp -s ${unitFile}.new ${unitFile}; then
     mv -f ${unitFile}.new ${unitFile}; systemctl daemon-reload; PIN_CHANGED=yes
@@ -434,7 +440,8 @@ ${probes}rm -f "$STAGE"/.probe.*
 echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
 ${writeFile(`"$STAGE/${RELEASE_PROBES}"`, nexthopProbes(cfg, bundle).map(probeLine).join("\n"))}
 
-${pinMilterScript(bundle.pinMilterProgram)}# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
+${pinMilterScript(bundle.pinMilterProgram, bundle.calendarModule)}
+# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
 # Nanoseconds: names are unique and sort in deploy order, even for two deploys in one second.
 NAME="$(date -u +%Y%m%dT%H%M%S.%NZ)-\${BUNDLE:0:12}"
 # Where the verify step returns if this release fails its post-deploy check.

@@ -101,6 +101,8 @@ export const POSTFIX_MASTER_PID = "/var/spool/postfix/pid/master.pid";
  */
 export const PIN_MILTER = {
   program: "/usr/local/lib/header-rewrite/tenant-pin-milter.py",
+  /** Imported by the program (next to it): rewrites meeting addresses once a message passed. */
+  calendarModule: "/usr/local/lib/header-rewrite/calendar_rewrite.py",
   service: "header-rewrite-pin",
   /** A UNIX socket inside Postfix's queue directory (smtpd is chrooted there): no TCP, no port. */
   socketDir: "/var/spool/postfix/header-rewrite",
@@ -108,6 +110,8 @@ export const PIN_MILTER = {
   /** How smtpd names it: relative to the queue directory, so it works chrooted or not. */
   postfixSocket: "unix:header-rewrite/pin.sock",
   policy: `${POSTFIX_LIVE}/tenant_pins.json`,
+  /** maps/translate_domains and maps/calendar_addresses for the calendar rewrite. */
+  calendarPolicy: `${POSTFIX_LIVE}/calendar_addresses.json`,
   /** Where it logs and keeps its PID when the node has no systemd (systemd keeps both itself). */
   log: "/var/log/header-rewrite-pin.log",
   pidFile: "/run/header-rewrite-pin.pid",

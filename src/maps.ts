@@ -17,6 +17,7 @@ import {
   midLineComment,
 } from "./table";
 import { type TenantPin, parseTenantPins, pinFor } from "./pins";
+import { type CalendarRule, parseCalendarRules } from "./calendar";
 
 export { MapValidationError, formatProblem } from "./table";
 
@@ -27,11 +28,15 @@ export const MAP_NAMES = [
   "per_sender_relayhosts",
   "allow_relay_by_ip",
   "tenant_pins",
+  "calendar_addresses",
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];
 
 export type MapTexts = Record<MapName, string>;
+
+/** Maps that may be absent (added after the first release): missing reads as empty. */
+const OPTIONAL_MAPS = new Set<MapName>(["calendar_addresses"]);
 
 type TranslationKind = "domain" | "address" | "exception";
 
@@ -79,6 +84,8 @@ export interface RelayMaps {
   tenants: Tenant[];
   clientRanges: ClientRange[];
   pins: TenantPin[];
+  /** Calendar modes per sender domain (maps/calendar_addresses); unlisted domains are rewritten. */
+  calendar: CalendarRule[];
   /** Legal but surprising things; fatal only with --strict. */
   warnings: Problem[];
 }
@@ -751,6 +758,20 @@ function pinCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): vo
   }
 }
 
+/** A calendar line for a domain translate_domains never rewrites changes nothing. */
+function calendarCheck(m: Omit<RelayMaps, "warnings">, file: FileName, r: Report): void {
+  const translated = new Set(m.translations.filter((t) => t.kind !== "exception").map((t) => t.fromDomain));
+  for (const c of m.calendar) {
+    if (translated.has(c.domain)) continue;
+    r.warn(
+      c,
+      1,
+      `"${c.domain}" is not rewritten by ${file("translate_domains")}, so this line changes nothing`,
+      `key by a domain on the left of ${file("translate_domains")}, as tenant A sends it, or remove the line`,
+    );
+  }
+}
+
 export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayMaps {
   const r = new Report();
   const file = displayName(opts.displayDir);
@@ -773,6 +794,7 @@ export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayM
     widestV6: opts.widestV6 ?? DEFAULT_WIDEST.v6,
   });
   const pins = parseTenantPins(lines("tenant_pins", lower), r);
+  const calendar = parseCalendarRules(lines("calendar_addresses", lower), r);
   const empty = (k: MapName, what: string, hint: string) => {
     if (!r.problems.some((p) => p.file === file(k))) r.error({ file: file(k), line: 1 }, 1, what, hint);
   };
@@ -800,10 +822,11 @@ export function parseMaps(texts: MapTexts, opts: ValidationOptions = {}): RelayM
       "no next hop: nothing could reach a tenant",
       "add e.g. @new.example [new-example.mail.protection.outlook.com]",
     );
-  const model = { translations, allowedSenders, relayhosts, tenants, clientRanges, pins };
+  const model = { translations, allowedSenders, relayhosts, tenants, clientRanges, pins, calendar };
   if (r.errors === 0) {
     crossCheck(model, file, r);
     pinCheck(model, file, r);
+    calendarCheck(model, file, r);
   }
   const sorted = [...r.problems].sort(
     (a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col,
@@ -820,7 +843,7 @@ function displayName(displayDir = "maps"): FileName {
   return (map) => `${displayDir}/${map}`;
 }
 
-/** Reads the four maps from DIR; a missing file is reported like any other map problem. */
+/** Reads the maps from DIR; a missing file is reported like any other map problem (unless optional). */
 export function readMapTexts(dir: string, displayDir?: string): MapTexts {
   const texts = {} as MapTexts;
   const file = displayName(displayDir);
@@ -830,6 +853,7 @@ export function readMapTexts(dir: string, displayDir?: string): MapTexts {
       texts[name] = fs.readFileSync(path.join(dir, name), "utf8");
     } catch {
       texts[name] = "";
+      if (OPTIONAL_MAPS.has(name)) continue;
       problems.push({
         file: file(name),
         line: 1,

@@ -6,6 +6,7 @@ import Handlebars from "handlebars";
 import { PROJECT_ROOT } from "./project";
 import type { NodeIdentity, StackConfig } from "./config";
 import { MAP_NAMES, type MapName, type RelayMaps } from "./maps";
+import { calendarPolicy } from "./calendar";
 import type { NodeBundle } from "./bundle";
 import {
   PIN_MILTER,
@@ -123,6 +124,11 @@ function operatorTables(maps: RelayMaps): Record<MapName, Table> {
       source: "tenant_pins",
       rows: maps.pins.map((p) => [p.key, pinValue(p)]),
     },
+    calendar_addresses: {
+      purpose: "read by the pinning milter (as calendar_addresses.json): meeting addresses per sender domain",
+      source: "calendar_addresses",
+      rows: maps.calendar.map((c) => [c.domain, c.mode]),
+    },
   };
 }
 
@@ -137,7 +143,7 @@ export function renderOperatorMaps(maps: RelayMaps): Record<MapName, string> {
 
 /** Tables Postfix reads as cdb (built with postmap); allow_relay_by_ip is a cidr table read as text. */
 const INDEXED = [
-  ...MAP_NAMES.filter((m) => m !== "allow_relay_by_ip" && m !== "tenant_pins"),
+  ...MAP_NAMES.filter((m) => !["allow_relay_by_ip", "tenant_pins", "calendar_addresses"].includes(m)),
   "tls_policy",
   "tenant_transports",
 ];
@@ -205,6 +211,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
   };
   for (const [name, t] of Object.entries(tables)) files[name] = table(name, t);
   files["tenant_pins.json"] = pinPolicy(maps.pins);
+  files["calendar_addresses.json"] = calendarPolicy(maps.translations, maps.calendar);
   if (!maps.allowedSenders.some((s) => s.key === "<>")) {
     const senders = tables.allowed_senders;
     const width = Math.min(40, Math.max(2, ...senders.rows.map(([key]) => key.length)));
@@ -221,6 +228,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     clientCertificates,
     tls: { keyFile: tls.keyFile, chainFile: tls.chainFile },
     pinMilterProgram: fs.readFileSync(path.join(PROJECT_ROOT, "node", "tenant-pin-milter.py"), "utf8"),
+    calendarModule: fs.readFileSync(path.join(PROJECT_ROOT, "node", "calendar_rewrite.py"), "utf8"),
     statusProgram: fs.readFileSync(path.join(PROJECT_ROOT, STATUS_PROGRAM), "utf8"),
   };
 }
@@ -276,10 +284,11 @@ function nodePackages(cfg: StackConfig): string[] {
     "certbot",
     "unattended-upgrades",
     "swaks",
-    // The tenant-pinning milter: milter protocol, DKIM, DNS.
+    // The tenant-pinning milter: milter protocol, DKIM, DNS, and iCalendar for meeting addresses.
     "python3-milter",
     "python3-dkim",
     "python3-dnspython",
+    "python3-icalendar",
     // Metrics (the metrics step configures them; the security group opens them to monitoringCidrs).
     "prometheus-node-exporter",
     "prometheus-postfix-exporter",

@@ -7,6 +7,7 @@ import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MAP_NAMES, MapValidationError, type RelayMaps, parseMaps, readMapTexts } from "../src/maps";
+import { calendarPolicy } from "../src/calendar";
 import { checkPinSecret } from "../src/pins";
 import { copyProject } from "../harness/pulumi-mocks";
 import { PROJECT_ROOT as ROOT } from "../src/project";
@@ -67,6 +68,23 @@ describe("npm run validate", () => {
     const strict = cli(["--maps", dir, "--strict"]);
     expect(strict.status).toBe(1);
     expect(strict.stdout).toContain(`${dir}/per_sender_relayhosts:1:14: error: `);
+  });
+  it("accepts maps/ without calendar_addresses (added later): every domain's meeting addresses are rewritten", () => {
+    const dir = dirWith({});
+    fs.rmSync(path.join(dir, "calendar_addresses"));
+    const r = cli(["--maps", dir]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).not.toContain("calendar_addresses");
+    const maps = parseMaps(readMapTexts(dir));
+    expect(JSON.parse(calendarPolicy(maps.translations, maps.calendar))).toEqual({
+      translations: { "@old.example": "@new.example" },
+      keep: [],
+    });
+    const missing = dirWith({});
+    fs.rmSync(path.join(missing, "tenant_pins"));
+    expect(cli(["--maps", missing]).stdout).toContain(
+      `${missing}/tenant_pins:1:1: error: map file is missing`,
+    );
   });
   it("summarises a stack file error by the stack file, not as a maps problem", () => {
     const copy = copyProject();

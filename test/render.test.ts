@@ -273,6 +273,7 @@ describe("map errors stop everything with file:line", () => {
         per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
         allow_relay_by_ip: "192.0.2.0/24 OK\n",
         tenant_pins: "old.example enforce dkim=old.example\n",
+        calendar_addresses: "",
       });
       throw new Error("expected MapValidationError");
     } catch (e) {

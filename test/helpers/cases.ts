@@ -13,6 +13,7 @@ export const BASELINE: MapTexts = {
   per_sender_relayhosts: "@new.example [new-example.mail.protection.outlook.com]\n",
   allow_relay_by_ip: "192.0.2.0/24 OK\n",
   tenant_pins: "old.example enforce dkim=old.example\n",
+  calendar_addresses: "",
 };
 
 interface Case {

@@ -98,3 +98,16 @@ it('README "What gets rewritten" lists exactly the fields this test proves rewri
   const listed = [...row.split("|")[1].matchAll(/`([^`]+)`/g)].map((m) => m[1].toLowerCase());
   expect(new Set(listed)).toEqual(SENDER_CLASS);
 });
+
+it('README "What gets rewritten" names exactly the calendar properties and parameters the milter rewrites', () => {
+  const readme = fs.readFileSync(path.join(PROJECT_ROOT, "README.md"), "utf8");
+  const section = /### What gets rewritten\n([\s\S]*?)\n## /.exec(readme)![1];
+  const row = section.split("\n").find((l) => l.startsWith("| `text/calendar` parts:"))!;
+  const listed = [...row.split("|")[1].matchAll(/`([A-Z-]+)`/g)].map((m) => m[1]);
+  const program = fs.readFileSync(path.join(PROJECT_ROOT, "node", "calendar_rewrite.py"), "utf8");
+  const names = (constant: string) =>
+    [...new RegExp(`^${constant} = [{(]([^})]*)[})]`, "m").exec(program)![1].matchAll(/"([A-Z-]+)"/g)].map(
+      (m) => m[1],
+    );
+  expect(new Set(listed)).toEqual(new Set([...names("ADDRESS_PROPERTIES"), ...names("ADDRESS_PARAMETERS")]));
+});

@@ -71,6 +71,10 @@ for (const name of cfg.nodes) {
 export const nodeAddresses = Object.fromEntries(
   nodes.map((n) => [n.fqdn.split(".")[0], { fqdn: n.fqdn, ipv4: n.ipv4, ipv6: n.ipv6 }]),
 );
+// Each server's pinned SSH host key (public half): admins' known_hosts and `npm run status` use it.
+export const sshHostKeys = Object.fromEntries(
+  nodes.map((n) => [n.fqdn.split(".")[0], n.hostKey.publicKeyOpenssh.apply((k) => k.trim())]),
+);
 export const serviceName = serviceFqdn(cfg);
 export const smartHosts = nodes.map((n) => n.fqdn);
 export const postfixBundles = Object.fromEntries(

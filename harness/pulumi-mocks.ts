@@ -6,6 +6,10 @@ import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import * as pulumi from "@pulumi/pulumi";
 import { PROJECT_ROOT } from "../src/project";
+import { hostKeyIn } from "../sandbox/host-keys";
+
+/** The mocked tls.PrivateKey pairs (one per resource name, made once per test process). */
+const MOCK_KEYS = fs.mkdtempSync(path.join(os.tmpdir(), "hr-mock-host-keys-"));
 
 interface Registered {
   type: string;
@@ -112,6 +116,12 @@ export async function runStack(
           state.macAddress = mockPortMac(n);
         }
         if (args.type === "openstack:compute/instance:Instance") state.accessIpV4 = "203.0.113.250";
+        if (args.type === "tls:index/privateKey:PrivateKey") {
+          // A real ED25519 pair, as the provider makes: consumers (cloud-init, ssh) can check it.
+          const key = hostKeyIn(MOCK_KEYS, args.name);
+          state.privateKeyOpenssh = key.privateKey;
+          state.publicKeyOpenssh = key.publicKey;
+        }
         if (args.type === "pulumi:pulumi:StackReference") {
           state.outputs = variant.stackOutputs?.[args.inputs.name] ?? {};
           state.secretOutputNames = [];

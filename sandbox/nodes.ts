@@ -8,11 +8,18 @@ import { nodeIdentity } from "../src/config";
 import { type NodeSecrets, type StepId, deploySteps } from "../src/deploy";
 import { RUN_AS_ROOT, tlsPaths } from "../src/layout";
 import type { RelayMaps } from "../src/maps";
-import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
+import {
+  type HostKey,
+  type NodeAddresses,
+  type RenderContext,
+  renderNode,
+  renderUserData,
+} from "../src/render";
 import { shellQuote as q } from "../src/shell";
 import { knownImage } from "../src/images";
 import { gatedSteps } from "../src/rollout";
 import { imageRootfs } from "./image";
+import { hostKeyIn, knownHostsLine } from "./host-keys";
 import { NODE_IFACE } from "./network";
 import { bootContainer } from "./node-host";
 import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
@@ -23,11 +30,31 @@ export function deployKeyFile(t: Topology): string {
   return path.join(t.dir, "keys", "deploy");
 }
 
+/** The node's SSH host key: created once, like the program's tls.PrivateKey, delivered by user-data. */
+export function nodeHostKey(t: Topology, n: SandboxNode): HostKey {
+  return hostKeyIn(path.join(t.dir, "keys"), n.name);
+}
+
+/** The deployer's known_hosts: every node's address with its own pinned key (as remote.Command's hostKey). */
+export function knownHostsFile(t: Topology): string {
+  const file = path.join(t.dir, "keys", "known_hosts");
+  const lines = t.nodes.flatMap((n) => [n.ipv4, n.ipv6].map((a) => knownHostsLine(a, nodeHostKey(t, n))));
+  // Written whole and renamed: another command may be reading it.
+  fs.writeFileSync(`${file}.new`, lines.join("\n") + "\n");
+  fs.renameSync(`${file}.new`, file);
+  return file;
+}
+
+/** How the deployer reaches NODE: its pinned host key only (StrictHostKeyChecking=yes), the deploy key. */
+export function sshOptions(t: Topology, knownHosts = knownHostsFile(t)): string {
+  return (
+    `-o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${q(knownHosts)} ` +
+    "-o HostKeyAlgorithms=ssh-ed25519 -o LogLevel=ERROR -o ConnectTimeout=5"
+  );
+}
+
 function sshCommand(t: Topology, node: SandboxNode, command: string): string {
-  const opts =
-    "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR " +
-    "-o ConnectTimeout=5";
-  const ssh = `ssh -i ${q(deployKeyFile(t))} ${opts} debian@${node.ipv4} ${q(command)}`;
+  const ssh = `ssh -i ${q(deployKeyFile(t))} ${sshOptions(t)} debian@${node.ipv4} ${q(command)}`;
   return `ip netns exec ${t.wan.netns} bash -c ${q(ssh)}`;
 }
 
@@ -79,7 +106,7 @@ export function nodeContext(
  * cloud-init applies it (users and keys, write_files, the network switch), as on OVH.
  */
 export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: (m: string) => void): void {
-  const userData = renderUserData(ctx, nodeAddresses(t, n));
+  const userData = renderUserData(ctx, nodeAddresses(t, n), nodeHostKey(t, n));
   const packages = (YAML.parse(userData) as { packages: string[] }).packages;
   const lower = imageRootfs(knownImage(ctx.cfg.image), packages, log);
   const [upper, work] = [path.join(n.dir, "upper"), path.join(n.dir, "work")];
@@ -90,13 +117,15 @@ export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: 
     ),
     `mounting ${n.name}'s root filesystem`,
   );
-  const put = (rel: string, content: string) => {
+  const put = (rel: string, content: string, mode = 0o644) => {
     const f = path.join(n.root, rel);
     fs.mkdirSync(path.dirname(f), { recursive: true });
-    fs.writeFileSync(f, content);
+    fs.writeFileSync(f, content, { mode });
+    fs.chmodSync(f, mode);
   };
   const seed = "var/lib/cloud/seed/nocloud";
-  put(`${seed}/user-data`, overlayUserData(userData));
+  // It holds the host key: root only, as cloud-init keeps its own copy.
+  put(`${seed}/user-data`, overlayUserData(userData), 0o600);
   for (const [name, content] of Object.entries(nocloudSeed(n, NODE_IFACE))) put(`${seed}/${name}`, content);
   const etc = overlayNodeEtc(
     fs.readFileSync("/etc/ssl/certs/ca-certificates.crt", "utf8"),

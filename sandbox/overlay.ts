@@ -7,6 +7,8 @@ import { NETWORKS, type SandboxNode, gatewayOf } from "./topology";
 
 export const OVERLAY_DESCRIPTION = [
   "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
+  "SSH host keys: made by ssh-keygen (sandbox/host-keys.ts) where the program's @pulumi/tls makes them;",
+  "  the same user-data delivers them, and the deployer pins them in its known_hosts as remote.Command's hostKey",
   "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
   "DNS: tenant A's and the impostor's DKIM public keys are the sandbox's own (sandbox/dkim.ts), not Microsoft's",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",

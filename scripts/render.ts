@@ -34,7 +34,7 @@ try {
       `Pulumi.${values.stack}.yaml still holds example values pulumi preview refuses: ${examples.join(", ")}`,
     );
   const marked = written.filter((f) =>
-    / PLACEHOLDER: .*(credentials|pin secret)/.test(fs.readFileSync(f, "utf8")),
+    / PLACEHOLDER: .*(credentials|pin secret|host key)/.test(fs.readFileSync(f, "utf8")),
   );
   if (marked.length) console.log(`secrets are PLACEHOLDERS (marked) in: ${marked.join(", ")}`);
 } catch (e) {

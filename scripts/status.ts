@@ -3,6 +3,9 @@
 // Asks every node of the stacks over SSH how it is (read only, no mail sent) and exits 0 only when
 // the fleet is healthy, so cron or CI can alert on it.
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { listStacks, loadStackConfig, nodeIdentity } from "../src/config";
 import { RUN_AS_ROOT } from "../src/layout";
@@ -26,12 +29,20 @@ function stackOutputs(stack: string): Record<string, unknown> {
 }
 
 /** Every node of a deployed stack, reached as the remote commands reach it (deploy user, sudo). */
-function stackTargets(stack: string, identity?: string, knownHosts?: string): StatusTarget[] {
+function stackTargets(stack: string, identity?: string, explicitKnownHosts?: string): StatusTarget[] {
+  let knownHosts = explicitKnownHosts;
   const cfg = loadStackConfig(stack);
   const maps = loadMaps(MAPS_DIR);
   const out = stackOutputs(stack);
   const addresses = (out.nodeAddresses ?? {}) as Record<string, { ipv4: string }>;
   const certTenants = ((out.clientCertificateTenants ?? []) as string[]).slice().sort();
+  // Verified by the host keys the program pinned (stack output sshHostKeys), never trusted on first use.
+  const hostKeys = (out.sshHostKeys ?? {}) as Record<string, string>;
+  if (!knownHosts) {
+    knownHosts = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "hr-status-")), "known_hosts");
+    const lines = cfg.nodes.filter((n) => addresses[n] && hostKeys[n]);
+    fs.writeFileSync(knownHosts, lines.map((n) => `${addresses[n].ipv4} ${hostKeys[n]}\n`).join(""));
+  }
   return cfg.nodes.map((name) => {
     const ipv4 = addresses[name]?.ipv4;
     const node = nodeIdentity(cfg, name);
@@ -42,15 +53,22 @@ function stackTargets(stack: string, identity?: string, knownHosts?: string): St
       run: (script: string) => {
         if (!ipv4)
           return { status: 1, stdout: "", stderr: `${name} is not in the outputs of stack ${stack}` };
+        if (!hostKeys[name] && !explicitKnownHosts)
+          return {
+            status: 1,
+            stdout: "",
+            stderr: `${name} has no pinned host key in the outputs of stack ${stack} (run pulumi up -s ${stack})`,
+          };
         const args = [
           "-o",
           "BatchMode=yes",
           "-o",
           "ConnectTimeout=15",
           "-o",
-          "StrictHostKeyChecking=accept-new",
+          "StrictHostKeyChecking=yes",
           ...(identity ? ["-i", identity] : []),
-          ...(knownHosts ? ["-o", `UserKnownHostsFile=${knownHosts}`] : []),
+          "-o",
+          `UserKnownHostsFile=${knownHosts}`,
         ];
         const r = spawnSync("ssh", [...args, `${cfg.sshUser}@${ipv4}`, RUN_AS_ROOT], {
           input: script,

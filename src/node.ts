@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as openstack from "@pulumi/openstack";
 import * as ovh from "@ovhcloud/pulumi-ovh";
 import * as command from "@pulumi/command";
+import * as tls from "@pulumi/tls";
 import * as ipaddr from "ipaddr.js";
 import { type StackConfig, nodeIdentity } from "./config";
 import { PUBLIC_NETWORK, type Region } from "./cloud";
@@ -97,6 +98,8 @@ export class RelayNode extends pulumi.ComponentResource {
   readonly verify: command.remote.Command;
   /** Content hash of the Postfix bundle this node receives. */
   readonly bundleHash: pulumi.Output<string>;
+  /** The server's SSH host key (its private half is a Pulumi secret, delivered by user-data). */
+  readonly hostKey: tls.PrivateKey;
 
   constructor(name: string, args: RelayNodeArgs, opts?: pulumi.ComponentResourceOptions) {
     super("header-rewrite:relay:Node", name, {}, opts);
@@ -154,6 +157,13 @@ export class RelayNode extends pulumi.ComponentResource {
         };
       });
 
+    // The server's SSH host key, created once and kept in the stack's state (encrypted, a secret);
+    // protected with the server: rotating it is a rebuild (README, "Security model").
+    this.hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { ...parent, ...keep });
+    const hostKey = pulumi
+      .all([this.hostKey.privateKeyOpenssh, this.hostKey.publicKeyOpenssh])
+      .apply(([privateKey, publicKey]) => ({ privateKey, publicKey }));
+
     this.server = new openstack.compute.Instance(
       name,
       {
@@ -162,7 +172,10 @@ export class RelayNode extends pulumi.ComponentResource {
         flavorName: cfg.flavor,
         keyPair: region.keypair.name,
         networks: [{ port: this.port.id }],
-        userData: addresses.apply((a) => renderUserData(ctx, a)),
+        // Holds the host key's private half: secret in the state and in every preview.
+        userData: pulumi.secret(
+          pulumi.all([addresses, hostKey]).apply(([a, k]) => renderUserData(ctx, a, k)),
+        ),
         region: cfg.region,
         metadata: { project: "header-rewrite", stack, node: name },
       },
@@ -178,9 +191,11 @@ export class RelayNode extends pulumi.ComponentResource {
       },
     );
 
+    // Every command verifies the server by its pinned host key before it sends a byte of a script.
     const connection = {
       host: this.ipv4,
       user: cfg.sshUser,
+      hostKey: this.hostKey.publicKeyOpenssh,
       privateKey: args.deployPrivateKey,
       dialErrorLimit: 60,
       perDialTimeout: 15,

@@ -283,6 +283,8 @@ function nodePackages(cfg: StackConfig): string[] {
     "ca-certificates",
     "certbot",
     "unattended-upgrades",
+    // Only root reaches the metadata service (renderMetadataGuard).
+    "nftables",
     "swaks",
     // The tenant-pinning milter: milter protocol, DKIM, DNS, and iCalendar for meeting addresses.
     "python3-milter",
@@ -299,8 +301,98 @@ function nodePackages(cfg: StackConfig): string[] {
   return pkgs;
 }
 
-export function renderUserData(ctx: RenderContext, addrs: NodeAddresses): string {
+/** A node's SSH host key pair in OpenSSH formats (created by the program: @pulumi/tls). */
+export interface HostKey {
+  privateKey: string;
+  publicKey: string;
+}
+
+/**
+ * sshd's drop-in (read before sshd_config's own lines, and the first value wins): public keys of
+ * the one login user only, no root, no passwords, nothing forwarded, only the pinned host key.
+ */
+export function renderSshdConfig(cfg: StackConfig): string {
+  return `# header-rewrite: SSH for the deployer and the admins' keys only (README, "Security model").
+HostKey /etc/ssh/ssh_host_ed25519_key
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers ${cfg.sshUser}
+AuthorizedKeysFile .ssh/authorized_keys
+AllowAgentForwarding no
+AllowTcpForwarding no
+X11Forwarding no
+PermitTunnel no
+MaxAuthTries 3
+LoginGraceTime 30
+`;
+}
+
+/**
+ * Security updates install daily; one that needs a reboot reboots at this node's own hour, so the
+ * nodes of a region never restart together. Postfix's queue is on disk and survives the reboot; a
+ * connection cut by it was not accepted, so Exchange Online retries it (tested in the sandbox).
+ */
+export function renderRebootPolicy(cfg: StackConfig, node: NodeIdentity): string {
+  const hour = (2 + Math.max(0, cfg.nodes.indexOf(node.name))) % 24;
+  return `// header-rewrite: reboot for updates that need it, at ${node.name}'s own hour (README, "Security model").
+Unattended-Upgrade::Automatic-Reboot "true";
+Unattended-Upgrade::Automatic-Reboot-WithUsers "true";
+Unattended-Upgrade::Automatic-Reboot-Time "${String(hour).padStart(2, "0")}:00";
+`;
+}
+
+/** OpenStack's metadata service (OVH Public Cloud serves user-data there). */
+export const METADATA_SERVICE = "169.254.169.254";
+export const METADATA_GUARD = {
+  name: "header-rewrite-metadata-guard",
+  file: "/etc/header-rewrite/metadata-guard.nft",
+};
+
+/**
+ * nftables rules letting only root reach ADDRESS (the metadata service: it serves user-data, and so
+ * the host key, to whoever asks). A table of its own, replaced whole, beside any other ruleset.
+ */
+export function renderMetadataGuard(address = METADATA_SERVICE): { file: string; rules: string; unit: string } {
+  const rules = `#!/usr/sbin/nft -f
+# header-rewrite: only root may ask ${address} (README, "Security model").
+table inet header_rewrite_guard
+delete table inet header_rewrite_guard
+table inet header_rewrite_guard {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    ip daddr ${address} meta skuid != 0 counter reject
+  }
+}
+`;
+  const unit = `[Unit]
+Description=header-rewrite: only root reaches the metadata service
+Before=network-pre.target
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f ${METADATA_GUARD.file}
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { file: METADATA_GUARD.file, rules, unit };
+}
+
+export function renderUserData(ctx: RenderContext, addrs: NodeAddresses, hostKey: HostKey): string {
   return template("user-data.hbs")({
+    hostKey: { privateKey: hostKey.privateKey.trim(), publicKey: hostKey.publicKey.trim() },
+    sshdConfig: renderSshdConfig(ctx.cfg),
+    rebootPolicy: renderRebootPolicy(ctx.cfg, ctx.node),
+    metadataGuard: {
+      ...renderMetadataGuard(),
+      unitFile: `/etc/systemd/system/${METADATA_GUARD.name}.service`,
+      unitName: METADATA_GUARD.name,
+    },
     stack: ctx.stack,
     region: ctx.cfg.region,
     node: ctx.node,

@@ -80,6 +80,14 @@ const PLACEHOLDER_SECRETS = {
     consumerKey: `${PLACEHOLDER}-consumer-key`,
   },
   pinSecret: `${PLACEHOLDER}-pin-secret-set-header-rewrite:pinSecret`,
+  hostKey: {
+    privateKey: [
+      "-----BEGIN OPENSSH PRIVATE KEY-----",
+      `${PLACEHOLDER}-host-key-created-by-the-program`,
+      "-----END OPENSSH PRIVATE KEY-----",
+    ].join("\n"),
+    publicKey: `ssh-ed25519 ${PLACEHOLDER}-host-key-created-by-the-program`,
+  },
 };
 
 const ADDRESSES_INVALID = "invalid --addresses file; nothing was rendered";
@@ -189,7 +197,7 @@ export function renderStack(
       : "PLACEHOLDER documentation-range addresses: the real ones come from the OVH port";
     const files: Record<string, string> = {
       "ADDRESSES.json": JSON.stringify({ ...addrs, placeholder: !given[name], note }, null, 2) + "\n",
-      "cloud-init/user-data": renderUserData(ctx, addrs),
+      "cloud-init/user-data": renderUserData(ctx, addrs, PLACEHOLDER_SECRETS.hostKey),
       [`network/${path.basename(NETWORK_FILE)}`]: renderNetwork(ctx, addrs),
       [`network/${path.basename(NETWORK_SWITCH)}`]: renderNetworkSwitch(ctx, addrs),
     };
@@ -213,6 +221,9 @@ export function renderStack(
           : []),
         ...(text.includes(PLACEHOLDER_SECRETS.pinSecret)
           ? ["the pin secret stands in for header-rewrite:pinSecret"]
+          : []),
+        ...(text.includes(PLACEHOLDER_SECRETS.hostKey.publicKey)
+          ? ["the SSH host key stands in for the one the program creates (a secret in the stack's state)"]
           : []),
       ];
       const target = path.join(outDir, name, rel);

@@ -12,8 +12,10 @@ import { type NodeAddresses, type RenderContext, renderNode, renderUserData } fr
 import { renderStack } from "../src/review";
 import { committedMapsWith } from "../sandbox/topology";
 import { copyProject } from "../harness/pulumi-mocks";
+import { hostKeyIn } from "../sandbox/host-keys";
 import { editedMaps } from "./helpers/maps";
 
+const HOST_KEY = hostKeyIn(fs.mkdtempSync(path.join(os.tmpdir(), "hr-hostkey-")), "lon1");
 const cfg = loadStackConfig("lon");
 const maps = loadMaps(MAPS_DIR);
 const ctx: RenderContext = { stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") };
@@ -380,7 +382,7 @@ describe("certificate step", () => {
       ipv6: { address: "2001:db8:ffff::a", gateway: "2001:db8:ffff::1" },
       dns: ["192.0.2.53"],
     };
-    expect(renderUserData(obtaining, addresses)).toContain('"python3-certbot-dns-ovh"');
+    expect(renderUserData(obtaining, addresses, HOST_KEY)).toContain('"python3-certbot-dns-ovh"');
     // Debian 13 has no certbot OVH plugin: lego obtains it, a daily timer renews it.
     const trixie = { ...obtaining, cfg: { ...obtaining.cfg, image: "Debian 13" } };
     const lego = scripts(trixie, dns).certificate;
@@ -394,7 +396,7 @@ describe("certificate step", () => {
     expect(lego).toContain("systemctl enable --quiet --now header-rewrite-lego-renew.timer");
     expect(lego).not.toContain("--dns-ovh");
     expect(spawnSync("bash", ["-n"], { input: lego }).status).toBe(0);
-    expect(renderUserData(trixie, addresses)).toContain('"lego"');
+    expect(renderUserData(trixie, addresses, HOST_KEY)).toContain('"lego"');
     expect(
       readByPostfix(renderNode(trixie).files).serviceParam("tenant_new_example", "smtp_tls_chain_files"),
     ).toBe(
@@ -445,7 +447,8 @@ describe("npm run render (the CLI)", () => {
     expect(cert).toContain("dns_ovh_application_key = PLACEHOLDER-application-key");
     expect(spawnSync("bash", ["-n"], { input: cert }).status).toBe(0);
     expect(r.stdout).toContain(
-      `secrets are PLACEHOLDERS (marked) in: ${path.join(out, "bhs1", "deploy", "2-certificate.sh")}`,
+      `secrets are PLACEHOLDERS (marked) in: ${path.join(out, "bhs1", "cloud-init", "user-data")}, ` +
+        path.join(out, "bhs1", "deploy", "2-certificate.sh"),
     );
     fs.rmSync(copy, { recursive: true, force: true });
   });
@@ -476,9 +479,18 @@ describe("npm run render (the CLI)", () => {
     );
     expect(r.status, r.stderr).toBe(0);
     const real = tree(path.join(given, "lon1"));
-    for (const [f, text] of Object.entries(real)) expect(text, f).not.toContain("PLACEHOLDER");
+    // Only the SSH host key remains a stand-in: the program creates it (a secret), render cannot.
+    for (const [f, text] of Object.entries(real))
+      if (f !== "cloud-init/user-data") expect(text, f).not.toContain("PLACEHOLDER");
+    expect(real["cloud-init/user-data"].split("\n").filter((l) => l.includes("PLACEHOLDER"))).toEqual([
+      "# PLACEHOLDER: the SSH host key stands in for the one the program creates (a secret in the stack's state). " +
+        "Not deployable as written (npm run render).",
+      "    PLACEHOLDER-host-key-created-by-the-program",
+      '  ed25519_public: "ssh-ed25519 PLACEHOLDER-host-key-created-by-the-program"',
+    ]);
     expect(real["network/10-header-rewrite-public.network"]).toContain("192.0.2.44");
-    expect(r.stdout).not.toContain("PLACEHOLDERS");
+    expect(r.stdout).toMatch(/secrets are PLACEHOLDERS \(marked\) in: .*lon1\/cloud-init\/user-data$/m);
+    expect(r.stdout).not.toMatch(/documentation-range addresses stand in/);
     expect(r.stdout, "render names the example values as validate does").toContain(
       "Pulumi.lon.yaml still holds example values pulumi preview refuses: openstack:tenantId,",
     );

@@ -1,5 +1,7 @@
 // The resource graph one `pulumi up -s <stack>` would create, checked under Pulumi's mocks.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
@@ -28,11 +30,32 @@ const T = {
   record: "ovh:Domain/zoneRecord:ZoneRecord",
   reverse: "ovh:Ip/reverse:Reverse",
   command: "command:remote:Command",
+  hostKey: "tls:index/privateKey:PrivateKey",
 };
+
+interface CloudConfig {
+  write_files: { path: string; content: string }[];
+  ssh_keys: { ed25519_private: string; ed25519_public: string };
+  [key: string]: unknown;
+}
+
+/** The public half ssh-keygen derives from a private key (proves a pair belongs together). */
+function publicOf(privateKey: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-key-"));
+  fs.writeFileSync(path.join(dir, "k"), privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, {
+    mode: 0o600,
+  });
+  const r = spawnSync("ssh-keygen", ["-y", "-f", path.join(dir, "k")], { encoding: "utf8" });
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (r.status !== 0) throw new Error(`ssh-keygen -y: ${r.stderr}`);
+  return r.stdout.trim().split(/\s+/).slice(0, 2).join(" ");
+}
 
 // How the engine protocol marks a secret value (Pulumi's rpc "specialSigKey" / "specialSecretSig").
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 const SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270";
+/** Every node gets its deploy steps and the drain (each a remote command). */
+const STEP_COUNT_AT_LEAST = 5;
 function unsecret(v: any): any {
   return v && v[SECRET_SIG] === SECRET_VALUE ? v.value : v;
 }
@@ -148,8 +171,34 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         else expect(server.opts.ignoreChanges).toEqual(expect.arrayContaining(["userData", "imageName"]));
       });
 
+      it(`${name}: its SSH host key: created by the program, delivered by user-data, verified by every command`, async () => {
+        const key = run.one(T.hostKey, `${name}-host-key`);
+        expect(key.inputs.algorithm).toBe("ED25519");
+        expect(key.opts.protect, "protected with the server: rotating it is a rebuild").toBe(protect);
+        const server = run.one(T.instance, name);
+        // user-data holds the private half: it reaches the engine as a secret.
+        expect(server.inputs.userData[SECRET_SIG]).toBe(SECRET_VALUE);
+        const ud = YAML.parse(unsecret(server.inputs.userData) as string) as CloudConfig;
+        const pinned = ud.ssh_keys.ed25519_public.split(/\s+/).slice(0, 2).join(" ");
+        expect(pinned).toMatch(/^ssh-ed25519 AAAA/);
+        expect(publicOf(ud.ssh_keys.ed25519_private)).toBe(pinned);
+        // The image's keys go, and with ssh_keys given cloud-init generates none (cc_ssh).
+        expect(ud.ssh_deletekeys).toBe(true);
+        expect(Object.keys(ud.ssh_keys).sort()).toEqual(["ed25519_private", "ed25519_public"]);
+        expect(ud.ssh_pwauth).toBe(false);
+        const commands = run.byType(T.command).filter((c) => c.name.startsWith(`${name}-`));
+        expect(commands.length).toBeGreaterThan(STEP_COUNT_AT_LEAST);
+        for (const c of commands) {
+          const hostKey = unsecret(c.inputs.connection).hostKey as string;
+          expect(hostKey?.trim(), `${c.name} verifies the server`).toBe(ud.ssh_keys.ed25519_public.trim());
+        }
+        expect((await value(pulumi.output(run.program.sshHostKeys)))[name]).toBe(
+          ud.ssh_keys.ed25519_public.trim(),
+        );
+      });
+
       it(`${name}: user-data: networkd file on the port's MAC, addresses, gateways, resolvers; image check`, () => {
-        const ud = run.one(T.instance, name).inputs.userData as string;
+        const ud = unsecret(run.one(T.instance, name).inputs.userData) as string;
         expect(ud.startsWith("#cloud-config\n")).toBe(true);
         const files = (YAML.parse(ud) as { write_files: { path: string; content: string }[] }).write_files;
         const network = files.find((f) => f.path === NETWORK_FILE)!.content;
@@ -312,6 +361,12 @@ export function describeStack(stack: string, expected: StackExpectation): void {
       const { config, secretKeys } = stackConfig(stack, expected.variant);
       const needles = secretKeys.flatMap((k) => secretNeedles(config[k]).map((n) => ({ key: k, n })));
       expect(needles.length).toBeGreaterThanOrEqual(secretKeys.length);
+      // And each server's host key, which the program creates itself.
+      for (const r of run.byType(T.instance)) {
+        const ud = YAML.parse(unsecret(r.inputs.userData) as string) as CloudConfig;
+        for (const n of secretNeedles(ud.ssh_keys.ed25519_private))
+          needles.push({ key: `${r.name} host key`, n });
+      }
       const leaks: string[] = [];
       const search = (where: string, texts: string[]) => {
         for (const { key, n } of needles) {

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { expect, it } from "vitest";
-import { deployKeyFile } from "../../sandbox/nodes";
+import { deployKeyFile, nodeHostKey } from "../../sandbox/nodes";
 import { inNetns } from "../../sandbox/shell";
 import { queue } from "../../sandbox/node-host";
 import { rollout } from "../../sandbox/rollout";
@@ -105,22 +105,32 @@ export function statusTests(sb: Suite): void {
     const lon1 = sb.t.nodes.find((n) => n.name === "lon1")!;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-status-"));
     // The Pulumi CLI as `pulumi stack output --json --stack lon` answers after `pulumi up -s lon`.
-    const outputs = {
-      nodeAddresses: { lon1: { fqdn: lon1.fqdn, ipv4: lon1.ipv4 } },
-      clientCertificateTenants: [],
+    const bhs1 = sb.t.nodes.find((n) => n.name === "bhs1")!;
+    // The Pulumi CLI as `pulumi stack output --json --stack lon` answers; HOSTKEY is lon1's pinned key.
+    const status = (hostKey: string) => {
+      const outputs = {
+        nodeAddresses: { lon1: { fqdn: lon1.fqdn, ipv4: lon1.ipv4 } },
+        clientCertificateTenants: [],
+        sshHostKeys: { lon1: hostKey },
+      };
+      fs.writeFileSync(
+        path.join(dir, "pulumi"),
+        `#!/bin/sh\n[ "$*" = "stack output --json --stack lon" ] || exit 3\necho ${q(JSON.stringify(outputs))}\n`,
+        { mode: 0o755 },
+      );
+      return inNetns(
+        sb.t.wan.netns,
+        `cd ${q(PROJECT_ROOT)} && PATH=${q(dir)}:$PATH npx tsx scripts/status.ts --stack lon --json ` +
+          `--identity ${q(deployKeyFile(sb.t))}`,
+        undefined,
+        300_000,
+      );
     };
-    fs.writeFileSync(
-      path.join(dir, "pulumi"),
-      `#!/bin/sh\n[ "$*" = "stack output --json --stack lon" ] || exit 3\necho ${q(JSON.stringify(outputs))}\n`,
-      { mode: 0o755 },
-    );
-    const r = inNetns(
-      sb.t.wan.netns,
-      `cd ${q(PROJECT_ROOT)} && PATH=${q(dir)}:$PATH npx tsx scripts/status.ts --stack lon --json ` +
-        `--identity ${q(deployKeyFile(sb.t))} --known-hosts ${q(path.join(dir, "known_hosts"))}`,
-      undefined,
-      300_000,
-    );
+    // Another node's key where lon1's should be: status refuses to talk to it (no trust on first use).
+    const wrong = JSON.parse(status(nodeHostKey(sb.t, bhs1).publicKey.trim()).stdout) as FleetStatus;
+    expect(wrong.nodes.map((n) => [n.node, n.answered])).toEqual([["lon1", false]]);
+    expect(wrong.problems.join("\n")).toMatch(/Host key verification failed/);
+    const r = status(nodeHostKey(sb.t, lon1).publicKey.trim());
     const report = JSON.parse(r.stdout) as FleetStatus;
     expect(report.nodes.map((n) => [n.node, n.answered])).toEqual([["lon1", true]]);
     // The production render is byte for byte what the sandbox deployed: no drift, healthy.

@@ -9,6 +9,7 @@ export const OVERLAY_DESCRIPTION = [
   "config: deploySshPublicKey = the sandbox's own deploy key (sandbox/keys), not the stack's",
   "SSH host keys: made by ssh-keygen (sandbox/host-keys.ts) where the program's @pulumi/tls makes them;",
   "  the same user-data delivers them, and the deployer pins them in its known_hosts as remote.Command's hostKey",
+  "config: monitoringCidrs = the sandbox router (203.0.113.1/32), where the metrics tests scrape from",
   "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
   "DNS: tenant A's and the impostor's DKIM public keys are the sandbox's own (sandbox/dkim.ts), not Microsoft's",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
@@ -24,8 +25,16 @@ export const OVERLAY_DESCRIPTION = [
   "  machine's devices, not the node's, and udev would give the port's veth a generated MAC; a VM's NIC keeps it)",
 ];
 
+/** Where the sandbox's monitoring scrapes from: the router (wan namespace) on the nodes' network. */
+export const SANDBOX_MONITORING = "203.0.113.1/32";
+
 export function overlayConfig(cfg: StackConfig, deployPublicKey: string, acmeDirectory: string): StackConfig {
-  return { ...cfg, deploySshPublicKey: deployPublicKey, acmeServer: acmeDirectory };
+  return {
+    ...cfg,
+    deploySshPublicKey: deployPublicKey,
+    acmeServer: acmeDirectory,
+    monitoringCidrs: [SANDBOX_MONITORING],
+  };
 }
 
 /** The rendered bundle as a sandbox node gets it; EDIT is for tests that break a deploy on purpose. */

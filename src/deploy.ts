@@ -635,7 +635,13 @@ ${oldLogs} -mtime +14 -delete
       timer("header-rewrite: rotate Postfix's log daily", "OnCalendar=daily\nPersistent=true"),
     ],
   ];
-  const exporterArgs = `ARGS="--postfix.logfile_path=${POSTFIX_LOG} --web.listen-address=:${EXPORTERS.postfix.port}"\n`;
+  // Reachable from outside only when the security group opens them (monitoringCidrs); otherwise
+  // loopback, where the metrics step and npm run status read them.
+  const listen = cfg.monitoringCidrs.length ? "" : "127.0.0.1";
+  const postfixExporterArgs =
+    `ARGS="--postfix.logfile_path=${POSTFIX_LOG} ` +
+    `--web.listen-address=${listen}:${EXPORTERS.postfix.port}"\n`;
+  const nodeExporterArgs = `ARGS="--web.listen-address=${listen}:${EXPORTERS.node.port}"\n`;
   const install = (target: string, content: string) =>
     `${writeFile(`${target}.new`, content)}if cmp -s ${target}.new ${target}; then rm -f ${target}.new; ` +
     `else mv -f ${target}.new ${target}; CHANGED=yes; fi\n`;
@@ -648,11 +654,14 @@ ${oldLogs} -mtime +14 -delete
   const exporters = Object.values(EXPORTERS)
     .map((e) => e.name)
     .join(" ");
-  const ports = `node-exporter :${EXPORTERS.node.port} (with header-rewrite's), postfix-exporter :${EXPORTERS.postfix.port}`;
+  const ports =
+    `node-exporter ${listen}:${EXPORTERS.node.port} (with header-rewrite's), ` +
+    `postfix-exporter ${listen}:${EXPORTERS.postfix.port}`;
   const installs = [
     install(m.program, bundle.statusProgram),
     install(m.spec, spec),
-    install("/etc/default/prometheus-postfix-exporter", exporterArgs),
+    install("/etc/default/prometheus-postfix-exporter", postfixExporterArgs),
+    install("/etc/default/prometheus-node-exporter", nodeExporterArgs),
     ...files.map(([f, c]) => install(f, c)),
   ].join("");
   return `#!/bin/bash
@@ -678,7 +687,7 @@ systemctl daemon-reload
 systemctl enable --quiet --now ${Object.values(EXPORTERS)
     .map((e) => e.name)
     .join(" ")} ${m.service}.timer header-rewrite-postfix-logrotate.timer
-if [ "$CHANGED" = yes ]; then systemctl restart ${EXPORTERS.postfix.name}; fi
+if [ "$CHANGED" = yes ]; then systemctl restart ${exporters}; fi
 systemctl start ${m.service}.service || fail "the metrics collector failed (journalctl -u ${m.service})"
 scrape() {
   /usr/bin/python3 -c 'import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())' \\

@@ -296,6 +296,20 @@ describe("firewall", () => {
       firewallRules({ ...cfg, acmeChallenge: "dns-01" }, maps).filter((r) => r.port === 80),
     ).toHaveLength(0);
   });
+  it("the exporters listen beyond loopback only when the security group opens them (monitoringCidrs)", async () => {
+    const { firewallRules } = await import("../src/cloud");
+    const listens = (c: RenderContext) =>
+      [...scripts(c).metrics.matchAll(/--web\.listen-address=([\d.]*):(\d+)/g)].map(
+        (m) => `${m[1] || "*"}:${m[2]}`,
+      );
+    expect(firewallRules(cfg, maps).some((r) => r.port === 9100)).toBe(false);
+    expect(listens(ctx).sort()).toEqual(["127.0.0.1:9100", "127.0.0.1:9154"]);
+    const monitored = { ...ctx, cfg: { ...cfg, monitoringCidrs: ["198.51.100.9/32"] } };
+    expect(firewallRules(monitored.cfg, maps).filter((r) => r.port === 9100 || r.port === 9154)).toHaveLength(
+      2,
+    );
+    expect(listens(monitored).sort()).toEqual(["*:9100", "*:9154"]);
+  });
 });
 
 describe("npm run render", () => {

@@ -96,6 +96,7 @@ function legoTenantCertificates(
   const renew = `#!/bin/bash
 # header-rewrite: renew lego's tenant certificates (daily timer); the hook reloads Postfix.
 set -euo pipefail
+umask 077
 set -a; . ${LEGO_OVH_ENV}; set +a
 ${tenants
   .map(
@@ -129,8 +130,10 @@ WantedBy=timers.target
 install -d -m 700 ${LEGO_PATH}
 (umask 077; ${writeFile(LEGO_OVH_ENV, env.join("\n"))})
 ${writeFile(LEGO_RENEW, renew)}chmod 755 ${LEGO_RENEW}
-(set -a; . ${LEGO_OVH_ENV}; set +a
+# lego writes its account and certificate keys world-readable: root-only, whatever it did before.
+(umask 077; set -a; . ${LEGO_OVH_ENV}; set +a
 ${obtain})
+chmod -R go-rwx ${LEGO_PATH}
 if [ -d /run/systemd/system ]; then
 ${writeFile("/etc/systemd/system/header-rewrite-lego-renew.service", unit)}${writeFile(
     "/etc/systemd/system/header-rewrite-lego-renew.timer",

@@ -355,7 +355,11 @@ export const METADATA_GUARD = {
  * nftables rules letting only root reach ADDRESS (the metadata service: it serves user-data, and so
  * the host key, to whoever asks). A table of its own, replaced whole, beside any other ruleset.
  */
-export function renderMetadataGuard(address = METADATA_SERVICE): { file: string; rules: string; unit: string } {
+export function renderMetadataGuard(address = METADATA_SERVICE): {
+  file: string;
+  rules: string;
+  unit: string;
+} {
   const rules = `#!/usr/sbin/nft -f
 # header-rewrite: only root may ask ${address} (README, "Security model").
 table inet header_rewrite_guard

@@ -241,6 +241,18 @@ export function hardeningTests(sb: Suite): void {
           'while read -r f; do [ $(( 0$(stat -c %a "$f") & 4 )) -ne 0 ] && echo "$f"; done; true',
       );
       expect(world.stdout.trim(), n.name).toBe("");
+      // Configuration nobody but root may change, and certificate stores nobody but root may enter.
+      const writable = onNode(
+        n,
+        "find /etc/postfix/ /etc/postfix.releases /etc/letsencrypt /etc/header-rewrite /etc/ssh " +
+          "/usr/local/lib/header-rewrite /usr/local/sbin \\( ! -user root -o -perm /022 \\) ! -type l 2>/dev/null",
+      );
+      expect(writable.stdout.trim(), `${n.name}: not root's, or writable by others`).toBe("");
+      const stores = onNode(n, "stat -c '%n %a %U' /etc/letsencrypt/live /etc/letsencrypt/archive").stdout;
+      expect(stores.trim().split("\n"), n.name).toEqual([
+        "/etc/letsencrypt/live 700 root",
+        "/etc/letsencrypt/archive 700 root",
+      ]);
     }
   });
 

@@ -1,7 +1,7 @@
 // npm start: build the sandbox, push the production config to every node, send one message through
 // each node from tenant A and print what arrived where. The sandbox stays up (npm run sandbox:down).
 import * as path from "node:path";
-import { deployKeyFile } from "./nodes";
+import { deployKeyFile, knownHostsFile } from "./nodes";
 import { type Probe, probe, probeTable } from "./probe";
 import { runMain } from "./shell";
 import { DEFAULT_DIR } from "./topology";
@@ -26,8 +26,9 @@ From the outsider (refused):
 Messages at the tenant sinks (<id>.eml + <id>.json):
 ${t.sinks.map((s) => `  ${s.host}: ${s.dir}`).join("\n")}
 Node logs: ${path.join(dir, "nodes", "<node>", "root", "var", "log", "postfix.log")}
-A shell on a node:
-  sudo ip netns exec ${first.netns} ssh -i ${deployKeyFile(t)} debian@${first.ipv4}
+A shell on a node (verified by its pinned host key):
+  sudo ip netns exec ${first.netns} ssh -i ${deployKeyFile(t)} -o UserKnownHostsFile=${knownHostsFile(t)} \\
+    -o StrictHostKeyChecking=yes debian@${first.ipv4}
 Tear down: sudo npm run sandbox:down`);
   if (rows.some((r) => r.verdict === "FAIL")) process.exit(1);
 }

@@ -197,8 +197,15 @@ export function topologyJson(t: Topology): unknown {
       ipv6: n.ipv6,
       mac: n.mac,
       root: n.root,
-      // Log in as the deployer does, from the node's network (ip netns exec hr-wan ssh ...).
-      ssh: { user: "debian", keyFile: path.join(t.dir, "keys", "deploy"), from: t.wan.netns, host: n.ipv4 },
+      // Log in as the deployer does, from the node's network (ip netns exec hr-wan ssh ...), verifying
+      // the node's pinned host key (StrictHostKeyChecking=yes with this known_hosts).
+      ssh: {
+        user: "debian",
+        keyFile: path.join(t.dir, "keys", "deploy"),
+        knownHosts: path.join(t.dir, "keys", "known_hosts"),
+        from: t.wan.netns,
+        host: n.ipv4,
+      },
     })),
     clients: {
       allowed: { ...host(t.clients.allowed), dkim: t.clients.allowed.dkim },

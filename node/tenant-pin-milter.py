@@ -236,9 +236,8 @@ class PinMilter(Milter.Base):
         return b"".join(f"{n}:{v}".replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape") + b"\r\n"
                         for n, v in self.headers)
 
-    def rewrite_calendar(self, queue_id):
+    def rewrite_calendar(self, queue_id, block, body):
         """Meeting addresses get From's translation; any trouble leaves the body as sent (never lost)."""
-        block, body = self.header_block(), b"".join(self.chunks)
         if not calendar_rewrite.may_hold_calendar(block, body):
             return
         try:
@@ -264,6 +263,7 @@ class PinMilter(Milter.Base):
         name = policy["verdictHeader"]
         # A verdict header from outside is a forgery: remove every copy before anything else.
         self.remove_headers(name)
+        block, body = self.header_block(), b"".join(self.chunks)
         domain = domain_of(self.sender) or domain_of(email.utils.parseaddr(header_value(self.headers, "From") or "")[1])
         pin = pin_for(policy["pins"], domain)
         if pin is None:
@@ -272,8 +272,7 @@ class PinMilter(Milter.Base):
         elif pin["mode"] == "unpinned":
             verdict = Verdict(True, "unpinned domain: nothing checked")
         else:
-            message = self.header_block() + b"\r\n" + b"".join(self.chunks)
-            verdict = decide(pin, self.headers, message, read_secret())
+            verdict = decide(pin, self.headers, block + b"\r\n" + body, read_secret())
         state = "pass" if verdict.ok else ("temperror" if verdict.undecided else "fail")
         stamp = f"{state} ({pin['mode']}) {domain}: {verdict.text} [{pin['source']}]"
         log.info("%s: from=<%s> %s", queue_id, self.sender.strip("<>"), stamp)
@@ -287,7 +286,7 @@ class PinMilter(Milter.Base):
             # Rewriting From breaks tenant A's signatures: remove them so tenant B's recipients and
             # DMARC reports never see a failing d=old.example signature.
             self.remove_headers("DKIM-Signature", lambda v: signature_domain(signature_tags(v)) in pin["dkim"])
-        self.rewrite_calendar(queue_id)
+        self.rewrite_calendar(queue_id, block, body)
         self.addheader(name, " " + stamp)  # values keep their leading space (header_leading_space)
         return Milter.ACCEPT
 

@@ -37,12 +37,16 @@ export function nodeHostKey(t: Topology, n: SandboxNode): HostKey {
 
 /** The deployer's known_hosts: every node's address with its own pinned key (as remote.Command's hostKey). */
 export function knownHostsFile(t: Topology): string {
-  const file = path.join(t.dir, "keys", "known_hosts");
+  return path.join(t.dir, "keys", "known_hosts");
+}
+
+/** Writes knownHostsFile for every node of the topology (when a node starts: its key exists then). */
+function writeKnownHosts(t: Topology): void {
+  const file = knownHostsFile(t);
   const lines = t.nodes.flatMap((n) => [n.ipv4, n.ipv6].map((a) => knownHostsLine(a, nodeHostKey(t, n))));
   // Written whole and renamed: another command may be reading it.
   fs.writeFileSync(`${file}.new`, lines.join("\n") + "\n");
   fs.renameSync(`${file}.new`, file);
-  return file;
 }
 
 /** How the deployer reaches NODE: its pinned host key only (StrictHostKeyChecking=yes), the deploy key. */
@@ -107,6 +111,7 @@ export function nodeContext(
  */
 export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: (m: string) => void): void {
   const userData = renderUserData(ctx, nodeAddresses(t, n), nodeHostKey(t, n));
+  writeKnownHosts(t);
   const packages = (YAML.parse(userData) as { packages: string[] }).packages;
   const lower = imageRootfs(knownImage(ctx.cfg.image), packages, log);
   const [upper, work] = [path.join(n.dir, "upper"), path.join(n.dir, "work")];

@@ -30,7 +30,6 @@ function stackOutputs(stack: string): Record<string, unknown> {
 
 /** Every node of a deployed stack, reached as the remote commands reach it (deploy user, sudo). */
 function stackTargets(stack: string, identity?: string, explicitKnownHosts?: string): StatusTarget[] {
-  let knownHosts = explicitKnownHosts;
   const cfg = loadStackConfig(stack);
   const maps = loadMaps(MAPS_DIR);
   const out = stackOutputs(stack);
@@ -38,10 +37,11 @@ function stackTargets(stack: string, identity?: string, explicitKnownHosts?: str
   const certTenants = ((out.clientCertificateTenants ?? []) as string[]).slice().sort();
   // Verified by the host keys the program pinned (stack output sshHostKeys), never trusted on first use.
   const hostKeys = (out.sshHostKeys ?? {}) as Record<string, string>;
-  if (!knownHosts) {
-    knownHosts = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "hr-status-")), "known_hosts");
-    const lines = cfg.nodes.filter((n) => addresses[n] && hostKeys[n]);
-    fs.writeFileSync(knownHosts, lines.map((n) => `${addresses[n].ipv4} ${hostKeys[n]}\n`).join(""));
+  const knownHosts =
+    explicitKnownHosts ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), "hr-status-")), "known_hosts");
+  if (!explicitKnownHosts) {
+    const pinned = cfg.nodes.filter((n) => addresses[n] && hostKeys[n]);
+    fs.writeFileSync(knownHosts, pinned.map((n) => `${addresses[n].ipv4} ${hostKeys[n]}\n`).join(""));
   }
   return cfg.nodes.map((name) => {
     const ipv4 = addresses[name]?.ipv4;

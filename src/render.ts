@@ -349,14 +349,14 @@ export const METADATA_SERVICE = "169.254.169.254";
 export const METADATA_GUARD = {
   name: "header-rewrite-metadata-guard",
   file: "/etc/header-rewrite/metadata-guard.nft",
+  unitFile: "/etc/systemd/system/header-rewrite-metadata-guard.service",
 };
 
 /**
  * nftables rules letting only root reach ADDRESS (the metadata service: it serves user-data, and so
  * the host key, to whoever asks). A table of its own, replaced whole, beside any other ruleset.
  */
-export function renderMetadataGuard(address = METADATA_SERVICE): {
-  file: string;
+export function renderMetadataGuard(address = METADATA_SERVICE): typeof METADATA_GUARD & {
   rules: string;
   unit: string;
 } {
@@ -384,7 +384,7 @@ ExecStart=/usr/sbin/nft -f ${METADATA_GUARD.file}
 [Install]
 WantedBy=multi-user.target
 `;
-  return { file: METADATA_GUARD.file, rules, unit };
+  return { ...METADATA_GUARD, rules, unit };
 }
 
 export function renderUserData(ctx: RenderContext, addrs: NodeAddresses, hostKey: HostKey): string {
@@ -392,11 +392,7 @@ export function renderUserData(ctx: RenderContext, addrs: NodeAddresses, hostKey
     hostKey: { privateKey: hostKey.privateKey.trim(), publicKey: hostKey.publicKey.trim() },
     sshdConfig: renderSshdConfig(ctx.cfg),
     rebootPolicy: renderRebootPolicy(ctx.cfg, ctx.node),
-    metadataGuard: {
-      ...renderMetadataGuard(),
-      unitFile: `/etc/systemd/system/${METADATA_GUARD.name}.service`,
-      unitName: METADATA_GUARD.name,
-    },
+    metadataGuard: renderMetadataGuard(),
     stack: ctx.stack,
     region: ctx.cfg.region,
     node: ctx.node,

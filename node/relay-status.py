@@ -2,8 +2,9 @@
 
 Sent on stdin by `npm run status` (src/status.ts builds the call), or installed by the metrics
 step and run by its timer with --prometheus; it changes nothing on the node and sends no mail.
-The spec (statusSpec() in src/deploy.ts): fqdn, release marker, Postfix's log, tenants (id, next
-hop, posttls-finger arguments), certificates (label, file) and hours (the window for log counts).
+The spec (statusSpec() in src/deploy.ts): fqdn, release marker, Postfix's log, the pinning milter
+(service, log), tenants (id, next hop, posttls-finger arguments), certificates (label, file) and
+hours (the window for log counts).
 """
 
 import json
@@ -98,6 +99,42 @@ def deliveries(spec, now):
     return {t["id"]: {"sent": sent[t["id"]],
                       "bounced": [{"reason": r, "count": c} for r, c in bounced[t["id"]].most_common(5)]}
             for t in spec["tenants"]}
+
+
+# The pinning milter's verdict line (node/tenant-pin-milter.py):
+# "QUEUEID: from=<sender> STATE (MODE) DOMAIN: TEXT [SOURCE]".
+VERDICT = re.compile(r"from=<[^>]*> (pass|fail|temperror) \((enforce|monitor)\) (\S+): (.*) \[[^\]]*\]$")
+
+
+def milter_lines(spec, now):
+    """The milter's log lines in the window: its journal under systemd, else its whole log file."""
+    m = spec["pinMilter"]
+    if os.path.isdir("/run/systemd/system"):
+        since = f"@{int(now - spec['hours'] * 3600)}"
+        code, out, _ = run(["journalctl", "-q", "--no-pager", "-o", "cat", "-u", m["service"], "--since", since])
+        return out.splitlines() if code == 0 else []
+    try:
+        with open(m["log"], errors="replace") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def pin_verdicts(spec, now):
+    """Per sender domain and mode: verdicts by state, and the reasons of the others (numbers as N)."""
+    found = {}
+    for line in milter_lines(spec, now):
+        v = VERDICT.search(line)
+        if not v:
+            continue
+        state, mode, domain, text = v.groups()
+        d = found.setdefault((domain, mode), {"domain": domain, "mode": mode, "pass": 0, "fail": 0,
+                                              "temperror": 0, "reasons": Counter()})
+        d[state] += 1
+        if state != "pass":
+            d["reasons"][re.sub(r"\d+", "N", text.split(" (")[0])] += 1
+    return [{**d, "reasons": [{"reason": r, "count": c} for r, c in d["reasons"].most_common(5)]}
+            for _, d in sorted(found.items())]
 
 
 def certificate(label, path, now):
@@ -211,6 +248,7 @@ def report(spec, now):
         "release": release(spec["releaseMarker"]),
         "queue": queue(now),
         "deliveries": deliveries(spec, now),
+        "pinning": pin_verdicts(spec, now),
         "certificates": [certificate(c["label"], c["file"], now) for c in spec["certificates"]],
         "nexthops": [handshake(t) for t in spec["tenants"]],
     }

@@ -125,11 +125,17 @@ def check_dkim(pin, message, signatures):
     candidates = [(i, t) for i, t in signatures if signature_domain(t) in wanted]
     if not candidates:
         return Verdict(False, f"no DKIM signature by {' or '.join(wanted)}", xcode="5.7.21")
-    failures = []
+    failures = []  # (text, RFC 7372 code): 5.7.21 not acceptable by policy, 5.7.20 does not verify
     for i, tags in candidates:
         d = signature_domain(tags)
         if b"from" not in signed_headers(tags):
-            failures.append(f"the signature by {d} does not sign From")
+            failures.append((f"the signature by {d} does not sign From", "5.7.21"))
+            continue
+        if b"l" in tags:
+            # Text after the signed length would be relayed unsigned (RFC 6376 §8.2). Exchange Online
+            # never sets l=, so refusing the signature costs no real mail.
+            failures.append((f"the signature by {d} has l= (a body length limit, never set by Exchange "
+                             "Online): text after it would be unsigned", "5.7.21"))
             continue
         collector = Collector()
         try:
@@ -141,8 +147,9 @@ def check_dkim(pin, message, signatures):
         if ok:
             return Verdict(True, f"dkim d={d} s={tags.get(b's', b'').decode('ascii', 'replace')}", signature=tags)
         why = "; ".join(collector.messages) or "signature does not verify"
-        failures.append(f"the signature by {d} does not verify ({why})")
-    return Verdict(False, failures[0], xcode="5.7.20")
+        failures.append((f"the signature by {d} does not verify ({why})", "5.7.20"))
+    text, xcode = failures[0]
+    return Verdict(False, text, xcode=xcode)
 
 
 def check_date(pin, headers, signature):
@@ -151,9 +158,11 @@ def check_date(pin, headers, signature):
         return None
     if signature is not None and b"date" not in signed_headers(signature):
         return Verdict(False, "the signature does not sign Date, so the message's age is unknown", xcode="5.7.21")
+    # The last Date is the one the signature covers (RFC 6376 §5.4.2); single_fields() refuses a
+    # second one before this, so here there is one.
     dates = [v for n, v in headers if n.lower() == "date"]
     try:
-        sent = email.utils.parsedate_to_datetime(dates[0].strip()).timestamp()
+        sent = email.utils.parsedate_to_datetime(dates[-1].strip()).timestamp()
     except (IndexError, TypeError, ValueError):
         return Verdict(False, "the message has no readable Date header")
     age = time.time() - sent
@@ -164,19 +173,53 @@ def check_date(pin, headers, signature):
     return None
 
 
+def header_values(headers, name):
+    return [v.strip() for n, v in headers if n.lower() == name.lower()]
+
+
 def header_value(headers, name):
-    values = [v.strip() for n, v in headers if n.lower() == name.lower()]
+    values = header_values(headers, name)
     return values[0] if len(values) == 1 else None
+
+
+# Fields a message carries at most once (RFC 5322 §3.6, RFC 2045 §3). A verifier hashes the last copy
+# of a signed field (RFC 6376 §5.4.2, §8.15), so a copy added above a genuine message shows readers, and
+# anything that reads the first copy, a value no signature covers; Exchange Online writes one of each.
+SINGLE_FIELDS = ("From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Date", "Subject", "Message-ID",
+                 "In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+
+
+def single_fields(headers):
+    for name in SINGLE_FIELDS:
+        count = len(header_values(headers, name))
+        if count > 1:
+            return Verdict(False, f"the message has {count} {name} fields (RFC 5322 allows one; a signature "
+                                  "covers only the last): a copy added to a genuine message?")
+    return None
+
+
+def exactly_one(headers, name, what):
+    """A Verdict when header NAME is not there exactly once, else None."""
+    count = len(header_values(headers, name))
+    if count == 1:
+        return None
+    state = "missing" if count == 0 else f"repeated ({count} copies)"
+    return Verdict(False, f"header {name} is {state}; want exactly one ({what})")
 
 
 def decide(pin, headers, message, secret):
     """Every requirement of the pin, in order; the first failure is the verdict."""
+    twice = single_fields(headers)
+    if twice:
+        return twice
     if pin.get("secretHeader"):
-        got = header_value(headers, pin["secretHeader"])
         if secret is None:
             return Verdict(False, "the secret header's value is not installed on this node", "451", "4.7.0", True)
-        if got is None or not hmac.compare_digest(got.encode(), secret.encode()):
-            return Verdict(False, f"header {pin['secretHeader']} is missing or wrong (tenant A's transport rule)")
+        wrong = exactly_one(headers, pin["secretHeader"], "tenant A's transport rule sets it")
+        if wrong:
+            return wrong
+        if not hmac.compare_digest(header_value(headers, pin["secretHeader"]).encode(), secret.encode()):
+            return Verdict(False, f"header {pin['secretHeader']} is wrong (tenant A's transport rule)")
     passed = Verdict(True, "secret-header")
     if pin["dkim"]:
         sigs = [(i, signature_tags(v)) for i, v in enumerate(v for n, v in headers if n.lower() == "dkim-signature")]
@@ -188,9 +231,10 @@ def decide(pin, headers, message, secret):
             return late
     for key, header in (("originatorOrg", "X-OriginatorOrg"), ("tenantId", "X-MS-Exchange-CrossTenant-Id")):
         if pin.get(key):
+            wrong = exactly_one(headers, header, pin[key])
+            if wrong:
+                return wrong
             got = header_value(headers, header)
-            if got is None:
-                return Verdict(False, f"{header} is missing or repeated (want exactly one: {pin[key]})")
             if got.lower() != pin[key]:
                 return Verdict(False, f"{header} is {got!r}, not {pin[key]}")
     return passed

@@ -20,6 +20,8 @@ export interface DkimSignature extends DkimKey {
   /** Defaults: relaxed/relaxed and the headers Exchange Online signs. */
   canon?: string;
   headers?: string[];
+  /** Adds l= (the signed body length), which Exchange Online never does. */
+  length?: boolean;
 }
 
 /** What Exchange Online lists in h= (seen in its signatures): From first, Date among them. */
@@ -84,6 +86,7 @@ export function signMessage(message: string, s: DkimSignature): string {
       s.selector,
       s.canon ?? "relaxed/relaxed",
       (s.headers ?? EXO_SIGNED_HEADERS).join(","),
+      ...(s.length ? ["l="] : []),
     ],
     { input: Buffer.from(message, "latin1") },
   );

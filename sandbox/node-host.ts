@@ -55,11 +55,15 @@ function nodePid(h: NodeHost): number | undefined {
   return undefined;
 }
 
+/** What a command on a node starts with, as after an SSH login: nothing of this machine's environment. */
+const NODE_ENV =
+  "env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8";
+
 /** Runs a bash command inside a node (mount, UTS, network and PID namespaces), as root. */
 export function onNode(h: NodeHost, command: string, input?: string, timeoutMs?: number): Result {
   const pid = nodePid(h);
   if (!pid) return { status: -1, stdout: "", stderr: `node ${h.name} is not running` };
-  return sh(`nsenter -t ${pid} -m -u -n -p -- bash -c ${q(command)}`, input, timeoutMs);
+  return sh(`${NODE_ENV} nsenter -t ${pid} -m -u -n -p -- bash -c ${q(command)}`, input, timeoutMs);
 }
 
 /** The last lines of the node's Postfix log (maillog_file). */
@@ -76,7 +80,8 @@ export function nodeLog(h: NodeHost, lines = 40): string {
 /** A command's output and the node's recent Postfix log, for assertion messages. */
 export function explainOnNode(h: NodeHost, r?: Result, lines = 25): string {
   const output = r ? `exit ${r.status}\n${r.stdout}\n${r.stderr}\n` : "";
-  return `${output}--- ${h.name} postfix log ---\n${nodeLog(h, lines)}`;
+  const milter = milterLog(h).trim().split("\n").slice(-lines).join("\n");
+  return `${output}--- ${h.name} postfix log ---\n${nodeLog(h, lines)}\n--- ${h.name} pinning milter log ---\n${milter}`;
 }
 
 /** Postfix's master PID on the node: unchanged as long as Postfix was only reloaded. */

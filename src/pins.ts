@@ -27,7 +27,12 @@ export interface TenantPin extends Origin {
 export const PIN_VERDICT_HEADER = "X-Header-Rewrite-Pin";
 
 /** Exchange Online gives up after 24 h (2019 change to message expiration); twice that is slack. */
-export const DEFAULT_MAX_AGE_HOURS = 48;
+/**
+ * Seven days: Exchange Online dates a message when the user pressed Send, so mail scheduled over a
+ * weekend or sent from a device that was offline arrives with an older Date (README, "Replay, and
+ * what remains").
+ */
+export const DEFAULT_MAX_AGE_HOURS = 168;
 
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const HEADER_NAME = /^[A-Za-z0-9-]{1,64}$/;
@@ -102,7 +107,7 @@ function parsePin(l: MapLine, r: Report): TenantPin | undefined {
     } else if (lname === "max-age" && arg) {
       const m = /^(\d{1,4})([hd])$/.exec(arg);
       if (!m || Number(m[1]) === 0)
-        return bad(token, "is not a duration", "write hours or days, e.g. max-age=48h or max-age=3d");
+        return bad(token, "is not a duration", "write hours or days, e.g. max-age=168h or max-age=14d");
       maxAge = Number(m[1]) * (m[2] === "d" ? 24 : 1);
     } else {
       return bad(

@@ -18,6 +18,8 @@ export interface NodeStatus {
     error: string | null;
   };
   deliveries: Record<string, { sent: number; bounced: { reason: string; count: number }[] }>;
+  /** The pinning milter's verdicts in the window, per sender domain and mode (absent on older nodes). */
+  pinning?: PinVerdicts[];
   certificates: {
     label: string;
     file: string;
@@ -28,6 +30,16 @@ export interface NodeStatus {
     error?: string;
   }[];
   nexthops: { tenant: string; nexthop: string; ok: boolean; detail: string }[];
+}
+
+export interface PinVerdicts {
+  domain: string;
+  mode: "enforce" | "monitor";
+  pass: number;
+  fail: number;
+  temperror: number;
+  /** Why the others failed, numbers written N, most frequent first. */
+  reasons: { reason: string; count: number }[];
 }
 
 /** Thresholds an operator may tune (`npm run status -- --help`). */
@@ -199,6 +211,22 @@ export function assessNode(
       );
     }
   }
+  for (const p of s.pinning ?? []) {
+    const unsigned = p.reasons.find((r) => r.reason.startsWith("no DKIM signature by"));
+    if (p.mode === "monitor" && p.fail)
+      v.warnings.push(
+        `${p.domain} (monitor): ${p.fail} of ${p.pass + p.fail + p.temperror} message(s) would be refused: ` +
+          p.reasons.map((r) => `${r.count} × ${r.reason}`).join("; ") +
+          (unsigned
+            ? " (hint: Exchange Online did not DKIM-sign them: do not enforce dkim= for this domain yet; " +
+              'README, "Which connector type tenant A sends through")'
+            : ""),
+      );
+    if (p.temperror)
+      v.warnings.push(
+        `${p.domain} (${p.mode}): ${p.temperror} message(s) deferred because a check could not decide (DNS)`,
+      );
+  }
   for (const [tenant, d] of Object.entries(s.deliveries)) {
     for (const b of d.bounced) {
       const hint = reasonHint(b.reason);
@@ -273,6 +301,12 @@ export function formatReport(verdicts: NodeVerdict[], budget: ReturnType<typeof 
         out.push(`  ${h.ok ? "ok  " : "FAIL"} ${h.tenant} ${h.nexthop}: ${h.detail}`);
       for (const [tenant, d] of Object.entries(s.deliveries))
         out.push(`  relayed to ${tenant} (24 h): ${d.sent}`);
+      for (const p of s.pinning ?? [])
+        out.push(
+          `  pinning ${p.domain} (${p.mode}, 24 h): ${p.pass} pass, ${p.fail} ${p.mode === "monitor" ? "fail" : "refused"}` +
+            (p.temperror ? `, ${p.temperror} deferred` : "") +
+            p.reasons.map((r) => `\n    ${r.count} × ${r.reason}`).join(""),
+        );
     }
     for (const p of v.problems) out.push(`  problem: ${p}`);
     for (const w of v.warnings) out.push(`  warning: ${w}`);

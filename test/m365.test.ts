@@ -216,11 +216,13 @@ describe("a map or stack edit changes the scripts exactly where expected", () =>
   });
 
   it("waves: the rules take only a group's members, from a date", async () => {
-    const opts = { waveGroup: "relay-wave-1@old.example", activationDate: "2026-12-01T08:00:00Z" };
+    // A week from the run, as an operator would plan a wave.
+    const activationDate = new Date(Date.now() + 7 * 86_400_000).toISOString().replace(/\.\d+Z$/, "Z");
+    const opts = { waveGroup: "relay-wave-1@old.example", activationDate };
     const a = m365Files(planM365(loadMaps(MAPS_DIR), fleet(), opts), opts)["tenant-a.ps1"];
     expect(await paramsOf(a, "New-TransportRule")).toMatchObject({
       FromMemberOf: ["relay-wave-1@old.example"],
-      ActivationDate: ["2026-12-01T08:00:00Z"],
+      ActivationDate: [activationDate],
     });
     expect(await check(a)).toEqual([]);
   });

@@ -138,6 +138,32 @@ describe("status", () => {
     ]);
   });
 
+  it("monitor mode: unsigned mail is a warning that says not to enforce yet; enforce refusals are counts", () => {
+    const s = healthy();
+    s.pinning = [
+      {
+        domain: "old.example",
+        mode: "monitor",
+        pass: 117,
+        fail: 3,
+        temperror: 0,
+        reasons: [{ reason: "no DKIM signature by old.example or tenanta.onmicrosoft.com", count: 3 }],
+      },
+      { domain: "legacy.example", mode: "enforce", pass: 9, fail: 4, temperror: 1, reasons: [] },
+    ];
+    const v = assessNode("lon1", s, bundle, DEFAULT_LIMITS);
+    expect(v.problems).toEqual([]);
+    expect(v.warnings).toEqual([
+      "old.example (monitor): 3 of 120 message(s) would be refused: 3 × no DKIM signature by old.example or " +
+        "tenanta.onmicrosoft.com (hint: Exchange Online did not DKIM-sign them: do not enforce dkim= for this " +
+        'domain yet; README, "Which connector type tenant A sends through")',
+      "legacy.example (enforce): 1 message(s) deferred because a check could not decide (DNS)",
+    ]);
+    // Every message passing in monitor mode: nothing to warn about.
+    s.pinning = [{ ...s.pinning[0], pass: 120, fail: 0, reasons: [] }];
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).warnings).toEqual([]);
+  });
+
   it("tenant B's recipient budget: summed over the nodes, a warning from 80 %, a problem at the limit", () => {
     const v = (sent: number) =>
       assessNode(

@@ -57,6 +57,57 @@ export function corpusMessage(file: string): string {
   return fs.readFileSync(path.join(CORPUS, file), "utf8");
 }
 
+/** A corpus message as tenant A sends it now, and the names its re-dated header values go by. */
+export interface SentNow {
+  raw: string;
+  /** Each re-dated header value (as the message carries it) and its placeholder in golden files. */
+  dates: Map<string, string>;
+}
+
+const RFC5322_DATE = /^(Date|Resent-Date):[ \t]*(.+)$/gim;
+/** How Exchange Online stamps its arrival time: `24 Nov 2026 09:15:02.1234 (UTC)`. */
+const ARRIVAL =
+  /^(X-MS-Exchange-CrossTenant-originalarrivaltime):[ \t]*(\d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d)(\.\d+)? \(UTC\)$/gim;
+
+const rfc5322 = (t: Date) => t.toUTCString().replace("GMT", "+0000");
+const arrival = (t: Date, fraction: string) =>
+  rfc5322(t)
+    .replace(/^\w{3}, /, "")
+    .replace(" +0000", `${fraction} (UTC)`);
+
+/**
+ * FILE dated when it is sent (AT, default now), as Exchange Online dates what it sends: every
+ * header timestamp (Date, Resent-Date, Exchange's arrival stamp) moves by the same amount, so the
+ * fixture's intervals stay. Body text (a read receipt's wording, a calendar's DTSTAMP) is content and
+ * stays as written: nothing on the path compares it with the clock.
+ */
+export function sentNow(file: string, at = new Date()): SentNow {
+  const fixture = corpusMessage(file);
+  const split = fixture.search(/\r?\n\r?\n/);
+  const head = fixture.slice(0, split);
+  const written = Date.parse(/^Date:[ \t]*(.+)$/im.exec(head)![1]);
+  const shift = Math.floor(at.getTime() / 1000) * 1000 - written;
+  const dates = new Map<string, string>();
+  const offset = (t: number) => {
+    const s = Math.round((t - written) / 1000);
+    return s === 0 ? "" : ` ${s > 0 ? "+" : "-"} ${Math.abs(s)} s`;
+  };
+  const dated = head
+    .replace(RFC5322_DATE, (_, name: string, value: string) => {
+      const t = Date.parse(value);
+      const now = rfc5322(new Date(t + shift));
+      dates.set(now, `(sent${offset(t)})`);
+      return `${name}: ${now}`;
+    })
+    .replace(ARRIVAL, (_, name: string, value: string, fraction = "") => {
+      const t = Date.parse(`${value} +0000`);
+      const now = arrival(new Date(t + shift), fraction);
+      dates.set(now, `(sent${offset(t)}, as Exchange stamps arrival)`);
+      return `${name}: ${now}`;
+    });
+  return { raw: dated + fixture.slice(split), dates };
+}
+
 export interface Summary {
   headers: [string, string][];
   parts: { path: string; type: string; sha256: string; calendar?: string[] }[];
@@ -75,21 +126,28 @@ export const unfold = (v: string) => v.replace(/\r?\n[ \t]+/g, " ").trim();
 /** What tenant B receives, as the golden files record it. */
 export interface Received {
   envelopeSender: string;
-  /** Every field but Received, unfolded; the relaying node's name is written "(node)". */
+  /**
+   * Every field but Received, unfolded; the relaying node's name is written "(node)", a timestamp
+   * exactly as sent by its placeholder ("(sent)", "(sent + 58 s)"): any other value is compared as is.
+   */
   headers: [string, string][];
   /** Per MIME leaf: unchanged (same bytes as sent) or the new hash, and a calendar's address lines. */
   parts: { path: string; type: string; unchanged: boolean; sha256: string; calendar?: string[] }[];
 }
 
-export function received(sent: string, got: string, envelopeSender: string, nodeFqdn: string): Received {
-  const before = summary(sent);
+/** What tenant B received of SENT (re-dated by sentNow: its dates are written as their placeholders). */
+export function received(sent: SentNow, got: string, envelopeSender: string, nodeFqdn: string): Received {
+  const before = summary(sent.raw);
   const after = summary(got);
   const hashes = new Map(before.parts.map((p) => [p.path, p.sha256]));
   return {
     envelopeSender,
     headers: after.headers
       .filter(([n]) => n.toLowerCase() !== "received")
-      .map(([n, v]) => [n, unfold(v).replaceAll(nodeFqdn, "(node)")]),
+      .map(([n, v]) => {
+        const value = unfold(v);
+        return [n, sent.dates.get(value) ?? value.replaceAll(nodeFqdn, "(node)")];
+      }),
     parts: after.parts.map((p) => ({
       path: p.path,
       type: p.type,

@@ -6,7 +6,7 @@
 import { expect, it } from "vitest";
 import { refusal, waitForMessage } from "../../sandbox/mail";
 import { milterLog } from "../../sandbox/node-host";
-import { CORPUS_CASES, corpusMessage, expectGolden, received } from "../helpers/corpus";
+import { CORPUS_CASES, expectGolden, received, sentNow } from "../helpers/corpus";
 import type { Suite } from "./harness";
 
 const MESSAGE_ID = /^Message-ID:\s*(<[^>]+>)/im;
@@ -18,7 +18,8 @@ export function corpusTests(sb: Suite): void {
     const sent = [];
     for (const n of relays()) {
       for (const c of CORPUS_CASES) {
-        const raw = corpusMessage(c.file);
+        const dated = sentNow(c.file);
+        const raw = dated.raw;
         // One Message-ID per node, so each arrival is found; put back before the comparison.
         const original = MESSAGE_ID.exec(raw)![1];
         const unique = `<corpus-${c.file.replace(/\.eml$/, "")}-${n.name}-${Date.now()}@test.sandbox.example>`;
@@ -29,10 +30,10 @@ export function corpusTests(sb: Suite): void {
           continue;
         }
         expect(r.status, `${n.name} ${c.file}\n${sb.explain(r, n)}`).toBe(0);
-        sent.push({ n, c, raw, original, unique });
+        sent.push({ n, c, dated, original, unique });
       }
     }
-    for (const { n, c, raw, original, unique } of sent) {
+    for (const { n, c, dated, original, unique } of sent) {
       const got = await waitForMessage(sb.t, unique.slice(1, -1));
       expect(
         got,
@@ -41,7 +42,7 @@ export function corpusTests(sb: Suite): void {
       expect(got!.record.node, c.file).toBe(n.name);
       expect(got!.sink, c.file).toBe("[new-example.mail.protection.outlook.com]");
       const eml = got!.eml.replace(unique, original);
-      expectGolden(c.file, received(raw, eml, got!.record.mailFrom, n.fqdn));
+      expectGolden(c.file, received(dated, eml, got!.record.mailFrom, n.fqdn));
     }
     console.log(
       `${sent.length} corpus messages through ${relays()

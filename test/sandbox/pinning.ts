@@ -10,6 +10,7 @@ import { milterLog, nodeLog } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { readSink } from "../../sandbox/mail";
 import type { Suite } from "./harness";
+import { replays } from "../helpers/replays";
 
 const alice = { from: "alice@old.example", headers: ["From: Alice <alice@old.example>"] };
 const GENUINE_BODY = "This is a test mailing";
@@ -70,7 +71,8 @@ export function pinningTests(sb: Suite): void {
   it("refused with a 5.7.x naming the check, nothing reaching a sink: the impostor however dressed, A unsigned", async () => {
     const impostor = sb.t.clients.impostor;
     const a = sb.t.clients.allowed.dkim;
-    const attempts: [string, Parameters<Suite["send"]>[1], RegExp][] = [
+    type Attempt = [string, Parameters<Suite["send"]>[1], RegExp];
+    const attempts: Attempt[] = [
       ["impostor, unsigned", { ...alice, netns: impostor.netns, dkim: undefined }, /^550 5\.7\.21 /],
       [
         "impostor, signed as itself",
@@ -98,6 +100,8 @@ export function pinningTests(sb: Suite): void {
         /^550 5\.7\.20 /,
       ],
       ["tenant A, unsigned", { ...alice, dkim: undefined }, /^550 5\.7\.21 /],
+      // Genuine signatures the impostor received and reuses (issue 26).
+      ...replays(a, alice).map((c): Attempt => [c.what, { ...c.message, netns: impostor.netns }, c.reply]),
     ];
     const sinksBefore = sinkCount(sb.t);
     const trapBefore = trapCount(sb);

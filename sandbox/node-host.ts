@@ -44,6 +44,13 @@ export function bootContainer(h: NodeHost, root: string): void {
   );
 }
 
+/** The moved clock this process runs under (libfaketime, scripts/test-future.sh), if any. */
+export function movedClock(): { lib: string; offset: string } | undefined {
+  const lib = process.env.LD_PRELOAD;
+  const offset = process.env.FAKETIME;
+  return lib?.includes("libfaketime") && offset ? { lib, offset } : undefined;
+}
+
 /** The node's PID 1 as seen from this machine, for entering all of its namespaces. */
 function nodePid(h: NodeHost): number | undefined {
   const pids = sh(`ip netns pids ${h.netns} 2>/dev/null`).stdout.trim().split("\n").filter(Boolean);

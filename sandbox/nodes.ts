@@ -21,7 +21,7 @@ import { gatedSteps } from "../src/rollout";
 import { imageRootfs } from "./image";
 import { hostKeyIn, knownHostsLine } from "./host-keys";
 import { NODE_IFACE } from "./network";
-import { bootContainer } from "./node-host";
+import { bootContainer, movedClock } from "./node-host";
 import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
 import { type Result, must, sh, shAsync } from "./shell";
 import { NETWORKS, type SandboxNode, type StackInput, type Topology, gatewayOf } from "./topology";
@@ -122,7 +122,7 @@ export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: 
     ),
     `mounting ${n.name}'s root filesystem`,
   );
-  const put = (rel: string, content: string, mode = 0o644) => {
+  const put = (rel: string, content: string | Buffer, mode = 0o644) => {
     const f = path.join(n.root, rel);
     fs.mkdirSync(path.dirname(f), { recursive: true });
     fs.writeFileSync(f, content, { mode });
@@ -137,6 +137,14 @@ export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: 
     fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"),
   );
   for (const [rel, content] of Object.entries(etc)) put(`etc/${rel}`, content);
+  // A clock moved by libfaketime (scripts/test-future.sh) reaches the node: the library, the preload
+  // list and the offset in its root filesystem, so systemd and everything it starts read it.
+  const moved = movedClock();
+  if (moved) {
+    put(moved.lib.slice(1), fs.readFileSync(moved.lib));
+    put("etc/ld.so.preload", `${moved.lib}\n`);
+    put("etc/faketimerc", `${moved.offset}\n`);
+  }
   bootContainer(n, n.root);
 }
 

@@ -49,6 +49,8 @@ async function conversation(commands: string[]): Promise<string[]> {
   listen(socket);
   replies.push(await say("EHLO client.example"));
   for (const c of commands) replies.push(await say(c));
+  // Every reply is in: a reset while the server closes after QUIT (seen now and then) changes nothing.
+  socket.on("error", () => undefined);
   socket.end("QUIT\r\n");
   return replies;
 }

@@ -23,6 +23,7 @@ export const OVERLAY_DESCRIPTION = [
   "OVH API and name servers for the tenants' domains: a stand-in (sandbox/ovh-api.ts) behind eu.api.ovh.com",
   "node /etc/systemd/network/10-sandbox-keep-mac.link: udev changes no MAC (in the container /sys lists this",
   "  machine's devices, not the node's, and udev would give the port's veth a generated MAC; a VM's NIC keeps it)",
+  "under scripts/test-future.sh only: libfaketime moves the node's clock (sandbox/nodes.ts, startNode)",
 ];
 
 /** Where the sandbox's monitoring scrapes from: the router (wan namespace) on the nodes' network. */

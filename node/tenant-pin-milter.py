@@ -152,6 +152,12 @@ def check_dkim(pin, message, signatures):
     return Verdict(False, text, xcode=xcode)
 
 
+def duration(seconds):
+    """An age as an admin reads it in an NDR: whole hours and minutes ("48 h 3 min")."""
+    hours, minutes = divmod(int(seconds // 60), 60)
+    return f"{hours} h {minutes} min"
+
+
 def check_date(pin, headers, signature):
     hours = pin["maxAgeHours"]
     if not hours:
@@ -167,9 +173,9 @@ def check_date(pin, headers, signature):
         return Verdict(False, "the message has no readable Date header")
     age = time.time() - sent
     if age > hours * 3600:
-        return Verdict(False, f"the signed Date is {age / 3600:.0f} h old (max-age {hours} h): a replayed message?")
+        return Verdict(False, f"the signed Date is {duration(age)} old (max-age {hours} h): a replayed message?")
     if age < -2 * 3600:
-        return Verdict(False, "the signed Date is more than 2 h in the future")
+        return Verdict(False, f"the signed Date is {duration(-age)} in the future (at most 2 h allowed)")
     return None
 
 

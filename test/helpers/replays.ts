@@ -39,9 +39,18 @@ export function replays(key: DkimKey, alice: { from: string; headers: string[] }
       reply: /^550 5\.7\.1 .*the message has 2 Date fields \(RFC 5322 allows one/,
     },
     {
+      what: "a genuine signature dated 3 h 5 min ahead (the window's other end)",
+      message: {
+        ...alice,
+        dkim: key,
+        headers: [...alice.headers, `Date: ${rfc5322(Date.now() + 185 * 60_000)}`],
+      },
+      reply: /^550 5\.7\.1 .*the signed Date is 3 h [45] min in the future \(at most 2 h allowed\)/,
+    },
+    {
       what: "a genuine signature ten days old (the signed Date)",
       message: { ...alice, dkim: key, headers: aged },
-      reply: /^550 5\.7\.1 .*the signed Date is 240 h old \(max-age 168 h\)/,
+      reply: /^550 5\.7\.1 .*the signed Date is 240 h 0 min old \(max-age 168 h\)/,
     },
     // Fields a message has once (RFC 5322 §3.6): Exchange Online signs From, Subject and Content-Type,
     // not Reply-To or Sender (which the relay rewrites).

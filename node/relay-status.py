@@ -10,6 +10,7 @@ hours (the window for log counts).
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,25 @@ def milter_lines(spec, now):
         return []
 
 
+def milter_state(spec):
+    """Whether the pinning milter accepts a connection on its socket, and how often systemd restarted it."""
+    m = spec["pinMilter"]
+    probe = socket.socket(socket.AF_UNIX)
+    probe.settimeout(5)
+    try:
+        probe.connect(m["socket"])
+        answering = True
+    except OSError:
+        answering = False
+    finally:
+        probe.close()
+    restarts = None
+    if os.path.isdir("/run/systemd/system"):
+        code, out, _ = run(["systemctl", "show", "-p", "NRestarts", "--value", m["service"]])
+        restarts = int(out.strip()) if code == 0 and out.strip().isdigit() else None
+    return {"answering": answering, "restarts": restarts, "socket": m["socket"]}
+
+
 def pin_verdicts(spec, now):
     """Per sender domain and mode: verdicts by state, and the reasons of the others (numbers as N)."""
     found = {}
@@ -168,6 +188,9 @@ def handshake(t):
 
 
 REFUSALS = [
+    # smtpd could not reach the pinning milter (one line per connection, or when it died mid-message):
+    # milter_default_action=tempfail then answers 4xx to everything on that connection.
+    ("milter_unavailable", re.compile(r"warning: (connect to Milter service|milter \S+: )")),
     ("tenant_pinning", re.compile(r"milter-reject: .*tenant pinning fail")),
     ("tenant_pinning_undecided", re.compile(r"milter-reject: .*tenant pinning temperror")),
     ("relay_denied", re.compile(r"NOQUEUE: reject: .*Relay access denied")),
@@ -176,6 +199,8 @@ REFUSALS = [
     ("rate_limit", re.compile(r"warning: .*(rate|concurrency) limit exceeded")),
     ("other", re.compile(r"NOQUEUE: reject: |milter-reject: ")),
 ]
+# What smtpd answers at each stage of a connection whose milter it cannot reach.
+MILTER_TEMPFAIL = re.compile(r"milter-reject: .*Service unavailable - try again later")
 TLS_FAILURES = [
     ("outbound", "postfix/smtp", re.compile(r"certificate not verified|verification failed|TLS is required, but|Cannot start TLS")),
     ("inbound", "postfix/smtpd", re.compile(r"SSL_accept error|TLS library problem")),
@@ -188,6 +213,8 @@ def log_counters(path, now):
     refused = Counter({name: 0 for name, _ in REFUSALS})
     tls = Counter({d: 0 for d, _, _ in TLS_FAILURES})
     for ident, msg in log_lines(path, 0, now):
+        if MILTER_TEMPFAIL.search(msg):
+            continue  # the same connection, already counted as milter_unavailable
         for name, pattern in REFUSALS:
             if pattern.search(msg):
                 refused[name] += 1
@@ -232,6 +259,10 @@ def exposition(spec, r, now):
            [({"tenant": h["tenant"], "nexthop": h["nexthop"]}, int(h["ok"])) for h in r["nexthops"]])
     metric("header_rewrite_relayed_recipients", "gauge", f"Recipients delivered to each tenant in the last {spec['hours']} h.",
            [({"tenant": t}, d["sent"]) for t, d in r["deliveries"].items()])
+    metric("header_rewrite_milter_answering", "gauge", "The tenant-pinning milter accepts connections (1).",
+           [({}, int(r["milter"]["answering"]))])
+    metric("header_rewrite_milter_restarts", "gauge", "Times systemd restarted the pinning milter since it was started.",
+           [({}, r["milter"]["restarts"] or 0)])
     metric("header_rewrite_refusals_total", "counter", "Mail refused at the relay, by reason (current log file).",
            [({"reason": k}, v) for k, v in sorted(refused.items())])
     metric("header_rewrite_tls_failures_total", "counter", "TLS failures by direction (current log file).",
@@ -249,6 +280,7 @@ def report(spec, now):
         "queue": queue(now),
         "deliveries": deliveries(spec, now),
         "pinning": pin_verdicts(spec, now),
+        "milter": milter_state(spec),
         "certificates": [certificate(c["label"], c["file"], now) for c in spec["certificates"]],
         "nexthops": [handshake(t) for t in spec["tenants"]],
     }

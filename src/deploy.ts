@@ -579,7 +579,7 @@ export function statusSpec(cfg: StackConfig, bundle: NodeBundle, hours: number) 
     fqdn: bundle.node.fqdn,
     releaseMarker: `${POSTFIX_LIVE}/${RELEASE_MARKER}`,
     log: POSTFIX_LOG,
-    pinMilter: { service: PIN_MILTER.service, log: PIN_MILTER.log },
+    pinMilter: { service: PIN_MILTER.service, log: PIN_MILTER.log, socket: PIN_MILTER.socket },
     hours,
     tenants: nexthopProbes(cfg, bundle).map((p) => ({ id: p.tenant, nexthop: p.nexthop, probe: p.args })),
     certificates,

@@ -20,6 +20,8 @@ export interface NodeStatus {
   deliveries: Record<string, { sent: number; bounced: { reason: string; count: number }[] }>;
   /** The pinning milter's verdicts in the window, per sender domain and mode (absent on older nodes). */
   pinning?: PinVerdicts[];
+  /** The pinning milter: accepts connections on its socket; restarts by systemd (null without systemd). */
+  milter?: { answering: boolean; restarts: number | null; socket: string };
   certificates: {
     label: string;
     file: string;
@@ -169,6 +171,16 @@ export function assessNode(
     return v;
   }
   if (!s.postfixRunning) v.problems.push("Postfix is not running");
+  if (s.milter && !s.milter.answering)
+    v.problems.push(
+      `the tenant-pinning milter does not answer on ${s.milter.socket}: every message gets a 4xx until it ` +
+        "does (journalctl -u header-rewrite-pin; systemctl restart header-rewrite-pin)",
+    );
+  if (s.milter?.restarts)
+    v.warnings.push(
+      `the tenant-pinning milter was restarted ${s.milter.restarts} time(s) by systemd since it was started ` +
+        "(journalctl -u header-rewrite-pin: a crash loop if this grows)",
+    );
   const runs = s.release?.bundle;
   if (runs !== expectedBundle) {
     v.problems.push(
@@ -283,6 +295,11 @@ export function formatReport(verdicts: NodeVerdict[], budget: ReturnType<typeof 
     if (s) {
       const q = s.queue.counts;
       const oldest = Math.max(0, ...s.queue.deferred.map((m) => m.age));
+      if (s.milter)
+        out.push(
+          `  pinning milter ${s.milter.answering ? "answers" : "DOES NOT ANSWER"}` +
+            (s.milter.restarts !== null ? `, restarted ${s.milter.restarts} time(s)` : ""),
+        );
       out.push(
         `  postfix ${s.postfixRunning ? "running" : "STOPPED"}, bundle ${s.release?.bundle.slice(0, 12) ?? "none"}` +
           ` (repository: ${v.expectedBundle.slice(0, 12)})`,

@@ -281,3 +281,34 @@ describe("optional header requirements (a map edit, the secret from header-rewri
     }
   });
 });
+
+describe("a milter Postfix cannot reach", () => {
+  it("every connection gets a 4xx, nothing is queued; status and the metrics name the milter", async () => {
+    const b = lon1Bundle();
+    const spec = statusSpec(loadStackConfig("lon"), b, 24);
+    const queued = queue(lon1()).length;
+    // As a dead milter looks to smtpd and to the collector: nothing to connect to. (The test node's
+    // PID 1 reaps no children, so a stopped milter would linger as a zombie.)
+    const away = `${PIN_MILTER.socket}.away`;
+    expect(sh(`mv ${PIN_MILTER.socket} ${away}`).status).toBe(0);
+    try {
+      for (let i = 0; i < 3; i++) expect(refused(sendLocal(lon1(), bob).r)).toMatch(/^4\d\d /);
+      expect(queue(lon1()).length).toBe(queued);
+      const answer = JSON.parse(sh(statusScript(b, spec)).stdout) as NodeStatus;
+      expect(answer.milter).toEqual({ answering: false, restarts: null, socket: PIN_MILTER.socket });
+      // The metrics: the three connections refused for the milter, none counted as "other".
+      onNode(lon1(), "cat > /root/spec.json", JSON.stringify(spec));
+      const prom = onNode(
+        lon1(),
+        "/usr/bin/python3 - --prometheus /root/spec.json /root/out.prom && cat /root/out.prom",
+        b.statusProgram,
+      );
+      expect(prom.stdout).toMatch(/^header_rewrite_milter_answering 0$/m);
+      expect(prom.stdout).toMatch(/^header_rewrite_refusals_total\{reason="milter_unavailable"\} 3$/m);
+      expect(prom.stdout).toMatch(/^header_rewrite_refusals_total\{reason="other"\} 0$/m);
+    } finally {
+      sh(`mv ${away} ${PIN_MILTER.socket}`);
+    }
+    expect((JSON.parse(sh(statusScript(b, spec)).stdout) as NodeStatus).milter?.answering).toBe(true);
+  });
+});

@@ -164,6 +164,20 @@ describe("status", () => {
     expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).warnings).toEqual([]);
   });
 
+  it("a pinning milter that does not answer is a problem; restarts by systemd a warning", () => {
+    const s = healthy();
+    s.milter = { answering: false, restarts: 7, socket: "/var/spool/postfix/header-rewrite/pin.sock" };
+    const v = assessNode("lon1", s, bundle, DEFAULT_LIMITS);
+    expect(v.problems).toEqual([
+      expect.stringMatching(
+        /^the tenant-pinning milter does not answer on \/var\/spool\/postfix\/header-rewrite\/pin\.sock: every message gets a 4xx/,
+      ),
+    ]);
+    expect(v.warnings).toEqual([expect.stringContaining("restarted 7 time(s) by systemd")]);
+    s.milter = { ...s.milter, answering: true, restarts: 0 };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS)).toMatchObject({ problems: [], warnings: [] });
+  });
+
   it("tenant B's recipient budget: summed over the nodes, a warning from 80 %, a problem at the limit", () => {
     const v = (sent: number) =>
       assessNode(

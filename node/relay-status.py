@@ -3,7 +3,7 @@
 Sent on stdin by `npm run status` (src/status.ts builds the call), or installed by the metrics
 step and run by its timer with --prometheus; it changes nothing on the node and sends no mail.
 The spec (statusSpec() in src/deploy.ts): fqdn, release marker, Postfix's log, the pinning milter
-(service, log), tenants (id, next hop, posttls-finger arguments), certificates (label, file) and
+(service, log, socket), tenants (id, next hop, posttls-finger arguments), certificates (label, file) and
 hours (the window for log counts).
 """
 
@@ -107,10 +107,14 @@ def deliveries(spec, now):
 VERDICT = re.compile(r"from=<[^>]*> (pass|fail|temperror) \((enforce|monitor)\) (\S+): (.*) \[[^\]]*\]$")
 
 
+def under_systemd():
+    return os.path.isdir("/run/systemd/system")
+
+
 def milter_lines(spec, now):
     """The milter's log lines in the window: its journal under systemd, else its whole log file."""
     m = spec["pinMilter"]
-    if os.path.isdir("/run/systemd/system"):
+    if under_systemd():
         since = f"@{int(now - spec['hours'] * 3600)}"
         code, out, _ = run(["journalctl", "-q", "--no-pager", "-o", "cat", "-u", m["service"], "--since", since])
         return out.splitlines() if code == 0 else []
@@ -134,7 +138,7 @@ def milter_state(spec):
     finally:
         probe.close()
     restarts = None
-    if os.path.isdir("/run/systemd/system"):
+    if under_systemd():
         code, out, _ = run(["systemctl", "show", "-p", "NRestarts", "--value", m["service"]])
         restarts = int(out.strip()) if code == 0 and out.strip().isdigit() else None
     return {"answering": answering, "restarts": restarts, "socket": m["socket"]}

@@ -36,13 +36,18 @@ export interface Sent {
   id: string;
 }
 
+/** A Date header value as mail carries it (RFC 5322, UTC): `Sun, 06 Dec 2026 07:00:00 +0000`. */
+export function rfc5322Date(ms = Date.now()): string {
+  return new Date(ms).toUTCString().replace("GMT", "+0000");
+}
+
 /**
  * The message swaks would send (its default header set, HEADERS replacing a field of the same name),
  * with CRLF line ends, ready to be signed.
  */
 function composeMessage(m: Message, id: string): string {
   const fields: [string, string][] = [
-    ["Date", new Date().toUTCString().replace("GMT", "+0000")],
+    ["Date", rfc5322Date()],
     ["To", m.to ?? "rcpt@partner.example"],
     ["From", m.from],
     ["Subject", "test message"],

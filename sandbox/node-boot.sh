@@ -2,7 +2,8 @@
 # Gives a relay node its own view of this machine, inside the namespaces it was started in
 # (`ip netns exec NS unshare --mount --uts --pid --fork ...`, see sandbox/node-host.ts): /etc as an
 # overlay over the machine's (writes stay in DIR), /usr/local the same way (the programs a deploy
-# installs), a private Postfix spool, data and log, a private /run and /tmp, its host name and loopback. Then it runs the rest of the node's boot (COMMAND).
+# installs), a private Postfix spool, data and log, a private /run and /tmp, its host name and
+# loopback. Then it runs the rest of the node's boot (COMMAND).
 # usage: node-boot.sh DIR FQDN COMMAND...
 set -euo pipefail
 DIR=$1; FQDN=$2; shift 2

@@ -137,48 +137,56 @@ export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: 
     fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"),
   );
   for (const [rel, content] of Object.entries(etc)) put(`etc/${rel}`, content);
-  // A clock moved by libfaketime (scripts/test-future.sh) reaches the node: the library and the
-  // offset in its root filesystem, preloaded into every program started once systemd runs (systemd
-  // itself fails under libfaketime, so /etc/ld.so.preload points into /run, which a unit fills at
-  // each boot). Monotonic clocks stay real for services and logins (timers agree with the kernel).
   const moved = movedClock();
-  if (moved) {
-    const preload = "/run/header-rewrite-sandbox-preload";
-    // networkd, resolved and logind fail under libfaketime: they keep the real clock (nothing they
-    // do is dated).
-    const serviceEnv = [
-      "FAKETIME_DONT_FAKE_MONOTONIC=1",
-      "FAKETIME_SKIP_CMDS=" +
-        ["networkd", "networkd-wait-online", "resolved", "journald", "udevd", "logind"]
-          .map((d) => `systemd-${d}`)
-          .join(","),
-    ].join(" ");
-    put(moved.lib.slice(1), fs.readFileSync(moved.lib));
-    put("etc/faketimerc", `${moved.offset}\n`);
-    fs.rmSync(path.join(n.root, "etc/ld.so.preload"), { force: true });
-    fs.symlinkSync(preload, path.join(n.root, "etc/ld.so.preload"));
-    put(
-      "etc/systemd/system.conf.d/50-sandbox-moved-clock.conf",
-      `[Manager]\nDefaultEnvironment=${serviceEnv}\n`,
-    );
-    put("etc/environment", "FAKETIME_DONT_FAKE_MONOTONIC=1\n");
-    put(
-      "etc/systemd/system/sandbox-moved-clock.service",
-      "[Unit]\nDescription=sandbox: the moved clock for every program started from now on\n" +
-        "DefaultDependencies=no\nAfter=local-fs.target\nBefore=sysinit.target\n" +
-        `[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo ${moved.lib} > ${preload}'\n` +
-        "[Install]\nWantedBy=sysinit.target\n",
-    );
-    fs.mkdirSync(path.join(n.root, "etc/systemd/system/sysinit.target.wants"), { recursive: true });
-    fs.rmSync(path.join(n.root, "etc/systemd/system/sysinit.target.wants/sandbox-moved-clock.service"), {
-      force: true,
-    });
-    fs.symlinkSync(
-      "/etc/systemd/system/sandbox-moved-clock.service",
-      path.join(n.root, "etc/systemd/system/sysinit.target.wants/sandbox-moved-clock.service"),
-    );
-  }
+  if (moved) moveNodeClock(n.root, moved, put);
   bootContainer(n, n.root);
+}
+
+/**
+ * A clock moved by libfaketime (scripts/test-future.sh) reaches the node: the library and the
+ * offset in its root filesystem, preloaded into every program started once systemd runs (systemd
+ * itself fails under libfaketime, so /etc/ld.so.preload points into /run, which a unit fills at
+ * each boot). Monotonic clocks stay real for services and logins (timers agree with the kernel).
+ */
+function moveNodeClock(
+  root: string,
+  moved: { lib: string; offset: string },
+  put: (rel: string, content: string | Buffer) => void,
+): void {
+  const preload = "/run/header-rewrite-sandbox-preload";
+  const link = (target: string, rel: string) => {
+    fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
+    fs.rmSync(path.join(root, rel), { force: true });
+    fs.symlinkSync(target, path.join(root, rel));
+  };
+  // networkd, resolved and logind fail under libfaketime: they keep the real clock (nothing they
+  // do is dated).
+  const serviceEnv = [
+    "FAKETIME_DONT_FAKE_MONOTONIC=1",
+    "FAKETIME_SKIP_CMDS=" +
+      ["networkd", "networkd-wait-online", "resolved", "journald", "udevd", "logind"]
+        .map((d) => `systemd-${d}`)
+        .join(","),
+  ].join(" ");
+  put(moved.lib.slice(1), fs.readFileSync(moved.lib));
+  put("etc/faketimerc", `${moved.offset}\n`);
+  link(preload, "etc/ld.so.preload");
+  put(
+    "etc/systemd/system.conf.d/50-sandbox-moved-clock.conf",
+    `[Manager]\nDefaultEnvironment=${serviceEnv}\n`,
+  );
+  put("etc/environment", "FAKETIME_DONT_FAKE_MONOTONIC=1\n");
+  put(
+    "etc/systemd/system/sandbox-moved-clock.service",
+    "[Unit]\nDescription=sandbox: the moved clock for every program started from now on\n" +
+      "DefaultDependencies=no\nAfter=local-fs.target\nBefore=sysinit.target\n" +
+      `[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo ${moved.lib} > ${preload}'\n` +
+      "[Install]\nWantedBy=sysinit.target\n",
+  );
+  link(
+    "/etc/systemd/system/sandbox-moved-clock.service",
+    "etc/systemd/system/sysinit.target.wants/sandbox-moved-clock.service",
+  );
 }
 
 interface DeployOptions {

@@ -26,7 +26,6 @@ export interface TenantPin extends Origin {
 /** The one header that carries the verdict; any copy arriving from outside is removed first. */
 export const PIN_VERDICT_HEADER = "X-Header-Rewrite-Pin";
 
-/** Exchange Online gives up after 24 h (2019 change to message expiration); twice that is slack. */
 /**
  * Seven days: Exchange Online dates a message when the user pressed Send, so mail scheduled over a
  * weekend or sent from a device that was offline arrives with an older Date (README, "Replay, and

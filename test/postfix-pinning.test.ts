@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { MAPS_DIR } from "../src/project";
 import { parseMaps, readMapTexts } from "../src/maps";
 import { PIN_MILTER } from "../src/layout";
-import { queuedAs, refusal } from "../sandbox/mail";
+import { queuedAs, refusal, rfc5322Date } from "../sandbox/mail";
 import { replays } from "./helpers/replays";
 import { loadStackConfig } from "../src/config";
 import { statusSpec } from "../src/deploy";
@@ -92,7 +92,7 @@ describe("tenant A's signed mail is verified as sent, then rewritten", () => {
   });
 
   it("scheduled over a weekend: dated when Send was pressed 63 h ago, it passes the 7-day window", async () => {
-    const friday = new Date(Date.now() - 63 * 3600_000).toUTCString().replace("GMT", "+0000");
+    const friday = rfc5322Date(Date.now() - 63 * 3600_000);
     const { r } = sendLocal(lon1(), { ...bob, headers: [...bob.headers, `Date: ${friday}`] });
     const q = await queuedHeaders(r);
     expect(q.sender).toBe("bob@new.example");

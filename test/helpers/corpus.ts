@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { expect } from "vitest";
 import { PROJECT_ROOT } from "../../src/project";
+import { rfc5322Date } from "../../sandbox/mail";
 
 export const CORPUS = path.join(PROJECT_ROOT, "test", "fixtures", "mail");
 const GOLDEN = path.join(PROJECT_ROOT, "test", "golden", "mail");
@@ -69,24 +70,23 @@ const RFC5322_DATE = /^(Date|Resent-Date):[ \t]*(.+)$/gim;
 const ARRIVAL =
   /^(X-MS-Exchange-CrossTenant-originalarrivaltime):[ \t]*(\d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d)(\.\d+)? \(UTC\)$/gim;
 
-const rfc5322 = (t: Date) => t.toUTCString().replace("GMT", "+0000");
-const arrival = (t: Date, fraction: string) =>
-  rfc5322(t)
+const arrival = (ms: number, fraction: string) =>
+  rfc5322Date(ms)
     .replace(/^\w{3}, /, "")
     .replace(" +0000", `${fraction} (UTC)`);
 
 /**
- * FILE dated when it is sent (AT, default now), as Exchange Online dates what it sends: every
+ * FILE dated when it is sent (now), as Exchange Online dates what it sends: every
  * header timestamp (Date, Resent-Date, Exchange's arrival stamp) moves by the same amount, so the
  * fixture's intervals stay. Body text (a read receipt's wording, a calendar's DTSTAMP) is content and
  * stays as written: nothing on the path compares it with the clock.
  */
-export function sentNow(file: string, at = new Date()): SentNow {
+export function sentNow(file: string): SentNow {
   const fixture = corpusMessage(file);
   const split = fixture.search(/\r?\n\r?\n/);
   const head = fixture.slice(0, split);
   const written = Date.parse(/^Date:[ \t]*(.+)$/im.exec(head)![1]);
-  const shift = Math.floor(at.getTime() / 1000) * 1000 - written;
+  const shift = Math.floor(Date.now() / 1000) * 1000 - written;
   const dates = new Map<string, string>();
   const offset = (t: number) => {
     const s = Math.round((t - written) / 1000);
@@ -95,13 +95,13 @@ export function sentNow(file: string, at = new Date()): SentNow {
   const dated = head
     .replace(RFC5322_DATE, (_, name: string, value: string) => {
       const t = Date.parse(value);
-      const now = rfc5322(new Date(t + shift));
+      const now = rfc5322Date(t + shift);
       dates.set(now, `(sent${offset(t)})`);
       return `${name}: ${now}`;
     })
     .replace(ARRIVAL, (_, name: string, value: string, fraction = "") => {
       const t = Date.parse(`${value} +0000`);
-      const now = arrival(new Date(t + shift), fraction);
+      const now = arrival(t + shift, fraction);
       dates.set(now, `(sent${offset(t)}, as Exchange stamps arrival)`);
       return `${name}: ${now}`;
     });

@@ -2,7 +2,7 @@
 // the signed ones (a verifier hashes the last copy, RFC 6376 §5.4.2 and §8.15), a signature with l=
 // and text after the signed length, the first Date the milter read. Shared by the one-node test
 // (test/postfix-pinning.test.ts) and the sandbox (both nodes, from the impostor's namespace).
-import type { Message } from "../../sandbox/mail";
+import { type Message, rfc5322Date as rfc5322 } from "../../sandbox/mail";
 import type { DkimKey } from "../../sandbox/dkim";
 
 export interface Replay {
@@ -13,7 +13,6 @@ export interface Replay {
 }
 
 const DAY = 86_400_000;
-const rfc5322 = (ms: number) => new Date(ms).toUTCString().replace("GMT", "+0000");
 /** Adds a header field above the signed message (and its signature). */
 const onTop = (field: string) => (signed: string) => `${field}\r\n${signed}`;
 

@@ -2,8 +2,8 @@
 # Gives a relay node its own view of this machine, inside the namespaces it was started in
 # (`ip netns exec NS unshare --mount --uts --pid --fork ...`, see sandbox/node-host.ts): /etc as an
 # overlay over the machine's (writes stay in DIR), /usr/local the same way (the programs a deploy
-# installs), a private Postfix spool, data and log, a private /run and /tmp, its host name and
-# loopback. Then it runs the rest of the node's boot (COMMAND).
+# installs), a private Postfix spool, data and log, a private /run, its host name and loopback.
+# /tmp stays the machine's: the project (and a clone of it under /tmp) must be visible inside. Then it runs the rest of the node's boot (COMMAND).
 # usage: node-boot.sh DIR FQDN COMMAND...
 set -euo pipefail
 DIR=$1; FQDN=$2; shift 2
@@ -14,7 +14,6 @@ mount --bind "$DIR/spool" /var/spool/postfix
 mount --bind "$DIR/lib" /var/lib/postfix
 mount --bind "$DIR/log" /var/log
 mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
 chown postfix:postfix /var/lib/postfix
 # A clock moved by libfaketime (scripts/test-future.sh) reaches every process of the node, also those
 # Postfix and start-stop-daemon start with a clean environment: through the node's own /etc.

@@ -85,8 +85,8 @@ describe("the validator and Postfix agree", () => {
 
   it('cidr: host bits and missing results make Postfix skip the line; "!net" and /0 match everyone else', () => {
     const q = (table: string, ip: string) => {
-      sh(`cat > /tmp/t.cidr`, table);
-      const r = sh(`postmap -q ${ip} cidr:/tmp/t.cidr 2>&1; echo rc=$?`);
+      sh(`cat > /run/t.cidr`, table);
+      const r = sh(`postmap -q ${ip} cidr:/run/t.cidr 2>&1; echo rc=$?`);
       return r.stdout.trim();
     };
     const check = (line: string, ip: string, want: RegExp) => {
@@ -106,9 +106,9 @@ describe("the validator and Postfix agree", () => {
   const lookup = (type: "cdb" | "cidr", text: string, key: string, map: string) => {
     const verdict = report({ name: "raw", maps: { [map]: text }, expected: [] });
     expect(verdict.join("\n"), "the validator objects to this input").toMatch(/error/);
-    sh("cat > /tmp/t.map", text);
-    if (type === "cdb") expect(sh("postmap cdb:/tmp/t.map").status).toBe(0);
-    const r = sh(`postmap -q ${key} ${type}:/tmp/t.map`);
+    sh("cat > /run/t.map", text);
+    if (type === "cdb") expect(sh("postmap cdb:/run/t.map").status).toBe(0);
+    const r = sh(`postmap -q ${key} ${type}:/run/t.map`);
     return r.status === 0 ? r.stdout.trimEnd() : undefined;
   };
 
@@ -169,8 +169,8 @@ describe("the validator and Postfix agree", () => {
 
   it("duplicate keys: postmap warns, and the validator refuses them", () => {
     const text = "@old.example @new.example\n@OLD.example @other.example\n";
-    sh("cat > /tmp/dup", text);
-    expect(sh("postmap cdb:/tmp/dup 2>&1").stdout).toContain('duplicate entry: "@old.example"');
+    sh("cat > /run/dup", text);
+    expect(sh("postmap cdb:/run/dup 2>&1").stdout).toContain('duplicate entry: "@old.example"');
     expect(report({ name: "raw", maps: { translate_domains: text }, expected: [] })[0]).toContain(
       "duplicate key",
     );

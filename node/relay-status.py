@@ -26,13 +26,43 @@ def run(args, timeout=60):
         return 127, "", str(e)
 
 
-def release(marker):
+def read(path):
     try:
-        with open(marker) as f:
-            fqdn, bundle = f.read().split()
-        return {"fqdn": fqdn, "bundle": bundle}
-    except (OSError, ValueError):
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
         return None
+
+
+def master_started():
+    """PID of Postfix's running master and when it started (kernel's count, epoch seconds), or None."""
+    code, out, _ = run(["postconf", "-h", "queue_directory"])
+    pid = (read(os.path.join(out.strip(), "pid", "master.pid")) or "") if code == 0 else ""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(l.split()[1]) for l in f if l.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return int(pid), int(boot + ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def release(spec):
+    """The live release; loaded: Postfix's master started after the switch, or a deploy reloaded
+    that master after it (node/postfix-release.sh, release_loaded); checked: it passed verify."""
+    try:
+        fqdn, bundle = read(spec["releaseMarker"]).split()
+    except (AttributeError, ValueError):
+        return None
+    live = os.path.dirname(spec["releaseMarker"])
+    master = master_started()
+    loaded = None
+    if master and os.path.islink(live):
+        pid, started = master
+        loaded = started > int(os.lstat(live).st_mtime) or read(spec["releaseLoaded"]) == f"master {pid}"
+    return {"fqdn": fqdn, "bundle": bundle, "release": os.path.realpath(live), "loaded": loaded,
+            "checked": read(spec["releaseChecked"]) == bundle}
 
 
 def queue(now):
@@ -251,6 +281,12 @@ def exposition(spec, r, now):
            [({}, int(r["postfixRunning"]))])
     metric("header_rewrite_release_info", "gauge", "The bundle the node runs.",
            [({"bundle": (r["release"] or {}).get("bundle", "none")}, 1)])
+    rel = r["release"] or {}
+    metric("header_rewrite_release_loaded", "gauge",
+           "Postfix has loaded the live release (0: a deploy was cut between switch and reload).",
+           [({}, int(rel.get("loaded") is not False))])
+    metric("header_rewrite_release_checked", "gauge", "The live release passed its post-deploy check (1).",
+           [({}, int(bool(rel.get("checked"))))])
     metric("header_rewrite_queue_messages", "gauge", "Messages in each Postfix queue.",
            [({"queue": q}, counts.get(q, 0)) for q in ("active", "deferred", "hold", "incoming", "maildrop")])
     metric("header_rewrite_queue_oldest_deferred_seconds", "gauge", "Age of the oldest deferred message (0: none).",
@@ -280,7 +316,7 @@ def report(spec, now):
         "fqdn": spec["fqdn"],
         "checkedAt": int(now),
         "postfixRunning": run(["postfix", "status"])[0] == 0,
-        "release": release(spec["releaseMarker"]),
+        "release": release(spec),
         "queue": queue(now),
         "deliveries": deliveries(spec, now),
         "pinning": pin_verdicts(spec, now),

@@ -29,6 +29,8 @@ export interface NodeBundle {
   calendarModule: string;
   /** The status collector (node/relay-status.py): `npm run status` and the metrics timer run it. */
   statusProgram: string;
+  /** What the postfix and verify steps know about releases (node/postfix-release.sh), embedded in both. */
+  releaseFunctions: string;
 }
 
 /** Content hash of a set of files, independent of object key order. */

@@ -21,6 +21,8 @@ import {
   RELEASE_MARKER,
   RELEASE_PREVIOUS,
   RELEASE_PROBES,
+  RELEASE_LOADED,
+  RELEASE_CHECKED,
   TENANT_CA_FILE,
   LEGO_OVH_ENV,
   LEGO_PATH,
@@ -351,10 +353,17 @@ fi
 answers() {
   /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' ${m.socket} 2>/dev/null
 }
-for i in $(seq 100); do answers && break; sleep 0.1; done
+for _ in $(seq 100); do answers && break; sleep 0.1; done
 answers || fail "the tenant-pinning milter does not answer on ${m.socket} (journalctl -u ${m.service}, or ${m.log})"
 
 `;
+}
+
+/** node/postfix-release.sh with the names it expects (after LIVE and RELEASES). */
+function releaseFunctions(bundle: NodeBundle): string {
+  return `POSTFIX_LOG=${POSTFIX_LOG}
+LOADED=${RELEASE_LOADED}
+${bundle.releaseFunctions}`;
 }
 
 /**
@@ -400,13 +409,27 @@ fail() {
 command -v postmap >/dev/null || fail "Postfix is not installed (apt-get install postfix postfix-cdb)"
 [ -d "$LIVE" ] || fail "$LIVE does not exist"
 ${needs.join("\n")}
-mkdir -p "$RELEASES"
+${releaseFunctions(bundle)}
+lock_releases || fail "another deploy still holds $RELEASES/.lock after 10 min"
+
+# 0. A deploy cut between its switch and its load (SIGKILL, a lost machine) left Postfix running
+#    the release before, under the new marker: complete that switch first, or return from it.
+if [ -L "$LIVE" ] && postfix status >/dev/null 2>&1 && ! release_loaded; then
+  CUT=$(readlink "$LIVE")
+  echo "header-rewrite: Postfix had not loaded $CUT (a deploy was cut between switch and reload): loading it"
+  out=$(load_live "$(cat "$CUT/${RELEASE_PREVIOUS}" 2>/dev/null || true)") || {
+    back=$(cat "$CUT/${RELEASE_PREVIOUS}" 2>/dev/null || true)
+    { [ -d "$back" ] && switch_live "$back" && load_live "$CUT" >/dev/null; } || true
+    fail "loading the release a cut deploy left live failed ($out); switched back to \${back:-nothing}"
+  }
+fi
 STAGE=$(mktemp -d "$RELEASES/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 
 # 1. Start from the live directory (keeps the package's own files), drop what this deploy manages.
 cp -a "$LIVE/." "$STAGE/"
-rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* ${staged}
+# What a release records about itself (loaded, checked) is its own, never inherited.
+rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* "$STAGE/${RELEASE_LOADED}" "$STAGE/${RELEASE_CHECKED}" ${staged}
 
 # 2. Write the rendered files.
 ${writes}chmod 644 ${staged}
@@ -444,88 +467,37 @@ echo "${node.fqdn} \${BUNDLE}" > "$STAGE/${RELEASE_MARKER}"
 ${writeFile(`"$STAGE/${RELEASE_PROBES}"`, nexthopProbes(cfg, bundle).map(probeLine).join("\n"))}
 
 ${pinMilterScript(bundle.pinMilterProgram, bundle.calendarModule)}
-# 6. Switch: one rename(2) of the /etc/postfix symlink, then reload.
+# 6. Switch: one rename(2) of the /etc/postfix symlink, then load it into Postfix.
 # Nanoseconds: names are unique and sort in deploy order, even for two deploys in one second.
 NAME="$(date -u +%Y%m%dT%H%M%S.%NZ)-\${BUNDLE:0:12}"
 # Where the verify step returns if this release fails its post-deploy check.
 if [ -L "$LIVE" ]; then PREVIOUS=$(readlink "$LIVE"); else PREVIOUS="$RELEASES/original"; fi
 echo "$PREVIOUS" > "$STAGE/${RELEASE_PREVIOUS}"
-mv "$STAGE" "$RELEASES/$NAME"
-trap - EXIT
-if [ -L "$LIVE" ]; then
-  ln -sfn "$RELEASES/$NAME" "$RELEASES/.live.tmp"
-  mv -T "$RELEASES/.live.tmp" "$LIVE"
-else
-  # First deploy: keep the package's directory aside; from now on $LIVE is a symlink.
-  mv "$LIVE" "$RELEASES/original"
-  ln -s "$RELEASES/$NAME" "$LIVE"
-fi
 rollback() {
-  ln -sfn "$PREVIOUS" "$RELEASES/.live.tmp" && mv -T "$RELEASES/.live.tmp" "$LIVE"
-  if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1 || true
-  elif [ -d /run/systemd/system ]; then systemctl restart postfix >/dev/null 2>&1 || true
-  else postfix start >/dev/null 2>&1 || true; fi
-  echo "header-rewrite: deploy of bundle \${BUNDLE:0:12} FAILED on ${node.fqdn}: $*; switched back to $PREVIOUS" >&2
+  { switch_live "$PREVIOUS" && load_live "$RELEASES/$NAME" >/dev/null; } || true
+  echo "header-rewrite: deploy of bundle \${BUNDLE:0:12} FAILED on ${node.fqdn}: $*; switched back to $PREVIOUS" >&2 || true
   exit 1
 }
-# "postfix reload" returns once it has signalled the master, and the master re-reads its files
-# afterwards (a listener it cannot open stops it then). Every inet service of the new master.cf
-# must be listening, with the master still running, before the release counts as live.
-listeners_missing() {
-  local name port holder missing=""
-  for name in $(postconf -c "$LIVE" -M 2>/dev/null | awk '$2 == "inet" {print $1}'); do
-    port=\${name##*:}
-    case $port in
-      smtp) port=25 ;; submission) port=587 ;; smtps | submissions) port=465 ;;
-      *[!0-9]*) port=$(getent services "$port/tcp" | awk '{print $2}'); port=\${port%/*} ;;
-    esac
-    ss -Hltnp "sport = :$port" | grep -q '"master"' && continue
-    holder=$(ss -Hltnp "sport = :$port" | grep -o 'users:(("[^"]*' | head -n 1 | cut -d'"' -f2)
-    missing="$missing $name\${holder:+ (port held by $holder)}"
-  done
-  echo "$missing"
-}
-took_effect() {
-  local i missing
-  for i in $(seq 50); do
-    if postfix status >/dev/null 2>&1; then
-      missing=$(listeners_missing)
-      [ -z "$missing" ] && return 0
-    fi
-    sleep 0.1
-  done
-  if ! postfix status >/dev/null 2>&1; then
-    echo "Postfix stopped after taking the new configuration (${POSTFIX_LOG}, journalctl -u postfix)"
-    return 1
-  fi
-  echo "master.cf services not listening:$missing"
-  return 1
-}
-# inet_interfaces and inet_protocols take effect only when Postfix stops and starts (postconf(5)).
-restart_params() { postconf -c "$1" -h inet_interfaces inet_protocols 2>/dev/null | tr -s '[:space:]' ' '; }
-RUNNING=no; postfix status >/dev/null 2>&1 && RUNNING=yes
-if [ "$RUNNING" = yes ] && [ "$(restart_params "$PREVIOUS")" = "$(restart_params "$LIVE")" ]; then
-  LOG_AT=$(stat -c %s ${POSTFIX_LOG} 2>/dev/null || echo 0)
-  out=$(postfix reload 2>&1) || rollback "postfix reload: $out"
-  # The master logs "reload" before it re-reads its files; without that log line, give it 3 s.
-  for i in $(seq 30); do
-    [ "$(stat -c %s ${POSTFIX_LOG} 2>/dev/null || echo 0)" -ge "$LOG_AT" ] || LOG_AT=0
-    tail -c +$((LOG_AT + 1)) ${POSTFIX_LOG} 2>/dev/null | grep -q 'postfix/master\\[[0-9]*\\]: reload ' && break
-    sleep 0.1
-  done
-  # A listener the master cannot open stops it just after; only a master.cf change can bring one.
-  cmp -s "$PREVIOUS/master.cf" "$LIVE/master.cf" || sleep 0.3
-elif [ "$RUNNING" = yes ]; then
+if [ -L "$LIVE" ] && postfix status >/dev/null 2>&1 && [ "$(restart_params "$PREVIOUS")" != "$(restart_params "$STAGE")" ]; then
   echo "header-rewrite: inet_interfaces or inet_protocols changed: restarting Postfix (queued mail stays)"
-  if [ -d /run/systemd/system ]; then out=$(systemctl restart postfix 2>&1) || rollback "systemctl restart postfix: $out"
-  else out=$( { postfix stop && postfix start; } 2>&1) || rollback "postfix stop/start: $out"; fi
-elif [ -d /run/systemd/system ]; then
-  out=$(systemctl restart postfix 2>&1) || rollback "systemctl restart postfix: $out"
-else
-  [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1 || true
-  out=$(postfix start 2>&1) || rollback "postfix start: $out"
 fi
-out=$(took_effect) || rollback "$out"
+# Switch and load are one unit: a closed session (hang-up, broken pipe, interrupt) cannot split
+# them, and the next postfix or verify step completes a switch that something harder cut (step 0).
+go_live() {
+  mv "$STAGE" "$RELEASES/$NAME"
+  trap - EXIT
+  if [ -L "$LIVE" ]; then
+    switch_live "$RELEASES/$NAME"
+  else
+    # First deploy: keep the package's directory aside; from now on $LIVE is a symlink.
+    mv "$LIVE" "$RELEASES/original"
+    ln -s "$RELEASES/$NAME" "$LIVE"
+  fi
+  out=$(load_live "$PREVIOUS") || rollback "$out"
+}
+trap '' HUP INT TERM PIPE
+go_live
+trap - HUP INT TERM PIPE
 
 # 7. Keep the last $KEEP releases (and the package original) for inspection and rollback.
 ls -1d "$RELEASES"/2*-* 2>/dev/null | sort | head -n -$KEEP | while read -r old; do
@@ -578,6 +550,8 @@ export function statusSpec(cfg: StackConfig, bundle: NodeBundle, hours: number) 
   return {
     fqdn: bundle.node.fqdn,
     releaseMarker: `${POSTFIX_LIVE}/${RELEASE_MARKER}`,
+    releaseLoaded: `${POSTFIX_LIVE}/${RELEASE_LOADED}`,
+    releaseChecked: `${POSTFIX_LIVE}/${RELEASE_CHECKED}`,
     log: POSTFIX_LOG,
     pinMilter: { service: PIN_MILTER.service, log: PIN_MILTER.log, socket: PIN_MILTER.socket },
     hours,
@@ -741,15 +715,18 @@ RELEASES=${POSTFIX_RELEASES}
 BUNDLE=${hash}
 WANT="${node.fqdn} $BUNDLE"
 marker() { cat "$LIVE/${RELEASE_MARKER}" 2>/dev/null || echo "no header-rewrite release"; }
+${releaseFunctions(bundle)}
+lock_releases || { echo "header-rewrite: another deploy still holds $RELEASES/.lock after 10 min" >&2; exit 1; }
 switch_to() {
-  ln -sfn "$1" "$RELEASES/.live.tmp" && mv -T "$RELEASES/.live.tmp" "$LIVE" || return 1
-  if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1
-  elif [ -d /run/systemd/system ]; then systemctl start postfix
-  else postfix start >/dev/null 2>&1; fi
+  local from
+  from=$(readlink "$LIVE")
+  switch_live "$1" && load_live "$from" >/dev/null
 }
 
-# 1. The bundle must be live. A failed check returned the node to its previous release; running the
-#    check again makes the bundle live again first, if its release is still kept.
+# 1. The bundle must be live, and loaded. A failed check returned the node to its previous release;
+#    running the check again makes the bundle live again first, if its release is still kept. A
+#    deploy cut between switch and reload left the bundle's marker live but Postfix on the release
+#    before: the check completes that reload, since the release was built and checked before it.
 if [ "$(marker)" != "$WANT" ]; then
   release=$(grep -lx "$WANT" "$RELEASES"/2*-"\${BUNDLE:0:12}"/${RELEASE_MARKER} 2>/dev/null | sort | tail -n 1)
   if [ -z "$release" ]; then
@@ -761,6 +738,10 @@ if [ "$(marker)" != "$WANT" ]; then
   readlink "$LIVE" > "$release/${RELEASE_PREVIOUS}"
   switch_to "$release" || { echo "header-rewrite: could not make $release live again" >&2; exit 1; }
   echo "header-rewrite: bundle \${BUNDLE:0:12} is live again on ${node.fqdn} for its check"
+elif postfix status >/dev/null 2>&1 && ! release_loaded; then
+  echo "header-rewrite: Postfix had not loaded bundle \${BUNDLE:0:12} (a deploy was cut between switch and reload): loading it"
+  out=$(load_live "$(cat "$LIVE/${RELEASE_PREVIOUS}" 2>/dev/null || true)") ||
+    echo "header-rewrite: loading $(readlink "$LIVE") failed: $out" >&2
 fi
 RELEASE=$(readlink "$LIVE")
 PREVIOUS=$(cat "$RELEASE/${RELEASE_PREVIOUS}" 2>/dev/null || true)
@@ -768,6 +749,8 @@ problems=()
 
 # 2. Postfix runs, and the pinning milter answers before port 25 hands it mail.
 postfix status >/dev/null 2>&1 || problems+=("Postfix is not running")
+postfix status >/dev/null 2>&1 && ! release_loaded &&
+  problems+=("Postfix has not loaded $RELEASE (its master was not reloaded or started since the switch)")
 /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' ${PIN_MILTER.socket} \\
   2>/dev/null || problems+=("the tenant-pinning milter does not answer on ${PIN_MILTER.socket}")
 
@@ -804,6 +787,7 @@ if [ \${#problems[@]} -gt 0 ]; then
   fi
   exit 1
 fi
+echo "$BUNDLE" > "$RELEASE/${RELEASE_CHECKED}"
 echo "header-rewrite: ${node.fqdn} passed its post-deploy check with bundle \${BUNDLE:0:12}"
 `;
 }

@@ -230,6 +230,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     pinMilterProgram: fs.readFileSync(path.join(PROJECT_ROOT, "node", "tenant-pin-milter.py"), "utf8"),
     calendarModule: fs.readFileSync(path.join(PROJECT_ROOT, "node", "calendar_rewrite.py"), "utf8"),
     statusProgram: fs.readFileSync(path.join(PROJECT_ROOT, STATUS_PROGRAM), "utf8"),
+    releaseFunctions: fs.readFileSync(path.join(PROJECT_ROOT, "node", "postfix-release.sh"), "utf8"),
   };
 }
 

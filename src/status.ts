@@ -11,7 +11,17 @@ export interface NodeStatus {
   fqdn: string;
   checkedAt: number;
   postfixRunning: boolean;
-  release: { fqdn: string; bundle: string } | null;
+  /**
+   * The live release; loaded: Postfix loaded it (null: Postfix not running, or an older node);
+   * checked: it passed its post-deploy check.
+   */
+  release: {
+    fqdn: string;
+    bundle: string;
+    release?: string;
+    loaded?: boolean | null;
+    checked?: boolean;
+  } | null;
   queue: {
     counts: Record<string, number>;
     deferred: { age: number; reasons: string[]; sender: string }[];
@@ -188,6 +198,16 @@ export function assessNode(
         '(roll it out: pulumi up, README "Rolling out")',
     );
   }
+  if (s.release?.loaded === false)
+    v.problems.push(
+      `${s.release.release} is live but Postfix still runs the release it loaded before (a deploy was cut ` +
+        "between switch and reload): run the deploy again (pulumi up), or postfix reload on the node",
+    );
+  else if (s.release && s.release.checked === false && runs === expectedBundle)
+    v.warnings.push(
+      `bundle ${s.release.bundle.slice(0, 12)} is live without passing its post-deploy check (a deploy was ` +
+        "interrupted): run the deploy again (pulumi up)",
+    );
   if (s.queue.error) v.problems.push(`postqueue: ${s.queue.error}`);
   const deferred = s.queue.deferred;
   const oldest = Math.max(0, ...deferred.map((m) => m.age));

@@ -92,8 +92,16 @@ export function deployStep(
   bundle: NodeBundle,
   opts: { secrets?: NodeSecrets; path?: string } = {},
 ): Result {
-  const step = deploySteps(LON, bundle, opts.secrets).find((s) => s.id === id)!;
-  return onNode(h, opts.path ? `PATH=${opts.path}:$PATH bash -s` : "bash -s", step.script);
+  return onNode(
+    h,
+    opts.path ? `PATH=${opts.path}:$PATH bash -s` : "bash -s",
+    stepScript(id, bundle, opts.secrets),
+  );
+}
+
+/** The production script of deploy step ID for BUNDLE on lon1. */
+export function stepScript(id: StepId, bundle: NodeBundle, secrets?: NodeSecrets): string {
+  return deploySteps(LON, bundle, secrets).find((s) => s.id === id)!.script;
 }
 
 /** Runs the production Postfix deploy step of BUNDLE on the node. */

@@ -174,6 +174,22 @@ def milter_state(spec):
     return {"answering": answering, "restarts": restarts, "socket": m["socket"]}
 
 
+def clock_state():
+    """The node's time service (chrony, as the pinning milter's Date window asks it): synchronised,
+    and the offset it measures in seconds (positive: the clock is slow)."""
+    chronyc = "/usr/bin/chronyc"
+    if not os.path.exists(chronyc):
+        return {"service": None, "synchronized": False, "offset": None,
+                "detail": "no time service: chrony is not installed (apt-get install chrony)"}
+    code, out, err = run([chronyc, "-c", "-n", "tracking"], 10)
+    f = out.strip().split(",")
+    if code or len(f) < 14:
+        return {"service": "chrony", "synchronized": False, "offset": None,
+                "detail": f"chronyd does not answer ({(err or out).strip()[:200]}): systemctl status chrony"}
+    return {"service": "chrony", "synchronized": f[13] == "Normal", "offset": float(f[4]),
+            "detail": f"{f[13]}, source {f[1]} (stratum {f[2]})"}
+
+
 def pin_verdicts(spec, now):
     """Per sender domain and mode: verdicts by state, and the reasons of the others (numbers as N)."""
     found = {}
@@ -303,6 +319,11 @@ def exposition(spec, r, now):
            [({}, int(r["milter"]["answering"]))])
     metric("header_rewrite_milter_restarts", "gauge", "Times systemd restarted the pinning milter since it was started.",
            [({}, r["milter"]["restarts"] or 0)])
+    metric("header_rewrite_clock_synchronized", "gauge", "chrony reports the clock synchronised (1).",
+           [({}, int(r["clock"]["synchronized"]))])
+    metric("header_rewrite_clock_offset_seconds", "gauge",
+           "How far the clock is off, as chrony measures it (positive: slow; 0 when unknown).",
+           [({}, r["clock"]["offset"] or 0)])
     metric("header_rewrite_refusals_total", "counter", "Mail refused at the relay, by reason (current log file).",
            [({"reason": k}, v) for k, v in sorted(refused.items())])
     metric("header_rewrite_tls_failures_total", "counter", "TLS failures by direction (current log file).",
@@ -321,6 +342,7 @@ def report(spec, now):
         "deliveries": deliveries(spec, now),
         "pinning": pin_verdicts(spec, now),
         "milter": milter_state(spec),
+        "clock": clock_state(),
         "certificates": [certificate(c["label"], c["file"], now) for c in spec["certificates"]],
         "nexthops": [handshake(t) for t in spec["tenants"]],
     }

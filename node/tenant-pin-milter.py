@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 
@@ -31,6 +32,7 @@ import calendar_rewrite
 
 POLICY_PATH, SOCKET, SECRET_FILE, CALENDAR_PATH = sys.argv[1:5]
 DNS_LIFETIME = 10.0
+CHRONYC = "/usr/bin/chronyc"
 
 log = logging.getLogger("header-rewrite-pin")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="header-rewrite-pin: %(message)s")
@@ -158,7 +160,47 @@ def duration(seconds):
     return f"{hours} h {minutes} min"
 
 
-def check_date(pin, headers, signature):
+class Clock:
+    """What the node's time service (chrony) says about the clock the Date window reads."""
+
+    def __init__(self, synced, error, text):
+        self.synced, self.error, self.text = synced, error, text
+
+
+_clock = {"at": -1e9, "state": None}
+
+
+def node_clock():
+    """chrony's tracking report, asked at most every 10 s; None without chronyc (no time service
+    this milter can ask: the window trusts the clock, and `npm run status` reports it). Error bound:
+    the offset chrony measures plus half the root delay and the root dispersion (chronyc(1))."""
+    if time.monotonic() - _clock["at"] < 10:
+        return _clock["state"]
+    if not os.path.exists(CHRONYC):
+        return None
+    try:
+        p = subprocess.run([CHRONYC, "-c", "-n", "tracking"], capture_output=True, text=True, timeout=5)
+        f = p.stdout.strip().split(",")
+        if p.returncode or len(f) < 14:
+            state = Clock(False, None, f"chronyd does not answer ({(p.stderr or p.stdout).strip()[:80]})")
+        elif f[13] != "Normal":
+            state = Clock(False, None, f"chrony: {f[13]}")
+        else:
+            offset = float(f[4])  # positive: the clock is slow
+            error = abs(offset) + float(f[10]) / 2 + float(f[11])
+            side = "slow" if offset > 0 else "fast"
+            state = Clock(True, error, f"chrony: synchronised to {f[1]}, {abs(offset):.3f} s {side}")
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        state = Clock(False, None, f"chronyc failed ({e})")
+    _clock.update(at=time.monotonic(), state=state)
+    return state
+
+
+def check_date(pin, headers, signature, clock):
+    """The signed Date inside the window. Only a verdict this node's clock cannot have caused is
+    permanent: a Date in the future, or too old by less than the clock's possible error (or on a
+    clock that is not synchronised), defers with 4.7.0, so the sender retries and nothing bounces
+    for the relay's own fault."""
     hours = pin["maxAgeHours"]
     if not hours:
         return None
@@ -172,10 +214,19 @@ def check_date(pin, headers, signature):
     except (IndexError, TypeError, ValueError):
         return Verdict(False, "the message has no readable Date header")
     age = time.time() - sent
-    if age > hours * 3600:
-        return Verdict(False, f"the signed Date is {duration(age)} old (max-age {hours} h): a replayed message?")
     if age < -2 * 3600:
-        return Verdict(False, f"the signed Date is {duration(-age)} in the future (at most 2 h allowed)")
+        # A future Date replays nothing yet: defer, and the retry that comes inside the window passes.
+        return Verdict(False, f"the signed Date is {duration(-age)} in the future (at most 2 h allowed; "
+                       f"{clock.text if clock else 'no time service to ask'})", "451", "4.7.0", undecided=True)
+    if age > hours * 3600:
+        text = f"the signed Date is {duration(age)} old (max-age {hours} h)"
+        if clock is not None and not clock.synced:
+            return Verdict(False, f"{text}, and this node's clock is not synchronised ({clock.text}): "
+                           "cannot tell", "451", "4.7.0", undecided=True)
+        if clock is not None and age - clock.error <= hours * 3600:
+            return Verdict(False, f"{text}, within this node's clock error ({clock.text}): cannot tell",
+                           "451", "4.7.0", undecided=True)
+        return Verdict(False, f"{text}: a replayed message?")
     return None
 
 
@@ -232,7 +283,7 @@ def decide(pin, headers, message, secret):
         passed = check_dkim(pin, message, sigs)
         if not passed.ok:
             return passed
-        late = check_date(pin, headers, passed.signature)
+        late = check_date(pin, headers, passed.signature, node_clock())
         if late:
             return late
     for key, header in (("originatorOrg", "X-OriginatorOrg"), ("tenantId", "X-MS-Exchange-CrossTenant-Id")):

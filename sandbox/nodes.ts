@@ -135,6 +135,7 @@ export function startNode(t: Topology, n: SandboxNode, ctx: RenderContext, log: 
   const etc = overlayNodeEtc(
     fs.readFileSync("/etc/ssl/certs/ca-certificates.crt", "utf8"),
     fs.readFileSync(path.join(t.dir, "ca", "ca.pem"), "utf8"),
+    t.dns.ipv4,
   );
   for (const [rel, content] of Object.entries(etc)) put(`etc/${rel}`, content);
   const moved = movedClock();

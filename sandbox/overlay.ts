@@ -24,6 +24,10 @@ export const OVERLAY_DESCRIPTION = [
   "node /etc/systemd/network/10-sandbox-keep-mac.link: udev changes no MAC (in the container /sys lists this",
   "  machine's devices, not the node's, and udev would give the port's veth a generated MAC; a VM's NIC keeps it)",
   "under scripts/test-future.sh only: libfaketime moves the node's clock (sandbox/nodes.ts, startNode)",
+  "node /etc/chrony/sources.d/sandbox.sources: chrony follows the sandbox's time server (sandbox/ntp-server.py,",
+  "  on the DNS server's address), polled every 2-4 s, instead of Debian's pool; a test can skew it",
+  "node /etc/systemd/system/chrony.service.d/10-sandbox.conf: chronyd -x, which measures the clock without",
+  "  setting it (a container shares this machine's clock and may not set it), and so starts without CAP_SYS_TIME",
 ];
 
 /** Where the sandbox's monitoring scrapes from: the router (wan namespace) on the nodes' network. */
@@ -47,8 +51,15 @@ export function overlayBundle(
 }
 
 /** Files placed in a node's own /etc (relative to /etc) before it boots. */
-export function overlayNodeEtc(systemBundle: string, sandboxCa: string): Record<string, string> {
+export function overlayNodeEtc(
+  systemBundle: string,
+  sandboxCa: string,
+  timeServer: string,
+): Record<string, string> {
   return {
+    "chrony/sources.d/sandbox.sources": `# sandbox overlay\nserver ${timeServer} iburst minpoll 1 maxpoll 2\n`,
+    "systemd/system/chrony.service.d/10-sandbox.conf":
+      "# sandbox overlay\n[Unit]\nConditionCapability=\n\n[Service]\nExecStart=\nExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n",
     "systemd/network/10-sandbox-keep-mac.link":
       "# sandbox overlay\n[Match]\nOriginalName=*\n\n[Link]\nNamePolicy=keep kernel\nMACAddressPolicy=none\n",
     "ssl/certs/ca-certificates.crt": systemBundle + (systemBundle.endsWith("\n") ? "" : "\n") + sandboxCa,

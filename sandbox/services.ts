@@ -122,6 +122,29 @@ export function startDns(t: Topology, stacks: { stack: string; cfg: StackConfig 
   );
 }
 
+/**
+ * The sandbox's time server (sandbox/ntp-server.py) on the DNS server's address: every node's
+ * chrony follows it. Its time is this machine's plus the skew setClockSkew() writes.
+ */
+export function startTimeServer(t: Topology): void {
+  const dir = path.join(t.dir, "ntp");
+  fs.mkdirSync(dir, { recursive: true });
+  setClockSkew(t, 0);
+  startDetached(
+    path.join(dir, "ntp.out"),
+    `exec ip netns exec ${t.wan.netns} /usr/bin/python3 ${q(path.join(__dirname, "ntp-server.py"))} ` +
+      `${t.dns.ipv4} ${q(path.join(dir, "skew"))}`,
+  );
+}
+
+/**
+ * Makes the true time (what the time server says) SECONDS ahead of the machine's clock, which the
+ * nodes share: positive, every node's clock is that much slow; negative, fast.
+ */
+export function setClockSkew(t: Topology, seconds: number): void {
+  fs.writeFileSync(path.join(t.dir, "ntp", "skew"), `${seconds}\n`);
+}
+
 type SinkTls = "valid" | "wrong-name" | "none";
 
 const SINK = path.join(__dirname, "sink.ts");

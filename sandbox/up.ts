@@ -11,7 +11,16 @@ import { deployKeyFile, deployStockNode, nodeContext, ssh, startNode } from "./n
 import { rollout } from "./rollout";
 import { OVERLAY_DESCRIPTION } from "./overlay";
 import { createDkimKey } from "./dkim";
-import { makePki, startDns, startOvhApi, startPebble, startSink, startTrap, waitForSink } from "./services";
+import {
+  makePki,
+  startDns,
+  startOvhApi,
+  startPebble,
+  startSink,
+  startTimeServer,
+  startTrap,
+  waitForSink,
+} from "./services";
 import { killNamespace, unmountBelow } from "./node-host";
 import { must, pollUntil, sh } from "./shell";
 import { type Project, type Topology, loadProject, planTopology, topologyJson } from "./topology";
@@ -57,6 +66,7 @@ export async function up(
   fs.writeFileSync(path.join(dir, "topology.json"), JSON.stringify(topologyJson(t), null, 2) + "\n");
   buildNetwork(t);
   startDns(t, project.stacks);
+  startTimeServer(t);
   startOvhApi(t);
   await startPebble(t);
   for (const s of t.sinks) startSink(t, s);

@@ -284,6 +284,9 @@ function nodePackages(cfg: StackConfig): string[] {
     "ca-certificates",
     "certbot",
     "unattended-upgrades",
+    // Time: the pinning milter's Date window and the status read chrony's tracking report. Debian's
+    // cloud images ship chrony or systemd-timesyncd depending on the build; chrony replaces the other.
+    "chrony",
     // Only root reaches the metadata service (renderMetadataGuard).
     "nftables",
     "swaks",

@@ -32,6 +32,8 @@ export interface NodeStatus {
   pinning?: PinVerdicts[];
   /** The pinning milter: accepts connections on its socket; restarts by systemd (null without systemd). */
   milter?: { answering: boolean; restarts: number | null; socket: string };
+  /** The time service (absent on older nodes): offset in seconds, positive when the clock is slow. */
+  clock?: { service: string | null; synchronized: boolean; offset: number | null; detail: string };
   certificates: {
     label: string;
     file: string;
@@ -63,6 +65,9 @@ export interface StatusLimits {
   /** Log window for deliveries and bounces (hours): Exchange Online's recipient limits are per 24 h. */
   hours: number;
 }
+
+/** A clock further off than this (seconds) is a problem: chrony keeps a synchronised one within milliseconds. */
+const MAX_CLOCK_OFFSET = 10;
 
 export const DEFAULT_LIMITS: StatusLimits = { maxDeferredAge: 600, minCertificateDays: 14, hours: 24 };
 
@@ -190,6 +195,16 @@ export function assessNode(
     v.warnings.push(
       `the tenant-pinning milter was restarted ${s.milter.restarts} time(s) by systemd since it was started ` +
         "(journalctl -u header-rewrite-pin: a crash loop if this grows)",
+    );
+  if (s.clock && !s.clock.synchronized)
+    v.problems.push(
+      `the clock is not synchronised (${s.clock.detail}): the pinning milter defers (4xx) mail whose age it ` +
+        "cannot decide, and nothing corrects a drift (chronyc sources -v)",
+    );
+  else if (s.clock?.offset && Math.abs(s.clock.offset) > MAX_CLOCK_OFFSET)
+    v.problems.push(
+      `the clock is ${Math.abs(s.clock.offset).toFixed(1)} s ${s.clock.offset > 0 ? "slow" : "fast"} (${s.clock.detail}): ` +
+        "the Date window defers mail near its limits; chrony slews it back slowly (chronyc makestep steps it now)",
     );
   const runs = s.release?.bundle;
   if (runs !== expectedBundle) {

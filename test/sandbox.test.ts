@@ -16,6 +16,7 @@ import { rolloutTests } from "./sandbox/rollout";
 import { statusTests } from "./sandbox/status";
 import { drainTests } from "./sandbox/drain";
 import { metricsTests } from "./sandbox/metrics";
+import { faultTests } from "./sandbox/faults";
 
 const DIR = "/var/tmp/header-rewrite-sandbox-test";
 let sandbox: Sandbox;
@@ -34,6 +35,7 @@ describe("sandbox: pinned host keys and node hardening", () => hardeningTests(sb
 describe("sandbox: rolling out across the fleet", () => rolloutTests(sb));
 describe("sandbox: fleet status", () => statusTests(sb));
 describe("sandbox: metrics", () => metricsTests(sb));
+describe("sandbox: faults that must not stay silent", () => faultTests(sb));
 describe("sandbox: no message lost", () => noLossTests(sb));
 // Last: its rate-limit burst uses up tenant A's connection budget on one node for a minute.
 describe("sandbox: security battery", () => securityTests(sb));

@@ -33,8 +33,20 @@ function healthy(): NodeStatus {
     fqdn: "lon1.example.net",
     checkedAt: 1_800_000_000,
     postfixRunning: true,
-    release: { fqdn: "lon1.example.net", bundle: hash },
+    release: {
+      fqdn: "lon1.example.net",
+      bundle: hash,
+      release: "/etc/postfix.releases/r2",
+      loaded: true,
+      checked: true,
+    },
     queue: { counts: {}, deferred: [], error: null },
+    clock: {
+      service: "chrony",
+      synchronized: true,
+      offset: 0.0004,
+      detail: "Normal, source 192.0.2.123 (stratum 2)",
+    },
     deliveries: { new_example: { sent: 40, bounced: [] }, other_example: { sent: 2, bounced: [] } },
     certificates: [
       {
@@ -176,6 +188,58 @@ describe("status", () => {
     expect(v.warnings).toEqual([expect.stringContaining("restarted 7 time(s) by systemd")]);
     s.milter = { ...s.milter, answering: true, restarts: 0 };
     expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS)).toMatchObject({ problems: [], warnings: [] });
+  });
+
+  it("a clock not synchronised, or more than 10 s off, is a problem naming it", () => {
+    const s = healthy();
+    s.clock = {
+      service: "chrony",
+      synchronized: false,
+      offset: 0,
+      detail: "Not synchronised, source 0.0.0.0 (stratum 0)",
+    };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).problems).toEqual([
+      expect.stringMatching(
+        /^the clock is not synchronised \(Not synchronised, .*\): the pinning milter defers \(4xx\)/,
+      ),
+    ]);
+    s.clock = { ...s.clock, synchronized: true, offset: 10800.0001 };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).problems).toEqual([
+      expect.stringMatching(/^the clock is 10800\.0 s slow \(/),
+    ]);
+    s.clock = { ...s.clock, offset: -12.5 };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).problems).toEqual([
+      expect.stringMatching(/^the clock is 12\.5 s fast/),
+    ]);
+    s.clock = { ...s.clock, offset: 9.9 };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).problems).toEqual([]);
+    s.clock = {
+      service: null,
+      synchronized: false,
+      offset: null,
+      detail: "no time service: chrony is not installed (apt-get install chrony)",
+    };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS).problems).toEqual([
+      expect.stringContaining(
+        "not synchronised (no time service: chrony is not installed (apt-get install chrony))",
+      ),
+    ]);
+  });
+
+  it("a live release Postfix has not loaded is a problem; one not yet checked a warning", () => {
+    const s = healthy();
+    s.release = { ...s.release!, loaded: false, checked: false };
+    const v = assessNode("lon1", s, bundle, DEFAULT_LIMITS);
+    expect(v.problems).toEqual([
+      expect.stringMatching(
+        /^\/etc\/postfix\.releases\/r2 is live but Postfix still runs the release it loaded before/,
+      ),
+    ]);
+    s.release = { ...s.release, loaded: true };
+    expect(assessNode("lon1", s, bundle, DEFAULT_LIMITS)).toMatchObject({
+      problems: [],
+      warnings: [expect.stringMatching(/^bundle \w{12} is live without passing its post-deploy check/)],
+    });
   });
 
   it("tenant B's recipient budget: summed over the nodes, a warning from 80 %, a problem at the limit", () => {

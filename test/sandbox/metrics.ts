@@ -15,7 +15,7 @@ import type { Suite } from "./harness";
 const RULES = path.join(PROJECT_ROOT, "monitoring", "header-rewrite.rules.yml");
 
 /** Every sample of an exporter on the node, as the monitoring host sees it: "name{labels}" -> value. */
-function scrape(sb: Suite, n: SandboxNode, port: number): Map<string, number> {
+export function scrape(sb: Suite, n: SandboxNode, port: number): Map<string, number> {
   const r = inNetns(sb.t.wan.netns, `curl -sf --max-time 10 http://${n.ipv4}:${port}/metrics`);
   expect(r.status, `scrape ${n.name}:${port}: ${r.stderr}`).toBe(0);
   const samples = new Map<string, number>();
@@ -27,7 +27,11 @@ function scrape(sb: Suite, n: SandboxNode, port: number): Map<string, number> {
 }
 
 /** The sum of every sample of METRIC whose labels include all of LABELS. */
-function value(samples: Map<string, number>, metric: string, labels: Record<string, string> = {}): number {
+export function value(
+  samples: Map<string, number>,
+  metric: string,
+  labels: Record<string, string> = {},
+): number {
   let sum = 0;
   let seen = false;
   for (const [k, v] of samples) {

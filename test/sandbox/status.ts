@@ -18,7 +18,10 @@ import { editedMaps } from "../helpers/maps";
 import type { Suite } from "./harness";
 
 /** The command an operator types, against this sandbox; exit status and the JSON report. */
-function statusCommand(sb: Suite, args = ""): { status: number | null; report: FleetStatus; stderr: string } {
+export function statusCommand(
+  sb: Suite,
+  args = "",
+): { status: number | null; report: FleetStatus; stderr: string } {
   const r = sh(
     `cd ${q(PROJECT_ROOT)} && HEADER_REWRITE_SANDBOX=${q(sb.t.dir)} npx tsx scripts/status.ts --sandbox --json ${args}`,
     undefined,

@@ -647,9 +647,10 @@ ${oldLogs} -mtime +14 -delete
 set -euo pipefail
 fail() { echo "header-rewrite: metrics on ${node.fqdn}: $*" >&2; exit 1; }
 [ -d /run/systemd/system ] || fail "systemd is not running"
-# Servers created before the exporters were in user-data (read at first boot only) get them here.
+# Servers created before the exporters or chrony (the pinning milter's clock) were in user-data
+# (read at first boot only) get them here; chrony starts on install, replacing systemd-timesyncd.
 missing=()
-for p in ${exporters}; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in ${exporters} chrony; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ \${#missing[@]} -gt 0 ]; then
   echo "installing \${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

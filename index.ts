@@ -1,6 +1,6 @@
 // header-rewrite: maps/ + stack config → validate → render → deploy scripts → cloud resources.
 import * as pulumi from "@pulumi/pulumi";
-import { configFromPulumi, serviceFqdn } from "./src/config";
+import { configFromPulumi, existingServers, serviceFqdn } from "./src/config";
 import { loadMaps } from "./src/maps";
 import { MAPS_DIR } from "./src/project";
 import { createRegion } from "./src/cloud";
@@ -60,7 +60,8 @@ const refusal: pulumi.Output<string | undefined> = cfg.rolloutAfter
 
 // 3. Regional resources, then the relay nodes one after the other: each node's Postfix change
 // waits for the node before it to pass its post-deploy check (render + deploy happen inside).
-const region = createRegion(stack, cfg, maps);
+// (Servers that exist already bring their own network and firewall: README, "Servers that exist already".)
+const region = existingServers(cfg) ? undefined : createRegion(stack, cfg, maps);
 const nodes: RelayNode[] = [];
 for (const name of cfg.nodes) {
   const after = nodes.at(-1)?.verify;
@@ -73,7 +74,7 @@ export const nodeAddresses = Object.fromEntries(
 );
 // Each server's pinned SSH host key (public half): admins' known_hosts and `npm run status` use it.
 export const sshHostKeys = Object.fromEntries(
-  nodes.map((n) => [n.fqdn.split(".")[0], n.hostKey.publicKeyOpenssh.apply((k) => k.trim())]),
+  nodes.map((n) => [n.fqdn.split(".")[0], n.hostKey.apply((k) => k.trim())]),
 );
 export const serviceName = serviceFqdn(cfg);
 export const smartHosts = nodes.map((n) => n.fqdn);

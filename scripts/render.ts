@@ -21,7 +21,8 @@ try {
     : {};
   const written = renderStack(values.stack, values.out, given);
   console.log(`rendered ${written.length} files for stack ${values.stack} into ${values.out}`);
-  const standIns = loadStackConfig(values.stack).nodes.filter((n) => !given[n]);
+  const cfg = loadStackConfig(values.stack);
+  const standIns = cfg.nodes.filter((n) => !given[n] && !cfg.servers[n]);
   if (standIns.length) {
     console.log(
       `addresses of ${standIns.join(", ")} are documentation-range PLACEHOLDERS (marked in each file; ` +

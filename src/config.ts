@@ -51,6 +51,28 @@ export interface StackConfig {
   drainSeconds: number;
   /** Sources allowed to scrape the nodes' Prometheus exporters; none by default. */
   monitoringCidrs: string[];
+  /**
+   * Servers that exist already (another cloud, on premises, the sandbox), by node name: the stack
+   * deploys to them instead of creating OpenStack ports and servers. Empty: OVH Public Cloud.
+   */
+  servers: Record<string, ExistingServer>;
+  /** The A/AAAA records of node and service names are made in the OVH zone dnsZone (else by you). */
+  dnsAtOvh: boolean;
+}
+
+/** A server someone else created: its addresses and the SSH host key the deploy pins. */
+export interface ExistingServer {
+  ipv4: string;
+  ipv6: string;
+  /** Its SSH host key, public half ("ssh-ed25519 AAAA…"), as ssh-keyscan or /etc/ssh/*.pub show it. */
+  hostKey: string;
+  /** Its addresses are OVH's (a dedicated server, say): the PTRs are set through OVH's API. */
+  reverseAtOvh?: boolean;
+}
+
+/** The stack deploys to servers that exist already (header-rewrite:servers), not to OpenStack ones. */
+export function existingServers(cfg: StackConfig): boolean {
+  return Object.keys(cfg.servers).length > 0;
 }
 
 /** Secret keys a stack may leave unset. */
@@ -120,6 +142,8 @@ const DEFAULTS = {
   tenantRecipientLimits: {} as Record<string, number>,
   drainSeconds: 900,
   monitoringCidrs: [] as string[],
+  servers: {} as Record<string, ExistingServer>,
+  dnsAtOvh: true,
 };
 
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
@@ -276,6 +300,31 @@ const SCHEMA = {
       maximum: 86400,
       description: "Seconds a node removed from nodes may take to deliver its queue before the removal stops",
     },
+    servers: {
+      type: "object",
+      propertyNames: { pattern: label },
+      additionalProperties: {
+        type: "object",
+        additionalProperties: false,
+        required: ["ipv4", "ipv6", "hostKey"],
+        properties: {
+          ipv4: { type: "string" },
+          ipv6: { type: "string" },
+          hostKey: {
+            type: "string",
+            pattern: "^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+=*( \\S.*)?$",
+          },
+          reverseAtOvh: { type: "boolean" },
+        },
+      },
+      description:
+        "Servers that exist already, per node: {ipv4, ipv6, hostKey, reverseAtOvh}; the stack deploys to them " +
+        'instead of creating OpenStack servers (README, "Servers that exist already")',
+    },
+    dnsAtOvh: {
+      type: "boolean",
+      description: "Make the nodes' A/AAAA records in the OVH zone dnsZone; false: you make them",
+    },
     rolloutAfter: {
       type: "string",
       pattern: "^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$",
@@ -344,7 +393,17 @@ export function parseStackConfig(
   for (const [k, v] of Object.entries(raw)) if (v !== undefined) values[k] = decode(v);
   const problems: string[] = [];
   if (!validate(values)) problems.push(...(validate.errors ?? []).map(describe));
-  if (!region) problems.push("openstack:region is required (hint: UK1 for London, BHS5 for Beauharnois)");
+  const servers = (values.servers && typeof values.servers === "object" ? values.servers : {}) as Record<
+    string,
+    Partial<ExistingServer>
+  >;
+  const existing = Object.keys(servers).length > 0;
+  if (!region && !existing)
+    problems.push(
+      "openstack:region is required (hint: UK1 for London, BHS5 for Beauharnois; or list servers that exist " +
+        `already in ${PROJECT}:servers)`,
+    );
+  problems.push(...serverProblems(servers, values));
   // The provider reads tenantName as the project NAME; OVH's names are 16 digits, its IDs 32 hex.
   if (tenantName && /^[0-9a-f]{32}$/i.test(tenantName))
     problems.push(
@@ -396,7 +455,38 @@ export function parseStackConfig(
       `${PROJECT}:rolloutAfter names this stack itself (hint: the stack that rolls out first, e.g. lon)`,
     );
   if (problems.length) throw new ConfigError(source, problems);
-  return { ...DEFAULTS, ...values, region } as StackConfig;
+  return { ...DEFAULTS, ...values, region: region ?? "" } as StackConfig;
+}
+
+/** What is wrong with header-rewrite:servers beyond its shape: names, addresses, conflicting keys. */
+function serverProblems(
+  servers: Record<string, Partial<ExistingServer>>,
+  values: Record<string, unknown>,
+): string[] {
+  const names = Object.keys(servers);
+  if (!names.length) return [];
+  const problems: string[] = [];
+  const nodes = (Array.isArray(values.nodes) ? values.nodes : []) as unknown[];
+  const key = `${PROJECT}:servers`;
+  for (const n of nodes.filter((x) => typeof x === "string" && !names.includes(x)))
+    problems.push(
+      `${key} has no entry for node ${String(n)} (hint: pulumi config set --path '${key}.${String(n)}.ipv4' <address>, ` +
+        "and .ipv6 and .hostKey; every node of a stack is an existing server, or none)",
+    );
+  for (const n of names.filter((x) => !nodes.includes(x)))
+    problems.push(`${key}.${n} is not in ${PROJECT}:nodes (hint: add it to nodes, or remove the entry)`);
+  for (const [n, s] of Object.entries(servers)) {
+    if (typeof s.ipv4 === "string" && !ipaddr.IPv4.isValidFourPartDecimal(s.ipv4))
+      problems.push(`${key}.${n}.ipv4 "${s.ipv4}" is not an IPv4 address (hint: e.g. 203.0.113.10)`);
+    if (typeof s.ipv6 === "string" && !ipaddr.IPv6.isValid(s.ipv6))
+      problems.push(`${key}.${n}.ipv6 "${s.ipv6}" is not an IPv6 address (hint: e.g. 2001:db8::10)`);
+  }
+  if (Array.isArray(values.rebuildNodes) && values.rebuildNodes.length)
+    problems.push(
+      `${PROJECT}:rebuildNodes rebuilds OpenStack servers, and this stack lists servers that exist already in ` +
+        `${key} (hint: remove rebuildNodes; rebuild such a server yourself, and set its new hostKey)`,
+    );
+  return problems;
 }
 
 /** A relay node as every stage names it. */

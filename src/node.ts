@@ -14,7 +14,8 @@ import { RUN_AS_ROOT } from "./layout";
 import { gatedSteps } from "./rollout";
 
 interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
-  region: Region;
+  /** The OpenStack region's network, security group and keypair; none for servers that exist already. */
+  region?: Region;
   deployPrivateKey: pulumi.Output<string>;
   /** Pulumi secrets: operator client certificates per tenant id, OVH credentials for dns-01. */
   secrets: pulumi.Output<NodeSecrets>;
@@ -80,12 +81,27 @@ export function nodeResolvers(
   return dns;
 }
 
+/** Where a node's steps run: its addresses, the host key they pin, what replaces it. */
+interface Placement {
+  ipv4: pulumi.Output<string>;
+  ipv6: pulumi.Output<string>;
+  /** Public half of the SSH host key every command verifies before it sends a script. */
+  hostKey: pulumi.Output<string>;
+  /** The OpenStack server the steps wait for, and its port (none when the server exists already). */
+  server?: openstack.compute.Instance;
+  port?: openstack.networking.Port;
+  /** Changes when the server is replaced: every step runs again on the new one. */
+  replaced: pulumi.Output<string>;
+  /** Its PTRs are set through OVH's /ip API. */
+  reverseAtOvh: boolean;
+}
+
 export class RelayNode extends pulumi.ComponentResource {
   readonly fqdn: string;
   readonly ipv4: pulumi.Output<string>;
   readonly ipv6: pulumi.Output<string>;
-  readonly port: openstack.networking.Port;
-  readonly server: openstack.compute.Instance;
+  readonly port?: openstack.networking.Port;
+  readonly server?: openstack.compute.Instance;
   readonly records: ovh.domain.ZoneRecord[];
   readonly reverses: ovh.ip.Reverse[];
   readonly cloudInit: command.remote.Command;
@@ -98,104 +114,38 @@ export class RelayNode extends pulumi.ComponentResource {
   readonly verify: command.remote.Command;
   /** Content hash of the Postfix bundle this node receives. */
   readonly bundleHash: pulumi.Output<string>;
-  /** The server's SSH host key (its private half is a Pulumi secret, delivered by user-data). */
-  readonly hostKey: tls.PrivateKey;
+  /** The server's SSH host key, public half (OpenStack: made by the program, its private half a secret). */
+  readonly hostKey: pulumi.Output<string>;
 
   constructor(name: string, args: RelayNodeArgs, opts?: pulumi.ComponentResourceOptions) {
     super("header-rewrite:relay:Node", name, {}, opts);
-    const { cfg, maps, region, stack } = args;
+    const { cfg, maps, stack } = args;
     const node = nodeIdentity(cfg, name);
     const ctx = { stack, cfg, maps, node };
     const parent = { parent: this };
-    const keep = { protect: cfg.protectServers };
     this.fqdn = node.fqdn;
-
-    // The port comes first: its addresses are known before the server exists and outlive it.
-    this.port = new openstack.networking.Port(
-      `${name}-port`,
-      {
-        name: `header-rewrite-${name}`,
-        networkId: region.network.id,
-        securityGroupIds: [region.securityGroup.id],
-        adminStateUp: true,
-        region: cfg.region,
-      },
-      { ...parent, ...keep },
-    );
-    const families = this.port.allFixedIps.apply(splitFamilies);
-    this.ipv4 = families.ipv4;
-    this.ipv6 = families.ipv6;
-
-    // Ext-Net may hold several subnets of a family: gateway and resolvers are those of the subnet
-    // that holds the port's address (a lookup by family alone fails with "more than one result").
-    const subnetOf = (address: pulumi.Output<string>, ipVersion: 4 | 6) =>
-      pulumi
-        .all([
-          address,
-          openstack.networking.getSubnetIdsV2Output(
-            { networkId: region.network.id, ipVersion, region: cfg.region },
-            parent,
-          ),
-        ])
-        .apply(async ([addr, found]) => {
-          const subnets = await Promise.all(
-            found.ids.map((subnetId) =>
-              openstack.networking.getSubnet({ subnetId, region: cfg.region }, parent),
-            ),
-          );
-          return subnetHolding(name, addr, ipVersion, subnets);
-        });
-    const addresses: pulumi.Output<NodeAddresses> = pulumi
-      .all([families, this.port.macAddress, subnetOf(this.ipv4, 4), subnetOf(this.ipv6, 6)])
-      .apply(([f, mac, net4, net6]) => {
-        const dns = nodeResolvers(name, cfg, [f.ipv4, f.ipv6], [net4.dns, net6.dns]);
-        return {
-          mac: mac.toLowerCase(),
-          ipv4: { address: f.ipv4, gateway: net4.gateway },
-          ipv6: { address: f.ipv6, gateway: net6.gateway },
-          dns,
-        };
-      });
-
-    // The server's SSH host key, created once and kept in the stack's state (encrypted, a secret);
-    // protected with the server: rotating it is a rebuild (README, "Security model").
-    this.hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { ...parent, ...keep });
-    const hostKey = pulumi
-      .all([this.hostKey.privateKeyOpenssh, this.hostKey.publicKeyOpenssh])
-      .apply(([privateKey, publicKey]) => ({ privateKey, publicKey }));
-
-    this.server = new openstack.compute.Instance(
-      name,
-      {
-        name: node.fqdn,
-        imageName: cfg.image,
-        flavorName: cfg.flavor,
-        keyPair: region.keypair.name,
-        networks: [{ port: this.port.id }],
-        // Holds the host key's private half: secret in the state and in every preview.
-        userData: pulumi.secret(
-          pulumi.all([addresses, hostKey]).apply(([a, k]) => renderUserData(ctx, a, k)),
-        ),
-        region: cfg.region,
-        metadata: { project: "header-rewrite", stack, node: name },
-      },
-      // Delete-first: the new server cannot attach the port the old one still holds (PortInUse).
-      // Day-2 changes of image and user-data are ignored: the engine then keeps the values recorded
-      // at creation, even for a replacement (pulumi/pulumi#2657). A node in rebuildNodes takes the
-      // current ones, and since they force a new server it is rebuilt on this run.
-      {
-        ...parent,
-        ...keep,
-        deleteBeforeReplace: true,
-        ignoreChanges: cfg.rebuildNodes.includes(name) ? [] : ["userData", "imageName", "imageId", "keyPair"],
-      },
-    );
+    const existing = cfg.servers[name];
+    const placed: Placement = existing
+      ? {
+          ipv4: pulumi.output(existing.ipv4),
+          ipv6: pulumi.output(ipaddr.IPv6.parse(existing.ipv6).toString()),
+          hostKey: pulumi.output(existing.hostKey),
+          replaced: pulumi.output(existing.hostKey),
+          reverseAtOvh: existing.reverseAtOvh ?? false,
+        }
+      : this.createServer(name, args, ctx);
+    this.ipv4 = placed.ipv4;
+    this.ipv6 = placed.ipv6;
+    this.hostKey = placed.hostKey;
+    this.port = placed.port;
+    this.server = placed.server;
+    const afterServer = placed.server ? [placed.server] : [];
 
     // Every command verifies the server by its pinned host key before it sends a byte of a script.
     const connection = {
       host: this.ipv4,
       user: cfg.sshUser,
-      hostKey: this.hostKey.publicKeyOpenssh,
+      hostKey: this.hostKey,
       privateKey: args.deployPrivateKey,
       dialErrorLimit: 60,
       perDialTimeout: 15,
@@ -212,7 +162,7 @@ export class RelayNode extends pulumi.ComponentResource {
         stdin: drain,
         addPreviousOutputInEnv: false,
       },
-      { ...parent, dependsOn: [this.server] },
+      { ...parent, dependsOn: afterServer },
     );
 
     // Forward names first; OVH checks at once that a PTR resolves forward to its address.
@@ -222,15 +172,22 @@ export class RelayNode extends pulumi.ComponentResource {
         { zone: cfg.dnsZone, subdomain, fieldtype, target, ttl: cfg.dnsTtl },
         { ...parent, dependsOn: [this.drain] },
       );
-    const a = record(`${name}-a`, name, "A", this.ipv4);
-    const aaaa = record(`${name}-aaaa`, name, "AAAA", this.ipv6);
-    this.records = [
-      a,
-      aaaa,
-      record(`${name}-service-a`, cfg.serviceName, "A", this.ipv4),
-      record(`${name}-service-aaaa`, cfg.serviceName, "AAAA", this.ipv6),
-    ];
-    const reverse = (id: string, ip: pulumi.Output<string>, bits: number, forward: ovh.domain.ZoneRecord) =>
+    // Without dnsAtOvh the operator makes them (README, "Servers that exist already").
+    const forward = cfg.dnsAtOvh
+      ? {
+          a: record(`${name}-a`, name, "A", this.ipv4),
+          aaaa: record(`${name}-aaaa`, name, "AAAA", this.ipv6),
+        }
+      : undefined;
+    this.records = forward
+      ? [
+          forward.a,
+          forward.aaaa,
+          record(`${name}-service-a`, cfg.serviceName, "A", this.ipv4),
+          record(`${name}-service-aaaa`, cfg.serviceName, "AAAA", this.ipv6),
+        ]
+      : [];
+    const reverse = (id: string, ip: pulumi.Output<string>, bits: number, after?: ovh.domain.ZoneRecord) =>
       new ovh.ip.Reverse(
         id,
         {
@@ -247,12 +204,15 @@ export class RelayNode extends pulumi.ComponentResource {
         // Delete-first: every field forces a replacement and the ID is the address itself, so the old
         // resource's DELETE /ip/{block}/reverse/{address} would remove the PTR just created
         // (terraform-provider-ovh ovh/resource_ip_reverse.go: ForceNew fields, SetId(IpReverse)).
-        { ...parent, dependsOn: [forward, this.server], deleteBeforeReplace: true },
+        { ...parent, dependsOn: [...(after ? [after] : []), ...afterServer], deleteBeforeReplace: true },
       );
-    this.reverses = [
-      reverse(`${name}-ptr4`, this.ipv4, 32, a),
-      reverse(`${name}-ptr6`, this.ipv6, cfg.reverseBlockV6, aaaa),
-    ];
+    // OVH's /ip API holds the PTRs of OVH's addresses only.
+    this.reverses = placed.reverseAtOvh
+      ? [
+          reverse(`${name}-ptr4`, this.ipv4, 32, forward?.a),
+          reverse(`${name}-ptr6`, this.ipv6, cfg.reverseBlockV6, forward?.aaaa),
+        ]
+      : [];
 
     // Config push: every step is a script on stdin; any change of the script re-runs the step.
     // Render, then deploy scripts from the bundle; both depend on which client certificates exist.
@@ -282,7 +242,7 @@ export class RelayNode extends pulumi.ComponentResource {
           // provider/pkg/provider/remote/commandOutputs.go). The scripts never read them.
           addPreviousOutputInEnv: false,
           // A replaced server starts empty: run the step again on the new one.
-          triggers: [this.server.id],
+          triggers: [placed.replaced],
         },
         { ...parent, dependsOn },
       );
@@ -291,12 +251,15 @@ export class RelayNode extends pulumi.ComponentResource {
     // Each step waits for the one before it; http-01 also needs the forward records before certbot
     // asks the CA to connect; Postfix changes only once the node before this one passed its check.
     const alsoWaitFor: Partial<Record<StepId, pulumi.Resource[]>> = {
-      certificate: [a, aaaa],
+      certificate: forward ? [forward.a, forward.aaaa] : [],
       postfix: args.after ? [args.after] : [],
     };
     const commands = {} as Record<StepId, command.remote.Command>;
-    let previous: pulumi.Resource = this.server;
-    for (const id of STEPS) previous = commands[id] = step(id, [previous, ...(alsoWaitFor[id] ?? [])]);
+    let previous: pulumi.Resource[] = afterServer;
+    for (const id of STEPS) {
+      commands[id] = step(id, [...previous, ...(alsoWaitFor[id] ?? [])]);
+      previous = [commands[id]];
+    }
     this.cloudInit = commands["cloud-init"];
     this.certificate = commands.certificate;
     this.clientCertificates = commands["client-certificates"];
@@ -304,5 +267,100 @@ export class RelayNode extends pulumi.ComponentResource {
     this.verify = commands.verify;
 
     this.registerOutputs({ fqdn: this.fqdn, ipv4: this.ipv4, ipv6: this.ipv6 });
+  }
+
+  /** An OVH Public Cloud server: its port (stable addresses), host key and instance. */
+  private createServer(name: string, args: RelayNodeArgs, ctx: RenderContext): Placement {
+    const { cfg } = args;
+    const region = args.region!;
+    const parent = { parent: this };
+    const keep = { protect: cfg.protectServers };
+    // The port comes first: its addresses are known before the server exists and outlive it.
+    const port = new openstack.networking.Port(
+      `${name}-port`,
+      {
+        name: `header-rewrite-${name}`,
+        networkId: region.network.id,
+        securityGroupIds: [region.securityGroup.id],
+        adminStateUp: true,
+        region: cfg.region,
+      },
+      { ...parent, ...keep },
+    );
+    const families = port.allFixedIps.apply(splitFamilies);
+
+    // Ext-Net may hold several subnets of a family: gateway and resolvers are those of the subnet
+    // that holds the port's address (a lookup by family alone fails with "more than one result").
+    const subnetOf = (address: pulumi.Output<string>, ipVersion: 4 | 6) =>
+      pulumi
+        .all([
+          address,
+          openstack.networking.getSubnetIdsV2Output(
+            { networkId: region.network.id, ipVersion, region: cfg.region },
+            parent,
+          ),
+        ])
+        .apply(async ([addr, found]) => {
+          const subnets = await Promise.all(
+            found.ids.map((subnetId) =>
+              openstack.networking.getSubnet({ subnetId, region: cfg.region }, parent),
+            ),
+          );
+          return subnetHolding(name, addr, ipVersion, subnets);
+        });
+    const addresses: pulumi.Output<NodeAddresses> = pulumi
+      .all([families, port.macAddress, subnetOf(families.ipv4, 4), subnetOf(families.ipv6, 6)])
+      .apply(([f, mac, net4, net6]) => {
+        const dns = nodeResolvers(name, cfg, [f.ipv4, f.ipv6], [net4.dns, net6.dns]);
+        return {
+          mac: mac.toLowerCase(),
+          ipv4: { address: f.ipv4, gateway: net4.gateway },
+          ipv6: { address: f.ipv6, gateway: net6.gateway },
+          dns,
+        };
+      });
+
+    // The server's SSH host key, created once and kept in the stack's state (encrypted, a secret);
+    // protected with the server: rotating it is a rebuild (README, "Security model").
+    const key = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { ...parent, ...keep });
+    const hostKey = pulumi
+      .all([key.privateKeyOpenssh, key.publicKeyOpenssh])
+      .apply(([privateKey, publicKey]) => ({ privateKey, publicKey }));
+
+    const server = new openstack.compute.Instance(
+      name,
+      {
+        name: ctx.node.fqdn,
+        imageName: cfg.image,
+        flavorName: cfg.flavor,
+        keyPair: region.keypair.name,
+        networks: [{ port: port.id }],
+        // Holds the host key's private half: secret in the state and in every preview.
+        userData: pulumi.secret(
+          pulumi.all([addresses, hostKey]).apply(([a, k]) => renderUserData(ctx, a, k)),
+        ),
+        region: cfg.region,
+        metadata: { project: "header-rewrite", stack: ctx.stack, node: name },
+      },
+      // Delete-first: the new server cannot attach the port the old one still holds (PortInUse).
+      // Day-2 changes of image and user-data are ignored: the engine then keeps the values recorded
+      // at creation, even for a replacement (pulumi/pulumi#2657). A node in rebuildNodes takes the
+      // current ones, and since they force a new server it is rebuilt on this run.
+      {
+        ...parent,
+        ...keep,
+        deleteBeforeReplace: true,
+        ignoreChanges: cfg.rebuildNodes.includes(name) ? [] : ["userData", "imageName", "imageId", "keyPair"],
+      },
+    );
+    return {
+      port,
+      ipv4: families.ipv4,
+      ipv6: families.ipv6,
+      hostKey: key.publicKeyOpenssh,
+      server,
+      replaced: server.id,
+      reverseAtOvh: true,
+    };
   }
 }

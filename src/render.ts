@@ -391,20 +391,24 @@ WantedBy=multi-user.target
   return { ...METADATA_GUARD, rules, unit };
 }
 
-export function renderUserData(ctx: RenderContext, addrs: NodeAddresses, hostKey: HostKey): string {
+/**
+ * First-boot user-data. An OpenStack server gets its network (from its port's addresses) and the
+ * host key the program made; a server that exists already (header-rewrite:servers) neither.
+ */
+export function renderUserData(ctx: RenderContext, addrs?: NodeAddresses, hostKey?: HostKey): string {
   return template("user-data.hbs")({
-    hostKey: { privateKey: hostKey.privateKey.trim(), publicKey: hostKey.publicKey.trim() },
+    hostKey: hostKey && { privateKey: hostKey.privateKey.trim(), publicKey: hostKey.publicKey.trim() },
     sshdConfig: renderSshdConfig(ctx.cfg),
     rebootPolicy: renderRebootPolicy(ctx.cfg, ctx.node),
     metadataGuard: renderMetadataGuard(),
     stack: ctx.stack,
-    region: ctx.cfg.region,
+    region: ctx.cfg.region || "servers that exist already",
     node: ctx.node,
     packages: nodePackages(ctx.cfg),
     sshKeys: [ctx.cfg.deploySshPublicKey, ...ctx.cfg.adminSshKeys],
+    network: addrs && renderNetwork(ctx, addrs),
     networkFile: NETWORK_FILE,
-    network: renderNetwork(ctx, addrs),
     networkSwitch: NETWORK_SWITCH,
-    networkSwitchScript: renderNetworkSwitch(ctx, addrs),
+    networkSwitchScript: addrs && renderNetworkSwitch(ctx, addrs),
   });
 }

@@ -8,6 +8,7 @@ import { pendingExampleKeys } from "./examples";
 import { deploySteps, drainScript } from "./deploy";
 import { MapValidationError, formatProblem, loadMaps } from "./maps";
 import { MAPS_DIR, PROJECT_ROOT } from "./project";
+import { firewallRules } from "./cloud";
 import { parse } from "csv-parse/sync";
 import { M365Error, type M365Options, type SourceMailbox, m365Files, planM365, replyRoutes } from "./m365";
 import {
@@ -178,8 +179,9 @@ export function renderStack(
   stack: string,
   outDir: string,
   given: Record<string, NodeAddresses> = {},
+  root = PROJECT_ROOT,
 ): string[] {
-  const cfg = loadStackConfig(stack);
+  const cfg = loadStackConfig(stack, root);
   const maps = loadMaps(MAPS_DIR);
   const written: string[] = [];
   const secrets = {
@@ -190,26 +192,40 @@ export function renderStack(
   };
   cfg.nodes.forEach((name, i) => {
     const ctx = { stack, cfg, maps, node: nodeIdentity(cfg, name) };
-    const addrs = given[name] ?? placeholderAddresses(i);
     const bundle = renderNode(ctx);
+    // A server that exists already has its network and host key: its user-data carries neither.
+    const existing = cfg.servers[name];
+    const addrs = existing ? undefined : (given[name] ?? placeholderAddresses(i));
     const note = given[name]
       ? "given with --addresses"
       : "PLACEHOLDER documentation-range addresses: the real ones come from the OVH port";
-    const files: Record<string, string> = {
-      "ADDRESSES.json": JSON.stringify({ ...addrs, placeholder: !given[name], note }, null, 2) + "\n",
-      "cloud-init/user-data": renderUserData(ctx, addrs, PLACEHOLDER_SECRETS.hostKey),
-      [`network/${path.basename(NETWORK_FILE)}`]: renderNetwork(ctx, addrs),
-      [`network/${path.basename(NETWORK_SWITCH)}`]: renderNetworkSwitch(ctx, addrs),
-    };
+    const files: Record<string, string> = addrs
+      ? {
+          "ADDRESSES.json": JSON.stringify({ ...addrs, placeholder: !given[name], note }, null, 2) + "\n",
+          "cloud-init/user-data": renderUserData(ctx, addrs, PLACEHOLDER_SECRETS.hostKey),
+          [`network/${path.basename(NETWORK_FILE)}`]: renderNetwork(ctx, addrs),
+          [`network/${path.basename(NETWORK_SWITCH)}`]: renderNetworkSwitch(ctx, addrs),
+        }
+      : {
+          "cloud-init/user-data": renderUserData(ctx),
+          // What the OVH security group would open: the firewall of such a server is the operator's.
+          "FIREWALL.txt":
+            '# Inbound rules a header-rewrite node needs (README, "Servers that exist already"); nothing else.\n' +
+            firewallRules(cfg, maps)
+              .map((r) => `tcp/${r.port} from ${r.cidr} (${r.why})`)
+              .join("\n") +
+            "\n",
+        };
     deploySteps(cfg, bundle, secrets).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
     // Runs only when the node is removed from the stack (README, "Removing a node").
     files["deploy/on-removal-drain.sh"] = drainScript(cfg, ctx.node);
     for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;
-    const standIns = given[name]
-      ? []
-      : Object.values(addrs).flatMap((v) =>
-          typeof v === "string" ? [v] : Array.isArray(v) ? v : Object.values(v),
-        );
+    const standIns =
+      given[name] || !addrs
+        ? []
+        : Object.values(addrs).flatMap((v) =>
+            typeof v === "string" ? [v] : Array.isArray(v) ? v : Object.values(v),
+          );
     for (const [rel, text] of Object.entries(files)) {
       const what = [
         ...(rel !== "ADDRESSES.json" &&

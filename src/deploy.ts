@@ -238,9 +238,11 @@ install_cert() {
   fi
   chmod 600 "$DIR/$id.pem"
 }
+# The tenants that keep a certificate; any other file here belongs to one that no longer has one.
+KEEP=" ${ids.join(" ")} "
 ${writes}for f in "$DIR"/*.pem; do
   [ -e "$f" ] || continue
-  case " ${ids.join(" ")} " in *" $(basename "$f" .pem) "*) ;; *) rm -f "$f"; changed=yes ;; esac
+  case "$KEEP" in *" $(basename "$f" .pem) "*) ;; *) rm -f "$f"; changed=yes ;; esac
 done
 if [ "$changed" = yes ] && postfix status >/dev/null 2>&1; then postfix reload; fi
 echo "client certificates: ${ids.length ? ids.join(", ") : "none"}"
@@ -672,7 +674,7 @@ scrape() {
   /usr/bin/python3 -c 'import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())' \\
     "http://127.0.0.1:$1/metrics" 2>/dev/null
 }
-for i in $(seq 50); do
+for _ in $(seq 50); do
   scrape ${EXPORTERS.postfix.port} >/dev/null && scrape ${EXPORTERS.node.port} >/dev/null && break; sleep 0.2
 done
 # Captured first: grep -q would close the pipe early, and pipefail would count that as a failure.

@@ -50,6 +50,27 @@ describe("cloud-init accepts the user-data", () => {
   });
 });
 
+describe("shellcheck accepts every script a node runs", () => {
+  for (const node of Object.values(STACKS)) {
+    it(`${node}: every deploy step, the drain and the first-boot network script`, () => {
+      const scripts = [
+        ...fs.readdirSync(path.join(out, node, "deploy")).map((f) => path.join(out, node, "deploy", f)),
+        path.join(out, node, "network", "header-rewrite-network"),
+      ];
+      expect(scripts.length).toBeGreaterThanOrEqual(9);
+      const r = run("shellcheck", ["-S", "warning", "-s", "bash", ...scripts]);
+      expect(r.status, r.out).toBe(0);
+    });
+  }
+  it("and the same check flags a constant case word (the warning one of the steps had)", () => {
+    const bad = path.join(out, "bad-step.sh");
+    fs.writeFileSync(bad, '#!/bin/bash\nfor f in /x/*; do case "  " in *" $f "*) ;; esac; done\n');
+    const r = run("shellcheck", ["-S", "warning", bad]);
+    expect(r.status).not.toBe(0);
+    expect(r.out).toContain("SC2194");
+  });
+});
+
 describe("the first-boot network script refuses an image it was not rendered for", () => {
   // Each case boots the script on this machine with another /etc/os-release (private mount
   // namespace): it must stop before touching the network and say what to fix.

@@ -15,7 +15,6 @@
 # usage: tenant-pin-milter.py POLICY_JSON SOCKET SECRET_FILE CALENDAR_JSON   (SOCKET: unix:/path)
 import email.utils
 import hmac
-import json
 import logging
 import os
 import subprocess
@@ -30,20 +29,14 @@ from dkim.util import parse_tag_value
 
 import calendar_rewrite
 
-POLICY_PATH, SOCKET, SECRET_FILE, CALENDAR_PATH = sys.argv[1:5]
 DNS_LIFETIME = 10.0
 CHRONYC = "/usr/bin/chronyc"
 
 log = logging.getLogger("header-rewrite-pin")
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="header-rewrite-pin: %(message)s")
 
-
-POLICY = calendar_rewrite.LiveJson(
-    POLICY_PATH, lambda data: log.info("policy %s loaded: %d pinned domain(s)", POLICY_PATH, len(data["pins"]))
-)
-CALENDAR = calendar_rewrite.LiveJson(
-    CALENDAR_PATH, lambda data: log.info("calendar policy %s loaded: %d translation(s)", CALENDAR_PATH, len(data["translations"]))
-)
+# What the deploy installed, from argv (main): importing the module has no side effect, so the
+# unit tests (node/tests/) import it and call decide() and check_date() directly.
+POLICY = CALENDAR = SECRET_FILE = CALENDAR_PATH = None
 
 
 class DnsUndecided(Exception):
@@ -393,12 +386,22 @@ class PinMilter(Milter.Base):
 
 
 def main():
+    global POLICY, CALENDAR, SECRET_FILE, CALENDAR_PATH
+    policy_path, socket_path, SECRET_FILE, CALENDAR_PATH = sys.argv[1:5]
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="header-rewrite-pin: %(message)s")
+    POLICY = calendar_rewrite.LiveJson(
+        policy_path, lambda data: log.info("policy %s loaded: %d pinned domain(s)", policy_path, len(data["pins"]))
+    )
+    CALENDAR = calendar_rewrite.LiveJson(
+        CALENDAR_PATH,
+        lambda data: log.info("calendar policy %s loaded: %d translation(s)", CALENDAR_PATH, len(data["translations"])),
+    )
     Milter.factory = PinMilter
     Milter.set_flags(Milter.CHGHDRS + Milter.ADDHDRS + Milter.CHGBODY)
-    log.info("listening on %s, policy %s", SOCKET, POLICY_PATH)
+    log.info("listening on %s, policy %s", socket_path, policy_path)
     # The socket is open to all; its directory (nobody:postfix, 0750) lets only Postfix reach it.
     os.umask(0)
-    Milter.runmilter("header-rewrite-pin", SOCKET, 240)
+    Milter.runmilter("header-rewrite-pin", socket_path, 240)
 
 
 if __name__ == "__main__":

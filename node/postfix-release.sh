@@ -19,10 +19,12 @@ started_at() {
 # Postfix runs the release $LIVE points at: its master started after the switch (lstat's time of
 # the symlink), or a deploy reloaded that very master after the switch and saw it take effect.
 # The marker alone says nothing: a deploy cut between switch and reload leaves the new marker live
-# while Postfix still runs what it loaded before.
+# while Postfix still runs what it loaded before. A release staged before load tracking (no $LOADED
+# file; the stage writes "pending") is not judged.
 release_loaded() {
   local pid
   [ -L "$LIVE" ] || return 1
+  [ -e "$LIVE/$LOADED" ] || return 0
   pid=$(master_pid) || return 1
   [ "$(started_at "$pid")" -gt "$(stat -c %Y "$LIVE")" ] || [ "$(cat "$LIVE/$LOADED" 2>/dev/null)" = "master $pid" ]
 }

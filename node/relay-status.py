@@ -50,7 +50,8 @@ def master_started():
 
 def release(spec):
     """The live release; loaded: Postfix's master started after the switch, or a deploy reloaded
-    that master after it (node/postfix-release.sh, release_loaded); checked: it passed verify."""
+    that master after it (node/postfix-release.sh, release_loaded); None when not judged (Postfix
+    stopped, or a release staged before load tracking); checked: it passed verify."""
     try:
         fqdn, bundle = read(spec["releaseMarker"]).split()
     except (AttributeError, ValueError):
@@ -58,9 +59,10 @@ def release(spec):
     live = os.path.dirname(spec["releaseMarker"])
     master = master_started()
     loaded = None
-    if master and os.path.islink(live):
+    tracked = read(spec["releaseLoaded"])
+    if master and os.path.islink(live) and tracked is not None:
         pid, started = master
-        loaded = started > int(os.lstat(live).st_mtime) or read(spec["releaseLoaded"]) == f"master {pid}"
+        loaded = started > int(os.lstat(live).st_mtime) or tracked == f"master {pid}"
     return {"fqdn": fqdn, "bundle": bundle, "release": os.path.realpath(live), "loaded": loaded,
             "checked": read(spec["releaseChecked"]) == bundle}
 

@@ -431,7 +431,8 @@ trap 'rm -rf "$STAGE"' EXIT
 # 1. Start from the live directory (keeps the package's own files), drop what this deploy manages.
 cp -a "$LIVE/." "$STAGE/"
 # What a release records about itself (loaded, checked) is its own, never inherited.
-rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* "$STAGE/${RELEASE_LOADED}" "$STAGE/${RELEASE_CHECKED}" ${staged}
+rm -f "$STAGE"/*.cdb "$STAGE"/.probe.* "$STAGE/${RELEASE_CHECKED}" ${staged}
+echo pending > "$STAGE/${RELEASE_LOADED}"
 
 # 2. Write the rendered files.
 ${writes}chmod 644 ${staged}

@@ -15,7 +15,7 @@ export const RELEASE_MARKER = "header-rewrite.release";
 export const RELEASE_PREVIOUS = "header-rewrite.previous";
 /** Written into each release: how its verify step reaches each tenant next hop (one line each). */
 export const RELEASE_PROBES = "header-rewrite.probes";
-/** Written into the live release once Postfix loaded it: "master <pid>" (node/postfix-release.sh). */
+/** "pending" in a staged release; "master <pid>" once Postfix loaded it (node/postfix-release.sh). */
 export const RELEASE_LOADED = "header-rewrite.loaded";
 /** Written into a release that passed its post-deploy check (the verify step): its bundle hash. */
 export const RELEASE_CHECKED = "header-rewrite.checked";

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import type { NodeBundle } from "../src/bundle";
 import { loadStackConfig } from "../src/config";
 import { statusSpec } from "../src/deploy";
-import { POSTFIX_LIVE, POSTFIX_RELEASES, RELEASE_MARKER } from "../src/layout";
+import { POSTFIX_LIVE, POSTFIX_RELEASES, RELEASE_LOADED, RELEASE_MARKER } from "../src/layout";
 import { DEFAULT_LIMITS, type NodeStatus, assessNode, statusScript } from "../src/status";
 import { onNode } from "../sandbox/node-host";
 import { liveRelease } from "./helpers/deploys";
@@ -99,6 +99,7 @@ describe("a postfix step killed at each point, then the next deploy", () => {
         expect(liveRelease(lon1())).not.toBe(before);
         expect(s.release?.bundle).toBe(marker().split(" ")[1]);
         expect(s.release?.loaded).toBe(false);
+        expect(onNode(lon1(), `cat ${POSTFIX_LIVE}/${RELEASE_LOADED}`).stdout.trim()).toBe("pending");
         const v = verdict(edited);
         expect(v.problems.join("\n")).toMatch(/is live but Postfix still runs the release it loaded before/);
         expect(metric(edited, "header_rewrite_release_loaded")).toBe("0");
@@ -132,6 +133,16 @@ describe("a postfix step killed at each point, then the next deploy", () => {
       for (const m of sent) expect((await deferred(lon1(), m.r)).sender).toMatch(/@new\.example$/);
     }, 120_000);
   }
+
+  it("a release staged before load tracking (no loaded file) is not judged: no false alarm on upgrade", () => {
+    const r = deployStep(lon1(), "postfix", committed);
+    expect(r.status, explain(lon1(), r)).toBe(0);
+    // As a release of the previous version looks, live and reloaded long ago.
+    expect(onNode(lon1(), `rm ${POSTFIX_LIVE}/${RELEASE_LOADED} && touch -h ${POSTFIX_LIVE}`).status).toBe(0);
+    expect(status(committed).release?.loaded).toBeNull();
+    expect(verdict(committed).problems.filter((p) => p.includes("is live but"))).toEqual([]);
+    expect(metric(committed, "header_rewrite_release_loaded")).toBe("1");
+  });
 
   it("the verify step alone completes a switch that was cut before its reload", async () => {
     const r = deployStep(lon1(), "postfix", committed);

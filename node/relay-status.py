@@ -51,7 +51,7 @@ def master_started():
 def release(spec):
     """The live release; loaded: Postfix's master started after the switch, or a deploy reloaded
     that master after it (node/postfix-release.sh, release_loaded); None when not judged (Postfix
-    stopped, or a release staged before load tracking); checked: it passed verify."""
+    stopped, or a release staged before load tracking); checked: it passed verify (None: not judged)."""
     try:
         fqdn, bundle = read(spec["releaseMarker"]).split()
     except (AttributeError, ValueError):
@@ -63,8 +63,8 @@ def release(spec):
     if master and os.path.islink(live) and tracked is not None:
         pid, started = master
         loaded = started > int(os.lstat(live).st_mtime) or tracked == f"master {pid}"
-    return {"fqdn": fqdn, "bundle": bundle, "release": os.path.realpath(live), "loaded": loaded,
-            "checked": read(spec["releaseChecked"]) == bundle}
+    checked = None if tracked is None else read(spec["releaseChecked"]) == bundle
+    return {"fqdn": fqdn, "bundle": bundle, "release": os.path.realpath(live), "loaded": loaded, "checked": checked}
 
 
 def queue(now):
@@ -304,7 +304,7 @@ def exposition(spec, r, now):
            "Postfix has loaded the live release (0: a deploy was cut between switch and reload).",
            [({}, int(rel.get("loaded") is not False))])
     metric("header_rewrite_release_checked", "gauge", "The live release passed its post-deploy check (1).",
-           [({}, int(bool(rel.get("checked"))))])
+           [({}, int(rel.get("checked") is not False))])
     metric("header_rewrite_queue_messages", "gauge", "Messages in each Postfix queue.",
            [({"queue": q}, counts.get(q, 0)) for q in ("active", "deferred", "hold", "incoming", "maildrop")])
     metric("header_rewrite_queue_oldest_deferred_seconds", "gauge", "Age of the oldest deferred message (0: none).",

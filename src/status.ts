@@ -20,7 +20,7 @@ export interface NodeStatus {
     bundle: string;
     release?: string;
     loaded?: boolean | null;
-    checked?: boolean;
+    checked?: boolean | null;
   } | null;
   queue: {
     counts: Record<string, number>;

@@ -139,9 +139,11 @@ describe("a postfix step killed at each point, then the next deploy", () => {
     expect(r.status, explain(lon1(), r)).toBe(0);
     // As a release of the previous version looks, live and reloaded long ago.
     expect(onNode(lon1(), `rm ${POSTFIX_LIVE}/${RELEASE_LOADED} && touch -h ${POSTFIX_LIVE}`).status).toBe(0);
-    expect(status(committed).release?.loaded).toBeNull();
+    expect(status(committed).release).toMatchObject({ loaded: null, checked: null });
     expect(verdict(committed).problems.filter((p) => p.includes("is live but"))).toEqual([]);
     expect(metric(committed, "header_rewrite_release_loaded")).toBe("1");
+    expect(metric(committed, "header_rewrite_release_checked")).toBe("1");
+    expect(verdict(committed).warnings.filter((w) => w.includes("post-deploy check"))).toEqual([]);
   });
 
   it("the verify step alone completes a switch that was cut before its reload", async () => {

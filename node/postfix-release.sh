@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # header-rewrite: what the postfix and verify steps know about Postfix releases (both embed this).
 # The caller sets LIVE (the /etc/postfix symlink), RELEASES (where releases live), POSTFIX_LOG, and
-# LOADED (the name of the file a release gets once Postfix loaded it).
+# the names of a release's own files: MARKER_FILE (fqdn and bundle), PREVIOUS_FILE (the release
+# before it) and LOADED_FILE (once Postfix loaded it).
 
 # The PID of Postfix's running master, or nothing (status 1).
 master_pid() {
@@ -19,14 +20,14 @@ started_at() {
 # Postfix runs the release $LIVE points at: its master started after the switch (lstat's time of
 # the symlink), or a deploy reloaded that very master after the switch and saw it take effect.
 # The marker alone says nothing: a deploy cut between switch and reload leaves the new marker live
-# while Postfix still runs what it loaded before. A release staged before load tracking (no $LOADED
-# file; the stage writes "pending") is not judged.
+# while Postfix still runs what it loaded before. A release staged before load tracking (no
+# $LOADED_FILE; the stage writes "pending") is not judged.
 release_loaded() {
   local pid
   [ -L "$LIVE" ] || return 1
-  [ -e "$LIVE/$LOADED" ] || return 0
+  [ -e "$LIVE/$LOADED_FILE" ] || return 0
   pid=$(master_pid) || return 1
-  [ "$(started_at "$pid")" -gt "$(stat -c %Y "$LIVE")" ] || [ "$(cat "$LIVE/$LOADED" 2>/dev/null)" = "master $pid" ]
+  [ "$(started_at "$pid")" -gt "$(stat -c %Y "$LIVE")" ] || [ "$(cat "$LIVE/$LOADED_FILE" 2>/dev/null)" = "master $pid" ]
 }
 
 # Every inet service of the live master.cf that is not listening (with who holds its port).
@@ -96,7 +97,22 @@ load_live() {
     out=$(postfix start 2>&1) || { echo "postfix start: $out"; return 1; }
   fi
   took_effect || return 1
-  echo "master $(master_pid)" >"$LIVE/$LOADED"
+  echo "master $(master_pid)" >"$LIVE/$LOADED_FILE"
+}
+
+# A deploy cut between its switch and its load (SIGKILL, a lost machine) left Postfix running the
+# release before, under the new marker: load the live release, which was built and checked before
+# its switch. Prints what it does and, failing, why (status 1): the caller then returns from it.
+complete_cut_switch() {
+  [ -L "$LIVE" ] || return 0
+  postfix status >/dev/null 2>&1 || return 0
+  release_loaded && return 0
+  local bundle out
+  bundle=$(cut -d' ' -f2 "$LIVE/$MARKER_FILE" 2>/dev/null)
+  echo "header-rewrite: Postfix had not loaded bundle ${bundle:0:12} (a deploy was cut between switch and reload): loading it"
+  out=$(load_live "$(cat "$LIVE/$PREVIOUS_FILE" 2>/dev/null || true)") && return 0
+  echo "header-rewrite: loading $(readlink "$LIVE") failed: $out"
+  return 1
 }
 
 # Points $LIVE at release $1 with one rename(2).

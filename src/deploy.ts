@@ -364,7 +364,9 @@ answers || fail "the tenant-pinning milter does not answer on ${m.socket} (journ
 /** node/postfix-release.sh with the names it expects (after LIVE and RELEASES). */
 function releaseFunctions(bundle: NodeBundle): string {
   return `POSTFIX_LOG=${POSTFIX_LOG}
-LOADED=${RELEASE_LOADED}
+MARKER_FILE=${RELEASE_MARKER}
+PREVIOUS_FILE=${RELEASE_PREVIOUS}
+LOADED_FILE=${RELEASE_LOADED}
 ${bundle.releaseFunctions}`;
 }
 
@@ -414,16 +416,12 @@ ${needs.join("\n")}
 ${releaseFunctions(bundle)}
 lock_releases || fail "another deploy still holds $RELEASES/.lock after 10 min"
 
-# 0. A deploy cut between its switch and its load (SIGKILL, a lost machine) left Postfix running
-#    the release before, under the new marker: complete that switch first, or return from it.
-if [ -L "$LIVE" ] && postfix status >/dev/null 2>&1 && ! release_loaded; then
+# 0. Complete a switch that a cut deploy left unloaded first, or return from it.
+if ! complete_cut_switch; then
   CUT=$(readlink "$LIVE")
-  echo "header-rewrite: Postfix had not loaded $CUT (a deploy was cut between switch and reload): loading it"
-  out=$(load_live "$(cat "$CUT/${RELEASE_PREVIOUS}" 2>/dev/null || true)") || {
-    back=$(cat "$CUT/${RELEASE_PREVIOUS}" 2>/dev/null || true)
-    { [ -d "$back" ] && switch_live "$back" && load_live "$CUT" >/dev/null; } || true
-    fail "loading the release a cut deploy left live failed ($out); switched back to \${back:-nothing}"
-  }
+  back=$(cat "$CUT/${RELEASE_PREVIOUS}" 2>/dev/null || true)
+  { [ -d "$back" ] && switch_live "$back" && load_live "$CUT" >/dev/null; } || true
+  fail "the release a cut deploy left live did not load; switched back to \${back:-nothing}"
 fi
 STAGE=$(mktemp -d "$RELEASES/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -742,10 +740,9 @@ if [ "$(marker)" != "$WANT" ]; then
   readlink "$LIVE" > "$release/${RELEASE_PREVIOUS}"
   switch_to "$release" || { echo "header-rewrite: could not make $release live again" >&2; exit 1; }
   echo "header-rewrite: bundle \${BUNDLE:0:12} is live again on ${node.fqdn} for its check"
-elif postfix status >/dev/null 2>&1 && ! release_loaded; then
-  echo "header-rewrite: Postfix had not loaded bundle \${BUNDLE:0:12} (a deploy was cut between switch and reload): loading it"
-  out=$(load_live "$(cat "$LIVE/${RELEASE_PREVIOUS}" 2>/dev/null || true)") ||
-    echo "header-rewrite: loading $(readlink "$LIVE") failed: $out" >&2
+else
+  # A failure to load is one of the problems below, and the check returns from the release.
+  complete_cut_switch || true
 fi
 RELEASE=$(readlink "$LIVE")
 PREVIOUS=$(cat "$RELEASE/${RELEASE_PREVIOUS}" 2>/dev/null || true)

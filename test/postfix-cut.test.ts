@@ -4,10 +4,8 @@
 // the metrics say so.
 import { describe, expect, it } from "vitest";
 import type { NodeBundle } from "../src/bundle";
-import { loadStackConfig } from "../src/config";
-import { statusSpec } from "../src/deploy";
 import { POSTFIX_LIVE, POSTFIX_RELEASES, RELEASE_LOADED, RELEASE_MARKER } from "../src/layout";
-import { DEFAULT_LIMITS, type NodeStatus, assessNode, statusScript } from "../src/status";
+import { DEFAULT_LIMITS, assessNode } from "../src/status";
 import { onNode } from "../sandbox/node-host";
 import { liveRelease } from "./helpers/deploys";
 import { editedMaps } from "./helpers/maps";
@@ -17,6 +15,8 @@ import {
   deployStep,
   explain,
   lon1Bundle,
+  nodeMetrics,
+  nodeStatus,
   sendLocal,
   stepScript,
   useLon1,
@@ -45,22 +45,10 @@ describe("a postfix step killed at each point, then the next deploy", () => {
   const lon1 = useLon1();
   const committed = lon1Bundle();
   const edited = lon1Bundle(editedMaps());
-  const spec = (b: NodeBundle) => statusSpec(loadStackConfig("lon"), b, 24);
-  const status = (b: NodeBundle): NodeStatus => {
-    const r = onNode(lon1(), statusScript(b, spec(b)));
-    expect(r.status, r.stderr).toBe(0);
-    return JSON.parse(r.stdout) as NodeStatus;
-  };
+  const status = (b: NodeBundle) => nodeStatus(lon1(), b);
   const verdict = (b: NodeBundle) => assessNode("lon1", status(b), b, DEFAULT_LIMITS);
-  const metric = (b: NodeBundle, name: string): string => {
-    onNode(lon1(), "cat > /root/spec.json", JSON.stringify(spec(b)));
-    const prom = onNode(
-      lon1(),
-      "/usr/bin/python3 - --prometheus /root/spec.json /root/out.prom && cat /root/out.prom",
-      b.statusProgram,
-    );
-    return new RegExp(`^${name} (\\d+)$`, "m").exec(prom.stdout)?.[1] ?? "absent";
-  };
+  const metric = (b: NodeBundle, name: string): string =>
+    new RegExp(`^${name} (\\d+)$`, "m").exec(nodeMetrics(lon1(), b))?.[1] ?? "absent";
   /** bob's rewritten sender in a message sent now: which maps the running Postfix uses. */
   const bobBecomes = async () =>
     (await deferred(lon1(), sendLocal(lon1(), { from: "bob@old.example" }).r)).sender;

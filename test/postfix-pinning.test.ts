@@ -7,9 +7,6 @@ import { parseMaps, readMapTexts } from "../src/maps";
 import { PIN_MILTER } from "../src/layout";
 import { queuedAs, refusal, rfc5322Date } from "../sandbox/mail";
 import { replays } from "./helpers/replays";
-import { loadStackConfig } from "../src/config";
-import { statusSpec } from "../src/deploy";
-import { type NodeStatus, statusScript } from "../src/status";
 import { onNode, queue } from "../sandbox/node-host";
 import type { Result } from "../sandbox/shell";
 import {
@@ -21,6 +18,8 @@ import {
   deployStep,
   explain,
   lon1Bundle,
+  nodeMetrics,
+  nodeStatus,
   sendLocal,
   smtpReady,
   useLon1,
@@ -192,8 +191,7 @@ describe("modes and undecided checks (a map edit and a redeploy)", () => {
     );
     // The status collector counts the verdict from the same log, for the monitor phase.
     const b = lon1Bundle(maps);
-    const answer = sh(statusScript(b, statusSpec(loadStackConfig("lon"), b, 24)));
-    const pinning = (JSON.parse(answer.stdout) as NodeStatus).pinning!;
+    const pinning = nodeStatus(lon1(), b).pinning!;
     expect(pinning.find((p) => p.domain === "old.example" && p.mode === "monitor")).toMatchObject({
       fail: 1,
       reasons: [{ reason: "no DKIM signature by old.example", count: 1 }],
@@ -285,7 +283,6 @@ describe("optional header requirements (a map edit, the secret from header-rewri
 describe("a milter Postfix cannot reach", () => {
   it("every connection gets a 4xx, nothing is queued; status and the metrics name the milter", async () => {
     const b = lon1Bundle();
-    const spec = statusSpec(loadStackConfig("lon"), b, 24);
     const queued = queue(lon1()).length;
     // As a dead milter looks to smtpd and to the collector: nothing to connect to. (The test node's
     // PID 1 reaps no children, so a stopped milter would linger as a zombie.)
@@ -294,21 +291,19 @@ describe("a milter Postfix cannot reach", () => {
     try {
       for (let i = 0; i < 3; i++) expect(refused(sendLocal(lon1(), bob).r)).toMatch(/^4\d\d /);
       expect(queue(lon1()).length).toBe(queued);
-      const answer = JSON.parse(sh(statusScript(b, spec)).stdout) as NodeStatus;
-      expect(answer.milter).toEqual({ answering: false, restarts: null, socket: PIN_MILTER.socket });
+      expect(nodeStatus(lon1(), b).milter).toEqual({
+        answering: false,
+        restarts: null,
+        socket: PIN_MILTER.socket,
+      });
       // The metrics: the three connections refused for the milter, none counted as "other".
-      onNode(lon1(), "cat > /root/spec.json", JSON.stringify(spec));
-      const prom = onNode(
-        lon1(),
-        "/usr/bin/python3 - --prometheus /root/spec.json /root/out.prom && cat /root/out.prom",
-        b.statusProgram,
-      );
-      expect(prom.stdout).toMatch(/^header_rewrite_milter_answering 0$/m);
-      expect(prom.stdout).toMatch(/^header_rewrite_refusals_total\{reason="milter_unavailable"\} 3$/m);
-      expect(prom.stdout).toMatch(/^header_rewrite_refusals_total\{reason="other"\} 0$/m);
+      const prom = nodeMetrics(lon1(), b);
+      expect(prom).toMatch(/^header_rewrite_milter_answering 0$/m);
+      expect(prom).toMatch(/^header_rewrite_refusals_total\{reason="milter_unavailable"\} 3$/m);
+      expect(prom).toMatch(/^header_rewrite_refusals_total\{reason="other"\} 0$/m);
     } finally {
       sh(`mv ${away} ${PIN_MILTER.socket}`);
     }
-    expect((JSON.parse(sh(statusScript(b, spec)).stdout) as NodeStatus).milter?.answering).toBe(true);
+    expect(nodeStatus(lon1(), b).milter?.answering).toBe(true);
   });
 });

@@ -7,11 +7,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { NodeBundle } from "../../src/bundle";
 import { loadStackConfig, nodeIdentity } from "../../src/config";
-import { type NodeSecrets, type StepId, deploySteps } from "../../src/deploy";
+import { type NodeSecrets, type StepId, deploySteps, statusSpec } from "../../src/deploy";
 import { tlsPaths } from "../../src/layout";
 import { type RelayMaps, loadMaps } from "../../src/maps";
 import { MAPS_DIR } from "../../src/project";
 import { renderNode } from "../../src/render";
+import { type NodeStatus, statusScript } from "../../src/status";
 import { shellQuote as q } from "../../src/shell";
 import { type Message, type Sent, queuedAs, sendMail, starttlsAnswers } from "../../sandbox/mail";
 import {
@@ -107,6 +108,23 @@ export function stepScript(id: StepId, bundle: NodeBundle, secrets?: NodeSecrets
 /** Runs the production Postfix deploy step of BUNDLE on the node. */
 export function deployPostfix(h: NodeHost, bundle: NodeBundle, path?: string): Result {
   return deployStep(h, "postfix", bundle, { path });
+}
+
+/** What the status collector (node/relay-status.py) answers on the node for BUNDLE, as `npm run status` asks. */
+export function nodeStatus(h: NodeHost, bundle: NodeBundle): NodeStatus {
+  const r = onNode(h, statusScript(bundle, statusSpec(LON, bundle, 24)));
+  if (r.status !== 0) throw new Error(`the status collector failed on ${h.name}:\n${r.stderr}`);
+  return JSON.parse(r.stdout) as NodeStatus;
+}
+
+/** The Prometheus text the metrics timer would write on the node for BUNDLE. */
+export function nodeMetrics(h: NodeHost, bundle: NodeBundle): string {
+  onNode(h, "cat > /root/spec.json", JSON.stringify(statusSpec(LON, bundle, 24)));
+  return onNode(
+    h,
+    "/usr/bin/python3 - --prometheus /root/spec.json /root/out.prom && cat /root/out.prom",
+    bundle.statusProgram,
+  ).stdout;
 }
 
 /** Sends with swaks from the node itself to its own Postfix on loopback, signed as tenant A unless M says. */

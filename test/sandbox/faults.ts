@@ -2,14 +2,14 @@
 // off or unsynchronised, a pinning milter killed under load or stopped. Each must show in `npm run
 // status` (exit status and text) and the metrics, and mail must be deferred, never bounced or lost.
 import { expect, it } from "vitest";
-import { EXPORTERS, METRICS_COLLECTOR, PIN_MILTER } from "../../src/layout";
+import { PIN_MILTER } from "../../src/layout";
 import { onNode } from "../../sandbox/node-host";
 import { type LoadSummary, refusal, rfc5322Date, startLoad, waitForArrivals } from "../../sandbox/mail";
 import { setClockSkew } from "../../sandbox/services";
 import { pollUntil } from "../../sandbox/shell";
 import type { SandboxNode } from "../../sandbox/topology";
 import type { Suite } from "./harness";
-import { scrape, value } from "./metrics";
+import { collectMetrics, value } from "./metrics";
 import { statusCommand } from "./status";
 
 const HOUR = 3_600_000;
@@ -20,12 +20,7 @@ const tracking = (n: SandboxNode) => onNode(n, "chronyc -c -n tracking").stdout.
 export function faultTests(sb: Suite): void {
   const relays = () => sb.t.nodes.filter((n) => n.kind !== "stock");
   const lon1 = () => sb.t.nodes.find((n) => n.name === "lon1")!;
-  /** The node's own metrics, collected now (the timer runs every 5 minutes). */
-  const metrics = (n: SandboxNode) => {
-    const r = onNode(n, `systemctl start ${METRICS_COLLECTOR.service}.service`);
-    expect(r.status, r.stderr).toBe(0);
-    return scrape(sb, n, EXPORTERS.node.port);
-  };
+  const metrics = (n: SandboxNode) => collectMetrics(sb, n);
   const nodeReport = (name: string) => {
     const s = statusCommand(sb);
     return { ...s, node: s.report.nodes.find((x) => x.node === name)! };

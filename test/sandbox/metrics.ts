@@ -15,7 +15,7 @@ import type { Suite } from "./harness";
 const RULES = path.join(PROJECT_ROOT, "monitoring", "header-rewrite.rules.yml");
 
 /** Every sample of an exporter on the node, as the monitoring host sees it: "name{labels}" -> value. */
-export function scrape(sb: Suite, n: SandboxNode, port: number): Map<string, number> {
+function scrape(sb: Suite, n: SandboxNode, port: number): Map<string, number> {
   const r = inNetns(sb.t.wan.netns, `curl -sf --max-time 10 http://${n.ipv4}:${port}/metrics`);
   expect(r.status, `scrape ${n.name}:${port}: ${r.stderr}`).toBe(0);
   const samples = new Map<string, number>();
@@ -24,6 +24,16 @@ export function scrape(sb: Suite, n: SandboxNode, port: number): Map<string, num
     if (m) samples.set(m[1], Number(m[2]));
   }
   return samples;
+}
+
+/**
+ * header-rewrite's own metrics of node N, collected now: the timer collects every 5 minutes, a test
+ * asks it for a fresh sample instead of waiting.
+ */
+export function collectMetrics(sb: Suite, n: SandboxNode): Map<string, number> {
+  const r = onNode(n, `systemctl start ${METRICS_COLLECTOR.service}.service`);
+  expect(r.status, r.stderr).toBe(0);
+  return scrape(sb, n, EXPORTERS.node.port);
 }
 
 /** The sum of every sample of METRIC whose labels include all of LABELS. */
@@ -76,12 +86,7 @@ export function metricsTests(sb: Suite): void {
   it("the numbers move: deferred while tenant B is down, delivered when it is back, a pinning refusal counted", async () => {
     const n = sb.t.nodes.find((x) => x.name === "lon1")!;
     const sink = sb.t.sinks.find((s) => s.tenantId === "new_example")!;
-    // The timer collects every 5 minutes; the test asks it for a fresh sample instead of waiting.
-    const collect = () => {
-      const r = onNode(n, `systemctl start ${METRICS_COLLECTOR.service}.service`);
-      expect(r.status, r.stderr).toBe(0);
-      return scrape(sb, n, EXPORTERS.node.port);
-    };
+    const collect = () => collectMetrics(sb, n);
     const postfix = () => scrape(sb, n, EXPORTERS.postfix.port);
     // The daily rotation first: the exporter must keep counting in the rotated file (it stopped once,
     // at midnight, when rotation replaced the file with a root-only one).

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import * as YAML from "yaml";
 import { nodeIdentity } from "../src/config";
 import { type NodeSecrets, type StepId, deploySteps } from "../src/deploy";
-import { RUN_AS_ROOT, tlsPaths } from "../src/layout";
+import { RUN_AS_ROOT, SSH_DIAL, tlsPaths } from "../src/layout";
 import type { RelayMaps } from "../src/maps";
 import {
   type HostKey,
@@ -78,9 +78,18 @@ export function sshAsync(t: Topology, node: SandboxNode, command: string, input?
   return shAsync(sshCommand(t, node, command), input, 600_000);
 }
 
+// ssh's own failures to connect (exit 255 before the command ran), which remote.Command dials again.
+const DIAL_FAILED =
+  /kex_exchange_identification|Connection (refused|reset|closed|timed out)|No route to host/;
+
 /** Runs a deploy script on a node exactly as the Pulumi program's remote.Command does. */
 function runStep(t: Topology, node: SandboxNode, script: string): Result {
-  return ssh(t, node, RUN_AS_ROOT, script);
+  for (let dial = 1; ; dial++) {
+    const r = ssh(t, node, RUN_AS_ROOT, script);
+    if (r.status !== 255 || r.stdout || !DIAL_FAILED.test(r.stderr) || dial >= SSH_DIAL.dialErrorLimit)
+      return r;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+  }
 }
 
 /** What the cloud would give the node's port; the resolver is the sandbox DNS (overlay). */

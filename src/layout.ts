@@ -1,6 +1,12 @@
 // Where things live on a relay node. Every stage, the sandbox and the tests import these; no path
 // is spelled twice.
 
+/**
+ * How remote.Command reaches a node: a failed connection is dialled again, up to this many times
+ * (a server still booting, sshd reloaded by cloud-init); the sandbox dials the same way.
+ */
+export const SSH_DIAL = { dialErrorLimit: 60, perDialTimeout: 15 };
+
 /** How every deploy step runs on a node: the script arrives on stdin (remote.Command and the sandbox). */
 export const RUN_AS_ROOT = "sudo bash -s";
 

@@ -10,7 +10,7 @@ import { PUBLIC_NETWORK, type Region } from "./cloud";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "./render";
 import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, deploySteps, drainScript } from "./deploy";
 import { bundleHash } from "./bundle";
-import { RUN_AS_ROOT } from "./layout";
+import { RUN_AS_ROOT, SSH_DIAL } from "./layout";
 import { gatedSteps } from "./rollout";
 
 interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
@@ -147,8 +147,7 @@ export class RelayNode extends pulumi.ComponentResource {
       user: cfg.sshUser,
       hostKey: this.hostKey,
       privateKey: args.deployPrivateKey,
-      dialErrorLimit: 60,
-      perDialTimeout: 15,
+      ...SSH_DIAL,
     };
     // Nothing runs on create. Removing the node deletes in reverse order of these dependencies:
     // its DNS records first (they depend on this), then this command drains the node, then the

@@ -2,7 +2,7 @@
 // evaluation time and the inputs of every remote command, which decide whether `pulumi up` runs it.
 import * as crypto from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { runStack } from "../harness/pulumi-mocks";
+import { runStack } from "../test/helpers/pulumi-mocks";
 import { runMain } from "../sandbox/shell";
 
 async function main(): Promise<void> {

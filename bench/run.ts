@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
-import { copyProject } from "../harness/pulumi-mocks";
+import { copyProject } from "../test/helpers/pulumi-mocks";
 import { POSTFIX_LIVE } from "../src/layout";
 import type { RelayMaps } from "../src/maps";
 import { PROJECT_ROOT as ROOT } from "../src/project";

@@ -1,4 +1,4 @@
-// `npm run status -- --sandbox`: the sandbox's relay nodes as status targets, reached over SSH from
+// The sandbox's relay nodes as status targets (npm run sandbox:status), reached over SSH from
 // the deployer's seat like a deploy step, judged against the bundle the sandbox deploys.
 import { RUN_AS_ROOT } from "../src/layout";
 import { renderNode } from "../src/render";

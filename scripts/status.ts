@@ -1,5 +1,5 @@
 // npm run status -- --stack <lon|bhs> [--stack …] [--identity <key>] [--json] [limits]
-// npm run status -- --sandbox [--json]
+// (The local sandbox: npm run sandbox:status [-- --json], sandbox/status-cli.ts.)
 // Asks every node of the stacks over SSH how it is (read only, no mail sent) and exits 0 only when
 // the fleet is healthy, so cron or CI can alert on it.
 import { spawnSync } from "node:child_process";
@@ -12,13 +12,10 @@ import { RUN_AS_ROOT } from "../src/layout";
 import { loadMaps } from "../src/maps";
 import { MAPS_DIR } from "../src/project";
 import { renderNode } from "../src/render";
-import { DEFAULT_LIMITS, type StatusTarget, fleetStatus, formatReport } from "../src/status";
-import { sandboxStatusTargets } from "../sandbox/status";
-import { DEFAULT_DIR, loadProject, planTopology } from "../sandbox/topology";
+import { type StatusTarget, limitsFromArgs, reportStatus } from "../src/status";
 
 const USAGE = `usage: npm run status -- --stack <${listStacks().join("|")}> [--stack …] [--identity <ssh key file>]
-                         [--known-hosts <file>] [--json] [--max-deferred-age <s>] [--min-certificate-days <d>]
-       npm run status -- --sandbox [--json]`;
+                         [--known-hosts <file>] [--json] [--max-deferred-age <s>] [--min-certificate-days <d>]`;
 
 /** The stack's outputs, through the Pulumi CLI the operator deploys with. */
 function stackOutputs(stack: string): Record<string, unknown> {
@@ -85,7 +82,6 @@ try {
   const { values } = parseArgs({
     options: {
       stack: { type: "string", multiple: true },
-      sandbox: { type: "boolean" },
       identity: { type: "string" },
       "known-hosts": { type: "string" },
       json: { type: "boolean" },
@@ -93,27 +89,12 @@ try {
       "min-certificate-days": { type: "string" },
     },
   });
-  if (!values.sandbox && !values.stack?.length) {
+  if (!values.stack?.length) {
     console.error(USAGE);
     process.exit(2);
   }
-  const limits = {
-    ...DEFAULT_LIMITS,
-    ...(values["max-deferred-age"] ? { maxDeferredAge: Number(values["max-deferred-age"]) } : {}),
-    ...(values["min-certificate-days"] ? { minCertificateDays: Number(values["min-certificate-days"]) } : {}),
-  };
-  const targets = values.sandbox
-    ? (() => {
-        const project = loadProject();
-        const dir = process.env.HEADER_REWRITE_SANDBOX ?? DEFAULT_DIR;
-        return sandboxStatusTargets(planTopology(dir, project.stacks, project.maps), project);
-      })()
-    : values.stack!.flatMap((s) => stackTargets(s, values.identity, values["known-hosts"]));
-  const status = fleetStatus(targets, limits);
-  console.log(values.json ? JSON.stringify(status, null, 2) : formatReport(status.nodes, status.recipients));
-  if (!values.json && !status.healthy)
-    console.log(`\nUNHEALTHY:\n${status.problems.map((p) => `  ${p}`).join("\n")}`);
-  process.exit(status.healthy ? 0 : 1);
+  const targets = values.stack.flatMap((s) => stackTargets(s, values.identity, values["known-hosts"]));
+  process.exit(reportStatus(targets, limitsFromArgs(values), values.json ?? false));
 } catch (e) {
   console.error((e as Error).message);
   process.exit(2);

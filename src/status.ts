@@ -413,3 +413,24 @@ export function fleetStatus(targets: StatusTarget[], limits: StatusLimits = DEFA
   ];
   return { healthy: problems.length === 0, nodes, recipients, problems };
 }
+
+/** The limits an operator may set on the command line, over the defaults. */
+export function limitsFromArgs(args: {
+  "max-deferred-age"?: string;
+  "min-certificate-days"?: string;
+}): StatusLimits {
+  return {
+    ...DEFAULT_LIMITS,
+    ...(args["max-deferred-age"] ? { maxDeferredAge: Number(args["max-deferred-age"]) } : {}),
+    ...(args["min-certificate-days"] ? { minCertificateDays: Number(args["min-certificate-days"]) } : {}),
+  };
+}
+
+/** Asks the fleet, prints the report (or its JSON) and returns the exit code: 0 only when healthy. */
+export function reportStatus(targets: StatusTarget[], limits: StatusLimits, json: boolean): number {
+  const status = fleetStatus(targets, limits);
+  console.log(json ? JSON.stringify(status, null, 2) : formatReport(status.nodes, status.recipients));
+  if (!json && !status.healthy)
+    console.log(`\nUNHEALTHY:\n${status.problems.map((p) => `  ${p}`).join("\n")}`);
+  return status.healthy ? 0 : 1;
+}

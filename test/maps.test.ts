@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { MAP_NAMES, MapValidationError, type RelayMaps, parseMaps, readMapTexts } from "../src/maps";
 import { calendarPolicy } from "../src/calendar";
 import { checkPinSecret } from "../src/pins";
-import { copyProject } from "../harness/pulumi-mocks";
+import { copyProject } from "./helpers/pulumi-mocks";
 import { PROJECT_ROOT as ROOT } from "../src/project";
 import { renderOperatorMaps } from "../src/render";
 import { BASELINE, listCases, readCase, report, withBaseline } from "./helpers/cases";

@@ -11,7 +11,7 @@ import { MAPS_DIR, PROJECT_ROOT as ROOT } from "../src/project";
 import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../src/render";
 import { renderStack } from "../src/review";
 import { committedMapsWith } from "../sandbox/topology";
-import { copyProject } from "../harness/pulumi-mocks";
+import { copyProject } from "./helpers/pulumi-mocks";
 import { hostKeyIn } from "../sandbox/host-keys";
 import { editedMaps } from "./helpers/maps";
 

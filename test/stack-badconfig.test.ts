@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { expect, it } from "vitest";
-import { copyProject, runRefused } from "../harness/pulumi-mocks";
+import { copyProject, runRefused } from "./helpers/pulumi-mocks";
 import { loadStackConfig } from "../src/config";
 import { checkExampleValues, exampleValues } from "../src/examples";
 import { PROJECT_ROOT } from "../src/project";

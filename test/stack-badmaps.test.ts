@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { expect, it } from "vitest";
-import { copyProject, runRefused } from "../harness/pulumi-mocks";
+import { copyProject, runRefused } from "./helpers/pulumi-mocks";
 
 it("refuses bad maps with file:line messages and registers nothing", async () => {
   const copy = copyProject();

@@ -2,7 +2,7 @@
 // bhs's Postfix steps refuse before anything on a node changes, and `pulumi preview` says so.
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type StackRun, runStack } from "../harness/pulumi-mocks";
+import { type StackRun, runStack } from "./helpers/pulumi-mocks";
 import { loadMaps } from "../src/maps";
 import { PROJECT_ROOT } from "../src/project";
 import { FORCE_RELEASE_ENV, releaseId } from "../src/rollout";

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import * as pulumi from "@pulumi/pulumi";
 import * as YAML from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type StackRun, copyProject, runRefused, runStack, value } from "../harness/pulumi-mocks";
+import { type StackRun, copyProject, runRefused, runStack, value } from "./helpers/pulumi-mocks";
 import { renderStack } from "../src/review";
 
 const KEY = {

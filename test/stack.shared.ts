@@ -15,7 +15,7 @@ import {
   runStack,
   stackConfig,
   value,
-} from "../harness/pulumi-mocks";
+} from "./helpers/pulumi-mocks";
 import { CONFIG_KEYS, OPTIONAL_SECRET_KEYS, PROJECT, PROVIDER_KEYS, SECRET_KEYS } from "../src/config";
 import { loadMaps } from "../src/maps";
 import { NETWORK_FILE, NETWORK_SWITCH } from "../src/render";

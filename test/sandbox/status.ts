@@ -23,7 +23,7 @@ export function statusCommand(
   args = "",
 ): { status: number | null; report: FleetStatus; stderr: string } {
   const r = sh(
-    `cd ${q(PROJECT_ROOT)} && HEADER_REWRITE_SANDBOX=${q(sb.t.dir)} npx tsx scripts/status.ts --sandbox --json ${args}`,
+    `cd ${q(PROJECT_ROOT)} && HEADER_REWRITE_SANDBOX=${q(sb.t.dir)} npx tsx sandbox/status-cli.ts --json ${args}`,
     undefined,
     300_000,
   );

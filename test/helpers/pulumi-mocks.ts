@@ -5,8 +5,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import * as pulumi from "@pulumi/pulumi";
-import { PROJECT_ROOT } from "../src/project";
-import { hostKeyIn } from "../sandbox/host-keys";
+import { PROJECT_ROOT } from "../../src/project";
+import { hostKeyIn } from "../../sandbox/host-keys";
 
 /** The mocked tls.PrivateKey pairs (one per resource name, made once per test process). */
 const MOCK_KEYS = fs.mkdtempSync(path.join(os.tmpdir(), "hr-mock-host-keys-"));

@@ -50,7 +50,7 @@ def master_started():
 
 def release(spec):
     """The live release; loaded: Postfix's master started after the switch, or a deploy reloaded
-    that master after it (node/postfix-release.sh, release_loaded); None when not judged (Postfix
+    that master after it (node/lib/postfix-release.sh, release_loaded); None when not judged (Postfix
     stopped, or a release staged before load tracking); checked: it passed verify (None: not judged)."""
     try:
         fqdn, bundle = read(spec["releaseMarker"]).split()

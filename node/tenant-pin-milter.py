@@ -399,7 +399,7 @@ def main():
     Milter.factory = PinMilter
     Milter.set_flags(Milter.CHGHDRS + Milter.ADDHDRS + Milter.CHGBODY)
     log.info("listening on %s, policy %s", socket_path, policy_path)
-    # The socket is open to all; its directory (nobody:postfix, 0750) lets only Postfix reach it.
+    # The socket is open to all; its directory (header-rewrite-pin:postfix, 0750) lets only Postfix reach it.
     os.umask(0)
     Milter.runmilter("header-rewrite-pin", socket_path, 240)
 

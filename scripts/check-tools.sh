@@ -7,7 +7,7 @@ need() { command -v "$1" >/dev/null 2>&1 || problems+=("$1 not found (Debian pac
 need postconf postfix; need postmap postfix; need postfix postfix; need postqueue postfix; need postcat postfix
 need swaks swaks; need cloud-init cloud-init; need mmdebstrap mmdebstrap; need systemd-nspawn systemd-container
 [ -x /usr/sbin/sshd ] || problems+=("/usr/sbin/sshd not found (Debian package openssh-server)"); need ssh openssh-client; need ssh-keygen openssh-client; need sudo sudo; need dnsmasq dnsmasq-base; need certbot certbot; need pebble pebble; need curl curl
-need promtool prometheus; need faketime faketime; need shellcheck shellcheck; need pyflakes3 pyflakes3
+need promtool prometheus; need faketime faketime; need shellcheck shellcheck; need pyflakes3 pyflakes3; need systemd-analyze systemd
 need ip iproute2; need unshare util-linux; need nsenter util-linux; need openssl openssl; need pgrep procps
 command -v swaks >/dev/null 2>&1 && ! swaks --support 2>&1 | grep -q "TLS supported" && problems+=("swaks cannot do TLS (Debian package libnet-ssleay-perl)")
 /usr/bin/python3 -c "import Milter" 2>/dev/null || problems+=("Debian's python3 cannot import Milter (Debian package python3-milter)")

@@ -2,7 +2,7 @@
 # Installs, non-interactively, the Debian packages whose real tools check what this project renders.
 # Postfix is installed with "No configuration": the machine's own mail setup is never touched.
 set -euo pipefail
-PACKAGES=(postfix postfix-cdb swaks libnet-ssleay-perl libio-socket-inet6-perl cloud-init iproute2 util-linux openssl procps ca-certificates openssh-server openssh-client sudo dnsmasq-base certbot pebble curl python3-milter python3-dkim python3-dnspython python3-icalendar mmdebstrap systemd-container prometheus faketime shellcheck pyflakes3 python3-pytest)
+PACKAGES=(postfix postfix-cdb swaks libnet-ssleay-perl libio-socket-inet6-perl cloud-init iproute2 util-linux openssl procps ca-certificates openssh-server openssh-client sudo dnsmasq-base certbot pebble curl python3-milter python3-dkim python3-dnspython python3-icalendar mmdebstrap systemd systemd-container prometheus faketime shellcheck pyflakes3 python3-pytest)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,5 @@
-// The contract between render and deploy: render returns a NodeBundle, deploy turns it into shell.
+// The contract between render and deploy: render returns a NodeBundle, deploy ships it to a node
+// as the steps under node/steps/ with the bundle's facts.
 import * as crypto from "node:crypto";
 import type { NodeIdentity } from "./config";
 
@@ -23,14 +24,16 @@ export interface NodeBundle {
   clientCertificates: Record<string, string>;
   /** The node certificate files main.cf names (installed by the certificate step). */
   tls: { keyFile: string; chainFile: string };
-  /** The tenant-pinning milter's program (node/tenant-pin-milter.py), installed by the Postfix step. */
-  pinMilterProgram: string;
-  /** Its calendar rewrite (node/calendar_rewrite.py), installed next to it. */
-  calendarModule: string;
-  /** The status collector (node/relay-status.py): `npm run status` and the metrics timer run it. */
-  statusProgram: string;
-  /** What the postfix and verify steps know about releases (node/postfix-release.sh), embedded in both. */
-  releaseFunctions: string;
+  /**
+   * How the node obtains tenant certificates (tenantCertificates): certbot's OVH plugin, or lego
+   * where the release does not package it (src/images.ts). Decided once, here.
+   */
+  tenantCertTool: "certbot" | "lego";
+  /**
+   * What the node runs, as the files under node/ (by path relative to it): the deploy steps, their
+   * shell library, the milter and status collector, systemd units, installed programs.
+   */
+  nodeFiles: Record<string, string>;
 }
 
 /** Content hash of a set of files, independent of object key order. */

@@ -21,7 +21,7 @@ export const RELEASE_MARKER = "header-rewrite.release";
 export const RELEASE_PREVIOUS = "header-rewrite.previous";
 /** Written into each release: how its verify step reaches each tenant next hop (one line each). */
 export const RELEASE_PROBES = "header-rewrite.probes";
-/** "pending" in a staged release; "master <pid>" once Postfix loaded it (node/postfix-release.sh). */
+/** "pending" in a staged release; "master <pid>" once Postfix loaded it (node/lib/postfix-release.sh). */
 export const RELEASE_LOADED = "header-rewrite.loaded";
 /** Written into a release that passed its post-deploy check (the verify step): its bundle hash. */
 export const RELEASE_CHECKED = "header-rewrite.checked";
@@ -45,11 +45,16 @@ export const METRICS_COLLECTOR = {
   service: "header-rewrite-metrics",
 };
 
+/** Rotates Postfix's log daily (node/sbin/header-rewrite-postfix-logrotate). */
+export const POSTFIX_LOG_ROTATE = "/usr/local/sbin/header-rewrite-postfix-logrotate";
+/** Where the steps install systemd units (node/systemd/). */
+export const SYSTEMD_UNIT_DIR = "/etc/systemd/system";
+
 /** Present on a node being removed: its drain lets the server go with mail still queued. */
 export const DRAIN_FORCE = "/etc/header-rewrite/drain-force";
 
-/** The status collector `npm run status` sends to a node (node/relay-status.py). */
-export const STATUS_PROGRAM = "node/relay-status.py";
+/** What a node runs, as files in the repository (src/render.ts reads them into the bundle). */
+export const NODE_DIR = "node";
 
 /** Operator-supplied client certificates, one PEM (key + chain) per tenant, root-only. */
 export const CLIENT_CERT_DIR = "/etc/header-rewrite/client-certs";
@@ -83,6 +88,8 @@ export function tenantCertName(tenantId: string): string {
 export const LEGO_PATH = "/etc/header-rewrite/lego";
 /** The OVH API credentials lego reads from its environment (root-only). */
 export const LEGO_OVH_ENV = `${LEGO_PATH}/ovh.env`;
+/** What lego's renewal reads (root-only): the ACME account, names and hook (node/sbin/header-rewrite-lego-renew). */
+export const LEGO_SETTINGS = `${LEGO_PATH}/settings`;
 /** Renews lego's certificates daily (systemd timer) and reloads Postfix after a renewal. */
 export const LEGO_RENEW = "/usr/local/sbin/header-rewrite-lego-renew";
 
@@ -114,6 +121,8 @@ export const PIN_MILTER = {
   /** Imported by the program (next to it): rewrites meeting addresses once a message passed. */
   calendarModule: "/usr/local/lib/header-rewrite/calendar_rewrite.py",
   service: "header-rewrite-pin",
+  /** Its own system user and group (node/lib/pin-user.sh); the unit runs it as this user. */
+  user: "header-rewrite-pin",
   /** A UNIX socket inside Postfix's queue directory (smtpd is chrooted there): no TCP, no port. */
   socketDir: "/var/spool/postfix/header-rewrite",
   socket: "/var/spool/postfix/header-rewrite/pin.sock",
@@ -125,7 +134,7 @@ export const PIN_MILTER = {
   /** Where it logs and keeps its PID when the node has no systemd (systemd keeps both itself). */
   log: "/var/log/header-rewrite-pin.log",
   pidFile: "/run/header-rewrite-pin.pid",
-  /** The value tenant A's transport rule sets in a pin's secret-header (root:nogroup 0640). */
+  /** The value tenant A's transport rule sets in a pin's secret-header (root:<user> 0640). */
   secretFile: "/etc/header-rewrite/pin-secret",
 };
 

@@ -12,7 +12,7 @@ import {
   PIN_MILTER,
   POSTFIX_LOG,
   REWRITE_PASS,
-  STATUS_PROGRAM,
+  NODE_DIR,
   TENANT_CA_FILE,
   clientCertPath,
   tenantCertChainFiles,
@@ -152,6 +152,7 @@ const INDEXED = [
 export function renderNode(ctx: RenderContext): NodeBundle {
   const { cfg, maps, node } = ctx;
   const tls = tlsPaths(node.fqdn);
+  const tenantCertTool = tenantCertsViaLego(cfg.image) ? "lego" : "certbot";
   const withCert = new Set(ctx.clientCertTenants ?? []);
   // An operator-supplied certificate, or one the node obtains for a name of the tenant's own.
   const clientCertificates = Object.fromEntries([
@@ -159,7 +160,7 @@ export function renderNode(ctx: RenderContext): NodeBundle {
       .filter((t) => cfg.tenantCertificates[t.id])
       .map((t) => [
         t.id,
-        tenantCertChainFiles(t.id, cfg.tenantCertificates[t.id], tenantCertsViaLego(cfg.image)),
+        tenantCertChainFiles(t.id, cfg.tenantCertificates[t.id], tenantCertTool === "lego"),
       ]),
     ...maps.tenants.filter((t) => withCert.has(t.id)).map((t) => [t.id, clientCertPath(t.id)]),
   ]);
@@ -227,11 +228,28 @@ export function renderNode(ctx: RenderContext): NodeBundle {
     tenantNexthops: Object.fromEntries(maps.tenants.map((t) => [t.id, t.nexthop])),
     clientCertificates,
     tls: { keyFile: tls.keyFile, chainFile: tls.chainFile },
-    pinMilterProgram: fs.readFileSync(path.join(PROJECT_ROOT, "node", "tenant-pin-milter.py"), "utf8"),
-    calendarModule: fs.readFileSync(path.join(PROJECT_ROOT, "node", "calendar_rewrite.py"), "utf8"),
-    statusProgram: fs.readFileSync(path.join(PROJECT_ROOT, STATUS_PROGRAM), "utf8"),
-    releaseFunctions: fs.readFileSync(path.join(PROJECT_ROOT, "node", "postfix-release.sh"), "utf8"),
+    tenantCertTool,
+    nodeFiles: readNodeFiles(),
   };
+}
+
+/** The directories under node/ that a node receives (node/tests stays here). */
+const NODE_DIRS = ["", "steps", "lib", "sbin", "hooks", "systemd"];
+let nodeFiles: Record<string, string> | undefined;
+
+/** Every file a node receives, from node/ (read once per process), by path relative to node/. */
+export function readNodeFiles(): Record<string, string> {
+  nodeFiles ??= Object.fromEntries(
+    NODE_DIRS.flatMap((dir) =>
+      fs
+        .readdirSync(path.join(PROJECT_ROOT, NODE_DIR, dir), { withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.posix.join(dir, e.name))
+        .sort()
+        .map((rel) => [rel, fs.readFileSync(path.join(PROJECT_ROOT, NODE_DIR, rel), "utf8")]),
+    ),
+  );
+  return nodeFiles;
 }
 
 /** What the pinning milter reads: maps/tenant_pins as JSON, each pin with the line it came from. */

@@ -73,7 +73,7 @@ export const DEFAULT_LIMITS: StatusLimits = { maxDeferredAge: 600, minCertificat
 
 /** The script `sudo bash -s` runs on the node: the collector on its own stdin, the spec as argument. */
 export function statusScript(bundle: NodeBundle, spec: StatusSpec): string {
-  const program = bundle.statusProgram;
+  const program = bundle.nodeFiles["relay-status.py"];
   const arg = JSON.stringify(spec).replace(/'/g, `'\\''`);
   return `#!/bin/bash\n# header-rewrite: status of ${spec.fqdn} (reads only)\n${heredoc(
     `exec /usr/bin/python3 - '${arg}'`,

@@ -213,7 +213,9 @@ describe("optional header requirements (a map edit, the secret from header-rewri
     });
     const bundle = lon1Bundle(maps);
     expect(deployStep(lon1(), "pin-secret", bundle, { secrets: { pinSecret: SECRET } }).status).toBe(0);
-    expect(sh(`stat -c '%a %U:%G' ${PIN_MILTER.secretFile}`).stdout.trim()).toBe("640 root:nogroup");
+    expect(sh(`stat -c '%a %U:%G' ${PIN_MILTER.secretFile}`).stdout.trim()).toBe(
+      `640 root:${PIN_MILTER.user}`,
+    );
     expect(deployPostfix(lon1(), bundle).status).toBe(0);
     await smtpReady(lon1());
     try {

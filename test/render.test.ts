@@ -350,66 +350,19 @@ describe("npm run render", () => {
   });
 });
 
-describe("certificate step", () => {
-  const dns = {
-    endpoint: "ovh-eu",
-    applicationKey: "ak",
-    applicationSecret: "as-secret",
-    consumerKey: "ck-secret",
+describe("tenant certificates, as the node installs and Postfix presents them", () => {
+  // (What the certificate step runs is tested in test/certificate-step.test.ts.)
+  const addresses: NodeAddresses = {
+    mac: "fa:16:3e:00:00:0a",
+    ipv4: { address: "203.0.113.10", gateway: "203.0.113.1" },
+    ipv6: { address: "2001:db8:ffff::a", gateway: "2001:db8:ffff::1" },
+    dns: ["192.0.2.53"],
   };
-  it("http-01 runs certbot standalone for the node name and writes no API credentials", () => {
-    const script = scripts(ctx, dns).certificate;
-    expect(script).toContain("--standalone --preferred-challenges http");
-    expect(script).toContain("-d 'lon1.example.net' \\");
-    expect(script).not.toContain("ovh.ini");
-    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-  });
-  it("dns-01 uses the OVH plugin, adds the shared service name, keeps the key file root-only", () => {
-    const dns01 = { ...ctx, cfg: { ...cfg, acmeChallenge: "dns-01" as const } };
-    const script = scripts(dns01, dns).certificate;
-    expect(script).toContain("-d 'lon1.example.net' -d 'relay.example.net'");
-    expect(script).toContain("--dns-ovh --dns-ovh-credentials /etc/letsencrypt/ovh.ini");
-    expect(script).toMatch(
-      /\(umask 077; cat > \/etc\/letsencrypt\/ovh\.ini <<'HEADER_REWRITE_EOF'\ndns_ovh_endpoint = ovh-eu\n/,
-    );
-    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-    expect(() => scripts(dns01)).toThrow("header-rewrite:acmeDnsOvhCredentials is required");
-  });
-
-  it("a tenant certificate: each node obtains one for the tenant's name through dns-01, also with http-01", () => {
-    const obtaining = { ...ctx, cfg: { ...cfg, tenantCertificates: { new_example: "relay.new.example" } } };
-    const script = scripts(obtaining, dns).certificate;
-    // The node's own certificate keeps its http-01 challenge; the tenant's name points at no node.
-    expect(script).toContain("--cert-name 'lon1.example.net' -d 'lon1.example.net'");
-    expect(script).toContain("--standalone --preferred-challenges http");
-    expect(script).toMatch(
-      /--cert-name 'tenant-new_example' -d 'relay\.new\.example' \\\n {2}--key-type ecdsa --keep-until-expiring --dns-ovh --dns-ovh-credentials \/etc\/letsencrypt\/ovh\.ini --dns-ovh-propagation-seconds 60\n/,
-    );
-    expect(script).toContain("dns_ovh_endpoint = ovh-eu");
-    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-    expect(() => scripts(obtaining)).toThrow(
-      "acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates",
-    );
-    const addresses: NodeAddresses = {
-      mac: "fa:16:3e:00:00:0a",
-      ipv4: { address: "203.0.113.10", gateway: "203.0.113.1" },
-      ipv6: { address: "2001:db8:ffff::a", gateway: "2001:db8:ffff::1" },
-      dns: ["192.0.2.53"],
-    };
+  const obtaining = { ...ctx, cfg: { ...cfg, tenantCertificates: { new_example: "relay.new.example" } } };
+  it("Debian 12 installs certbot's OVH plugin; Debian 13, which lacks it, installs lego and presents lego's files", () => {
     expect(renderUserData(obtaining, addresses, HOST_KEY)).toContain('"python3-certbot-dns-ovh"');
-    // Debian 13 has no certbot OVH plugin: lego obtains it, a daily timer renews it.
     const trixie = { ...obtaining, cfg: { ...obtaining.cfg, image: "Debian 13" } };
-    const lego = scripts(trixie, dns).certificate;
-    expect(lego).toContain("lego --accept-tos --email 'hostmaster@example.net'");
-    expect(lego).toContain(
-      "--path /etc/header-rewrite/lego --key-type ec256 --dns ovh -d 'relay.new.example'",
-    );
-    expect(lego).toContain(
-      "renew --days 30 --renew-hook /etc/letsencrypt/renewal-hooks/deploy/50-header-rewrite-postfix",
-    );
-    expect(lego).toContain("systemctl enable --quiet --now header-rewrite-lego-renew.timer");
-    expect(lego).not.toContain("--dns-ovh");
-    expect(spawnSync("bash", ["-n"], { input: lego }).status).toBe(0);
+    expect(renderNode(trixie).tenantCertTool).toBe("lego");
     expect(renderUserData(trixie, addresses, HOST_KEY)).toContain('"lego"');
     expect(
       readByPostfix(renderNode(trixie).files).serviceParam("tenant_new_example", "smtp_tls_chain_files"),

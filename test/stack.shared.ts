@@ -229,8 +229,10 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         // Nothing runs when it is created; its delete runs the drain script on the node.
         expect(drain.inputs.create).toBeUndefined();
         expect(drain.inputs.delete).toMatch(/^sudo bash -s # drain [0-9a-f]{16}$/);
-        expect(drain.inputs.stdin).toContain(`# header-rewrite: drain ${fqdn} before its server is deleted.`);
-        expect(drain.inputs.stdin).toContain("BOUND=900");
+        expect(drain.inputs.stdin).toContain(
+          `# header-rewrite: drain ${fqdn} before its server is deleted\n`,
+        );
+        expect(drain.inputs.stdin).toContain("BOUND='900'");
         // Deletion runs in reverse dependency order: records, then the drain, then the server.
         expect(drain.opts.dependsOn).toEqual([name]);
         for (const r of run.byType(T.record).filter((x) => x.name.startsWith(`${name}-`)))
@@ -309,19 +311,23 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         expect(postfix.inputs.stdin).toContain(`myhostname = ${fqdn}`);
         expect(postfix.inputs.stdin).toContain('postmap -c "$STAGE"');
         expect(postfix.inputs.stdin).toContain('mv -T "$RELEASES/.live.tmp" "$LIVE"');
-        expect(unsecret(cert.inputs.stdin)).toContain(`--cert-name '${fqdn}'`);
+        expect(unsecret(cert.inputs.stdin)).toContain(`NODE='${fqdn}'\n`);
         // Steps built from secrets are secrets whatever they hold today.
         expect(cert.inputs.stdin[SECRET_SIG], "certificate script is a secret").toBe(SECRET_VALUE);
         expect(client.inputs.stdin[SECRET_SIG], "client certificate script is a secret").toBe(SECRET_VALUE);
         expect(pinSecret.inputs.stdin[SECRET_SIG], "pin secret script is a secret").toBe(SECRET_VALUE);
         const secret = effective[`${PROJECT}:pinSecret`];
-        expect(unsecret(pinSecret.inputs.stdin)).toContain(secret ?? "rm -f /etc/header-rewrite/pin-secret");
+        if (secret)
+          expect(unsecret(pinSecret.inputs.stdin)).toContain(
+            `pin_secret() {\n  cat <<'HEADER_REWRITE_EOF'\n${secret}\n`,
+          );
+        else expect(unsecret(pinSecret.inputs.stdin)).not.toContain("pin_secret() {");
         if (challenge === "dns-01") {
           const dns = JSON.parse(effective[`${PROJECT}:acmeDnsOvhCredentials`]);
           expect(unsecret(cert.inputs.stdin)).toContain(
             `dns_ovh_application_secret = ${dns.applicationSecret}`,
           );
-          expect(unsecret(cert.inputs.stdin)).toContain(`-d '${fqdn}' -d 'relay.example.net'`);
+          expect(unsecret(cert.inputs.stdin)).toContain(`NODE_NAMES=('${fqdn}' 'relay.example.net')`);
         }
         const certs = effective[`${PROJECT}:clientCertificates`];
         const tenants = certs ? Object.keys(JSON.parse(certs)) : [];
@@ -330,7 +336,9 @@ export function describeStack(stack: string, expected: StackExpectation): void {
             `-o smtp_tls_chain_files=/etc/header-rewrite/client-certs/${id}.pem`,
           );
           expect(client.inputs.stdin[SECRET_SIG], "client certificate script is a secret").toBe(SECRET_VALUE);
-          expect(unsecret(client.inputs.stdin)).toContain(`"$DIR/.${id}.pem.new"`);
+          expect(unsecret(client.inputs.stdin)).toContain(
+            `ship '/etc/header-rewrite/client-certs/${id}.pem' 600`,
+          );
         }
         console.log(
           `${name}: ` +

@@ -123,7 +123,7 @@ export function nodeMetrics(h: NodeHost, bundle: NodeBundle): string {
   return onNode(
     h,
     "/usr/bin/python3 - --prometheus /root/spec.json /root/out.prom && cat /root/out.prom",
-    bundle.statusProgram,
+    bundle.nodeFiles["relay-status.py"],
   ).stdout;
 }
 

@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { expect, it } from "vitest";
 import { firewallRules } from "../../src/cloud";
 import { METADATA_GUARD, METADATA_SERVICE, renderMetadataGuard } from "../../src/render";
+import { PIN_MILTER } from "../../src/layout";
 import { shellQuote as q } from "../../src/shell";
 import { knownHostsLine } from "../../sandbox/host-keys";
 import { waitForMessage } from "../../sandbox/mail";
@@ -181,6 +182,7 @@ export function hardeningTests(sb: Suite): void {
     try {
       expect(setup.status, setup.stderr).toBe(0);
       expect(connect("root")).toBe("connected");
+      expect(connect(PIN_MILTER.user)).toBe("refused");
       expect(connect("nobody")).toBe("refused");
       expect(connect("postfix")).toBe("refused");
     } finally {
@@ -224,13 +226,14 @@ export function hardeningTests(sb: Suite): void {
         .split("\n");
       expect(secrets.length, n.name).toBeGreaterThanOrEqual(3);
       for (const f of secrets) {
-        // The users a compromise would most likely start from: the milter's and Postfix's.
-        for (const user of ["nobody", "postfix", "debian"]) {
+        // The users a compromise would most likely start from: the milter's (only it reads the pin
+        // secret; nobody, which other daemons share, does not), Postfix's and the login user.
+        for (const user of [PIN_MILTER.user, "nobody", "postfix", "debian"]) {
           const read = onNode(
             n,
             `runuser -u ${user} -- head -c1 ${q(f)} >/dev/null 2>&1 && echo readable || echo denied`,
           );
-          const allowed = f.endsWith("pin-secret") && user === "nobody";
+          const allowed = f.endsWith("pin-secret") && user === PIN_MILTER.user;
           expect(read.stdout.trim(), `${n.name}: ${user} reading ${f}`).toBe(allowed ? "readable" : "denied");
         }
       }

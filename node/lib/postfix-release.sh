@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# header-rewrite: what the postfix and verify steps know about Postfix releases (both embed this).
+# header-rewrite: what the postfix and verify steps know about Postfix releases (both carry this).
 # The caller sets LIVE (the /etc/postfix symlink), RELEASES (where releases live), POSTFIX_LOG, and
 # the names of a release's own files: MARKER_FILE (fqdn and bundle), PREVIOUS_FILE (the release
 # before it) and LOADED_FILE (once Postfix loaded it).

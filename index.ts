@@ -1,14 +1,14 @@
 // header-rewrite: maps/ + stack config → validate → render → deploy scripts → cloud resources.
 import * as pulumi from "@pulumi/pulumi";
-import { configFromPulumi, existingServers, serviceFqdn } from "./src/config";
-import { loadMaps } from "./src/maps";
+import { configFromPulumi, existingServers, serviceFqdn } from "./src/config/stack-config";
+import { loadMaps } from "./src/maps/relay-maps";
 import { MAPS_DIR } from "./src/project";
-import { createRegion } from "./src/cloud";
-import { checkSecrets } from "./src/secrets";
-import { checkExampleValues } from "./src/examples";
-import { RelayNode } from "./src/node";
-import type { DnsOvhCredentials } from "./src/deploy";
-import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/rollout";
+import { createRegion } from "./src/cloud/region";
+import { checkSecrets } from "./src/config/secrets";
+import { checkExampleValues } from "./src/config/examples";
+import { RelayNode } from "./src/cloud/relay-node";
+import type { DnsOvhCredentials } from "./src/deploy/steps";
+import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/deploy/region-gate";
 
 const stack = pulumi.getStack();
 
@@ -60,7 +60,7 @@ const refusal: pulumi.Output<string | undefined> = cfg.rolloutAfter
 
 // 3. Regional resources, then the relay nodes one after the other: each node's Postfix change
 // waits for the node before it to pass its post-deploy check (render + deploy happen inside).
-// (Servers that exist already bring their own network and firewall: README, "Servers that exist already".)
+// (Servers that exist already bring their own network and firewall: docs/configuration.md, "Servers that exist already".)
 const region = existingServers(cfg) ? undefined : createRegion(stack, cfg, maps);
 const nodes: RelayNode[] = [];
 for (const name of cfg.nodes) {

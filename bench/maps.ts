@@ -2,10 +2,10 @@
 // overrides, the shape a large migration has), then builds a node's full deploy script.
 // Reports the median of several runs and peak memory. Not a test: nothing here can fail a build.
 import { performance } from "node:perf_hooks";
-import { loadStackConfig, nodeIdentity } from "../src/config";
-import { deploySteps } from "../src/deploy";
-import { type MapTexts, parseMaps } from "../src/maps";
-import { renderNode } from "../src/render";
+import { loadStackConfig, nodeIdentity } from "../src/config/stack-config";
+import { deploySteps } from "../src/deploy/steps";
+import { type MapTexts, parseMaps } from "../src/maps/relay-maps";
+import { renderNode } from "../src/render/node-render";
 import { fmt } from "./stats";
 
 const N = Number(process.env.BENCH_ENTRIES ?? 100_000);

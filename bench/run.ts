@@ -1,4 +1,4 @@
-// npm run bench — the figures the README quotes (not tests: nothing here fails a build).
+// npm run bench — the figures docs/performance.md quotes (not tests: nothing here fails a build).
 //  A. Pulumi program under mocks: evaluation time of both stacks; a redeploy with no change leaves
 //     every remote command's inputs identical (zero commands run), a one-line map edit changes only
 //     the Postfix step.
@@ -14,12 +14,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { copyProject } from "../test/helpers/pulumi-mocks";
-import { POSTFIX_LIVE } from "../src/layout";
-import type { RelayMaps } from "../src/maps";
+import { POSTFIX_LIVE } from "../src/node-layout";
+import type { RelayMaps } from "../src/maps/relay-maps";
 import { PROJECT_ROOT as ROOT } from "../src/project";
-import { RUN_AS_ROOT } from "../src/layout";
-import { deploySteps } from "../src/deploy";
-import { renderNode } from "../src/render";
+import { RUN_AS_ROOT } from "../src/node-layout";
+import { deploySteps } from "../src/deploy/steps";
+import { renderNode } from "../src/render/node-render";
 import { readSink, startLoad, waitForArrivals } from "../sandbox/mail";
 import { onNode } from "../sandbox/node-host";
 import { deployNode, nodeContext, ssh } from "../sandbox/nodes";

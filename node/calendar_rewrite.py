@@ -1,4 +1,4 @@
-# header-rewrite: calendar user addresses in meeting messages (README, "Meeting invitations").
+# header-rewrite: calendar user addresses in meeting messages (docs/relay.md, "Meeting invitations").
 #
 # Postfix rewrites the sender header fields but never a body. Exchange matches a meeting response
 # using the headers and the iCalendar part together, so the calendar's ORGANIZER / ATTENDEE addresses

@@ -1,8 +1,8 @@
 """header-rewrite: what one relay node knows about its own health, as JSON on stdout.
 
-Sent on stdin by `npm run status` (src/status.ts builds the call), or installed by the metrics
+Sent on stdin by `npm run status` (src/status/fleet-status.ts builds the call), or installed by the metrics
 step and run by its timer with --prometheus; it changes nothing on the node and sends no mail.
-The spec (statusSpec() in src/deploy.ts): fqdn, release marker, Postfix's log, the pinning milter
+The spec (statusSpec() in src/deploy/steps.ts): fqdn, release marker, Postfix's log, the pinning milter
 (service, log, socket), tenants (id, next hop, posttls-finger arguments), certificates (label, file) and
 hours (the window for log counts).
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# header-rewrite tenant-pinning milter (README, "Tenant pinning").
+# header-rewrite tenant-pinning milter (docs/tenant-pinning.md, "Tenant pinning").
 #
 # Port 25 of a relay node hands every message to this milter before Postfix rewrites anything. It
 # decides, per sender domain and from maps/tenant_pins (rendered as tenant_pins.json), whether the

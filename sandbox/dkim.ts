@@ -3,7 +3,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { shellQuote as q } from "../src/shell";
+import { shellQuote as q } from "../src/deploy/shell-text";
 import { must, sh } from "./shell";
 
 const SIGNER = path.join(__dirname, "dkim-sign.py");

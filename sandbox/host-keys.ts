@@ -2,8 +2,8 @@
 // ssh-keygen for the sandbox nodes and the mocks; and the known_hosts the deployer verifies them by.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { HostKey } from "../src/render";
-import { shellQuote as q } from "../src/shell";
+import type { HostKey } from "../src/render/node-render";
+import { shellQuote as q } from "../src/deploy/shell-text";
 import { must, sh } from "./shell";
 
 /** NAME's host key pair in DIR (host-NAME, host-NAME.pub), created unless it exists. */

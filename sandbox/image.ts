@@ -4,8 +4,8 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { KnownImage } from "../src/images";
-import { shellQuote as q } from "../src/shell";
+import type { KnownImage } from "../src/config/images";
+import { shellQuote as q } from "../src/deploy/shell-text";
 import { must, sh } from "./shell";
 
 /** Where built root filesystems are kept between runs (one directory per release and package list). */
@@ -13,7 +13,7 @@ export const IMAGE_CACHE = "/var/cache/header-rewrite/images";
 
 /**
  * What an OVH Debian cloud image has before user-data runs: systemd with networkd and resolved
- * (src/images.ts), netplan, cloud-init, sshd and sudo for the `debian` user.
+ * (src/config/images.ts), netplan, cloud-init, sshd and sudo for the `debian` user.
  */
 export const CLOUD_IMAGE_BASE = [
   "systemd",

@@ -4,7 +4,7 @@ import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { heredoc, shellQuote as q } from "../src/shell";
+import { heredoc, shellQuote as q } from "../src/deploy/shell-text";
 import { type Result, TSX, inNetns, pollFor } from "./shell";
 import type { SinkRecord } from "./sink";
 import { type DkimSignature, signMessage } from "./dkim";

@@ -4,8 +4,8 @@
 // same way (nsenter into its PID 1's namespaces).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { PIN_MILTER, POSTFIX_MASTER_PID, REWRITE_PASS } from "../src/layout";
-import { shellQuote as q } from "../src/shell";
+import { PIN_MILTER, POSTFIX_MASTER_PID, REWRITE_PASS } from "../src/node-layout";
+import { shellQuote as q } from "../src/deploy/shell-text";
 import { type Result, sh, startDetached } from "./shell";
 
 export interface NodeHost {

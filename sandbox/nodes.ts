@@ -4,20 +4,20 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as YAML from "yaml";
-import { nodeIdentity } from "../src/config";
-import { type NodeSecrets, type StepId, deploySteps } from "../src/deploy";
-import { RUN_AS_ROOT, SSH_DIAL, tlsPaths } from "../src/layout";
-import type { RelayMaps } from "../src/maps";
+import { nodeIdentity } from "../src/config/stack-config";
+import { type NodeSecrets, type StepId, deploySteps } from "../src/deploy/steps";
+import { RUN_AS_ROOT, SSH_DIAL, tlsPaths } from "../src/node-layout";
+import type { RelayMaps } from "../src/maps/relay-maps";
 import {
   type HostKey,
   type NodeAddresses,
   type RenderContext,
   renderNode,
   renderUserData,
-} from "../src/render";
-import { shellQuote as q } from "../src/shell";
-import { knownImage } from "../src/images";
-import { gatedSteps } from "../src/rollout";
+} from "../src/render/node-render";
+import { shellQuote as q } from "../src/deploy/shell-text";
+import { knownImage } from "../src/config/images";
+import { gatedSteps } from "../src/deploy/region-gate";
 import { imageRootfs } from "./image";
 import { hostKeyIn, knownHostsLine } from "./host-keys";
 import { NODE_IFACE } from "./network";
@@ -203,7 +203,7 @@ interface DeployOptions {
   /** Changes the overlaid Postfix files before the deploy (tests break a deploy on purpose with it). */
   edit?: (files: Record<string, string>) => Record<string, string>;
   secrets?: NodeSecrets;
-  /** Why this node's stack must not take the release yet (src/rollout.ts): its Postfix step refuses. */
+  /** Why this node's stack must not take the release yet (src/deploy/region-gate.ts): its Postfix step refuses. */
   refusal?: string;
   /**
    * Only these steps, as `pulumi up` runs only the commands whose script changed (a map edit:

@@ -1,7 +1,7 @@
 // THE SANDBOX OVERLAY: every way a sandbox node differs from an OVH node. Everything else a node
 // gets is the production-rendered file, byte for byte. `npm start` prints this list.
-import type { NodeBundle } from "../src/bundle";
-import type { StackConfig } from "../src/config";
+import type { NodeBundle } from "../src/render/bundle";
+import type { StackConfig } from "../src/config/stack-config";
 import * as YAML from "yaml";
 import { NETWORKS, type SandboxNode, gatewayOf } from "./topology";
 

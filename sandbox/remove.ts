@@ -1,10 +1,10 @@
 // Removing a node from the sandbox as `pulumi up` does after it leaves a stack's nodes: its DNS
-// records go first, then its drain (the production script, src/deploy.ts) runs on it, and only a
+// records go first, then its drain (the production script, src/deploy/steps.ts) runs on it, and only a
 // drained node's server goes; a drain that fails leaves the node running.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { drainScript } from "../src/deploy";
-import { RUN_AS_ROOT } from "../src/layout";
+import { drainScript } from "../src/deploy/steps";
+import { RUN_AS_ROOT } from "../src/node-layout";
 import { killNamespace, unmountBelow } from "./node-host";
 import { nodeContext, sshAsync } from "./nodes";
 import { type Result, sh } from "./shell";

@@ -3,9 +3,9 @@
 // included). The stack outputs that rolloutAfter reads are a file here (rollout.json).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { NodeSecrets } from "../src/deploy";
-import type { RelayMaps } from "../src/maps";
-import { FORCE_RELEASE_ENV, releaseId, rolloutOrder, rolloutRefusal } from "../src/rollout";
+import type { NodeSecrets } from "../src/deploy/steps";
+import type { RelayMaps } from "../src/maps/relay-maps";
+import { FORCE_RELEASE_ENV, releaseId, rolloutOrder, rolloutRefusal } from "../src/deploy/region-gate";
 import { deployNode, nodeContext } from "./nodes";
 import type { Result } from "./shell";
 import type { StackInput, Topology } from "./topology";

@@ -2,8 +2,8 @@
 // server, one capturing sink per tenant and the trap for every other recipient domain.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { serviceFqdn, type StackConfig } from "../src/config";
-import { shellQuote as q } from "../src/shell";
+import { serviceFqdn, type StackConfig } from "../src/config/stack-config";
+import { shellQuote as q } from "../src/deploy/shell-text";
 import { TSX, inNetns, must, pollUntil, sh, startDetached } from "./shell";
 import { killNamespace, onNode } from "./node-host";
 import { TENANT_A_INITIAL_DOMAIN, dkimRecord, dnsmasqKeys } from "./dkim";

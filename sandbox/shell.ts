@@ -4,7 +4,7 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PROJECT_ROOT } from "../src/project";
-import { shellQuote as q } from "../src/shell";
+import { shellQuote as q } from "../src/deploy/shell-text";
 
 /** The TypeScript runner the sandbox starts its own services and clients with. */
 export const TSX = path.join(PROJECT_ROOT, "node_modules", ".bin", "tsx");

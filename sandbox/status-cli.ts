@@ -1,7 +1,7 @@
 // npm run sandbox:status [-- --json]: `npm run status` for the local sandbox's relay nodes, judged
-// the same way (src/status.ts); exits 0 only when the sandbox fleet is healthy.
+// the same way (src/status/fleet-status.ts); exits 0 only when the sandbox fleet is healthy.
 import { parseArgs } from "node:util";
-import { limitsFromArgs, reportStatus } from "../src/status";
+import { limitsFromArgs, reportStatus } from "../src/status/fleet-status";
 import { sandboxStatusTargets } from "./status";
 import { DEFAULT_DIR, loadProject, planTopology } from "./topology";
 

@@ -1,8 +1,8 @@
 // The sandbox's relay nodes as status targets (npm run sandbox:status), reached over SSH from
 // the deployer's seat like a deploy step, judged against the bundle the sandbox deploys.
-import { RUN_AS_ROOT } from "../src/layout";
-import { renderNode } from "../src/render";
-import type { StatusTarget } from "../src/status";
+import { RUN_AS_ROOT } from "../src/node-layout";
+import { renderNode } from "../src/render/node-render";
+import type { StatusTarget } from "../src/status/fleet-status";
 import { nodeContext, ssh } from "./nodes";
 import { overlayBundle } from "./overlay";
 import type { Project, Topology } from "./topology";

@@ -1,8 +1,8 @@
 // Where everything lives in the local sandbox: one node per node of every committed stack, one sink
 // per tenant next hop, a tenant A client, an outsider, DNS. Documentation addresses only.
 import * as path from "node:path";
-import { listStacks, loadStackConfig, nodeFqdn, type StackConfig } from "../src/config";
-import { type MapName, type RelayMaps, loadMaps, parseMaps, readMapTexts } from "../src/maps";
+import { listStacks, loadStackConfig, nodeFqdn, type StackConfig } from "../src/config/stack-config";
+import { type MapName, type RelayMaps, loadMaps, parseMaps, readMapTexts } from "../src/maps/relay-maps";
 import { MAPS_DIR } from "../src/project";
 import type { NodeHost } from "./node-host";
 import { type DkimKey, dkimKeyIn } from "./dkim";
@@ -183,7 +183,7 @@ export function planTopology(
   };
 }
 
-/** The documented shape of topology.json (README "Try it locally"). */
+/** The documented shape of topology.json (docs/testing.md, "Try it locally"). */
 export function topologyJson(t: Topology): unknown {
   const host = (h: Host) => ({ netns: h.netns, ipv4: h.ipv4, ipv6: h.ipv6 });
   return {

@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PROJECT_ROOT } from "../src/project";
-import { shellQuote as q } from "../src/shell";
+import { shellQuote as q } from "../src/deploy/shell-text";
 import { buildNetwork } from "./network";
 import { deployKeyFile, deployStockNode, nodeContext, ssh, startNode } from "./nodes";
 import { rollout } from "./rollout";

@@ -4,7 +4,7 @@
 // "Valid values are:" list where the page gives one. The generated scripts are checked against it.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { EXCHANGE_CMDLETS, type CmdletSchema } from "../src/m365-schema";
+import { EXCHANGE_CMDLETS, type CmdletSchema } from "../src/m365/cmdlet-schema";
 
 const [docs, commit = "unknown"] = process.argv.slice(2);
 if (!docs) {

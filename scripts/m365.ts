@@ -5,7 +5,7 @@
 // connector and checks, read-only drift checks) from maps/ and the stack files. Offline.
 import { parseArgs } from "node:util";
 import * as fs from "node:fs";
-import { renderM365 } from "../src/review";
+import { renderM365 } from "../src/review/offline-review";
 
 try {
   const { values } = parseArgs({

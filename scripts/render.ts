@@ -2,10 +2,10 @@
 // Writes, per node, exactly the files that node receives, for review and for the real-tool checks.
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
-import { listStacks, loadStackConfig, readStackFile } from "../src/config";
-import { pendingExampleKeys } from "../src/examples";
+import { listStacks, loadStackConfig, readStackFile } from "../src/config/stack-config";
+import { pendingExampleKeys } from "../src/config/examples";
 import { PROJECT_ROOT } from "../src/project";
-import { readNodeAddresses, renderStack } from "../src/review";
+import { readNodeAddresses, renderStack } from "../src/review/offline-review";
 
 try {
   const { values } = parseArgs({

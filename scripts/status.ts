@@ -7,12 +7,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { listStacks, loadStackConfig, nodeIdentity } from "../src/config";
-import { RUN_AS_ROOT } from "../src/layout";
-import { loadMaps } from "../src/maps";
+import { listStacks, loadStackConfig, nodeIdentity } from "../src/config/stack-config";
+import { RUN_AS_ROOT } from "../src/node-layout";
+import { loadMaps } from "../src/maps/relay-maps";
 import { MAPS_DIR } from "../src/project";
-import { renderNode } from "../src/render";
-import { type StatusTarget, limitsFromArgs, reportStatus } from "../src/status";
+import { renderNode } from "../src/render/node-render";
+import { type StatusTarget, limitsFromArgs, reportStatus } from "../src/status/fleet-status";
 
 const USAGE = `usage: npm run status -- --stack <${listStacks().join("|")}> [--stack …] [--identity <ssh key file>]
                          [--known-hosts <file>] [--json] [--max-deferred-age <s>] [--min-certificate-days <d>]`;

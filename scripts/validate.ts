@@ -2,8 +2,8 @@
 // messages as `pulumi preview`. Exit 0 when clean (warnings allowed unless --strict), 1 otherwise.
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { listStacks } from "../src/config";
-import { validateProject } from "../src/review";
+import { listStacks } from "../src/config/stack-config";
+import { validateProject } from "../src/review/offline-review";
 
 const { values } = parseArgs({
   options: { strict: { type: "boolean", default: false }, maps: { type: "string" } },

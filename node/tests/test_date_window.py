@@ -2,7 +2,7 @@
 
 The milter is imported as the node runs it (node/tenant-pin-milter.py); what chrony says is given by
 replacing the one call that asks it. What a node answers end to end is tested through real Postfix
-(test/postfix-pinning.test.ts) and, with a really skewed chrony, on the sandbox (test/sandbox/faults.ts).
+(test/node/postfix-pinning.test.ts) and, with a really skewed chrony, on the sandbox (test/sandbox/faults.ts).
 """
 
 import email.utils

@@ -2,7 +2,13 @@
 // baseline) and, after "== expected", the exact report the validator must print.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { MAP_NAMES, type MapTexts, MapValidationError, formatProblem, parseMaps } from "../../src/maps";
+import {
+  MAP_NAMES,
+  type MapTexts,
+  MapValidationError,
+  formatProblem,
+  parseMaps,
+} from "../../src/maps/relay-maps";
 import { PROJECT_ROOT } from "../../src/project";
 
 const CASE_DIR = path.join(PROJECT_ROOT, "test", "fixtures", "bad-maps");

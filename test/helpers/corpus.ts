@@ -1,5 +1,5 @@
 // The corpus of realistic mail (test/fixtures/mail) and its golden expectations (test/golden/mail):
-// shared by the one-node test (test/postfix-corpus.test.ts) and the sandbox (both nodes to the sink),
+// shared by the one-node test (test/node/postfix-corpus.test.ts) and the sandbox (both nodes to the sink),
 // so the same file says what tenant B receives wherever the message went through.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -31,7 +31,7 @@ export interface CorpusCase {
   file: string;
   from: string;
   to: string;
-  /** Refused by the null-sender policy (README, "Null sender"); the golden file has the reply. */
+  /** Refused by the null-sender policy (docs/relay.md, "Null sender"); the golden file has the reply. */
   refused?: boolean;
 }
 

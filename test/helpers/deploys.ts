@@ -1,6 +1,6 @@
 // Deploys that must fail: the mistakes the tests make on purpose, and what "failed safely" means.
 import { expect } from "vitest";
-import { POSTFIX_LIVE } from "../../src/layout";
+import { POSTFIX_LIVE } from "../../src/node-layout";
 import { type NodeHost, onNode } from "../../sandbox/node-host";
 import type { Result } from "../../sandbox/shell";
 

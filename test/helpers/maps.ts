@@ -1,4 +1,4 @@
-import type { RelayMaps } from "../../src/maps";
+import type { RelayMaps } from "../../src/maps/relay-maps";
 import { committedMapsWith } from "../../sandbox/topology";
 
 /** The committed maps plus one per-address override (bob -> robert): a typical one-line edit. */

@@ -5,15 +5,15 @@ import * as fs from "node:fs";
 import { afterAll, beforeAll } from "vitest";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { NodeBundle } from "../../src/bundle";
-import { loadStackConfig, nodeIdentity } from "../../src/config";
-import { type NodeSecrets, type StepId, deploySteps, statusSpec } from "../../src/deploy";
-import { tlsPaths } from "../../src/layout";
-import { type RelayMaps, loadMaps } from "../../src/maps";
+import type { NodeBundle } from "../../src/render/bundle";
+import { loadStackConfig, nodeIdentity } from "../../src/config/stack-config";
+import { type NodeSecrets, type StepId, deploySteps, statusSpec } from "../../src/deploy/steps";
+import { tlsPaths } from "../../src/node-layout";
+import { type RelayMaps, loadMaps } from "../../src/maps/relay-maps";
 import { MAPS_DIR } from "../../src/project";
-import { renderNode } from "../../src/render";
-import { type NodeStatus, statusScript } from "../../src/status";
-import { shellQuote as q } from "../../src/shell";
+import { renderNode } from "../../src/render/node-render";
+import { type NodeStatus, statusScript } from "../../src/status/fleet-status";
+import { shellQuote as q } from "../../src/deploy/shell-text";
 import { type Message, type Sent, queuedAs, sendMail, starttlsAnswers } from "../../sandbox/mail";
 import {
   type NodeHost,

@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Language, type Node, Parser } from "web-tree-sitter";
-import { BUILTIN_CMDLETS, COMMON_PARAMETERS, type CmdletSchema } from "../../src/m365-schema";
+import { BUILTIN_CMDLETS, COMMON_PARAMETERS, type CmdletSchema } from "../../src/m365/cmdlet-schema";
 import { PROJECT_ROOT } from "../../src/project";
 
 let parser: Parser | undefined;

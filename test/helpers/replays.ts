@@ -1,7 +1,7 @@
 // Genuine tenant-A signatures reused by someone else (issue 26): extra copies of signed fields above
 // the signed ones (a verifier hashes the last copy, RFC 6376 §5.4.2 and §8.15), a signature with l=
 // and text after the signed length, the first Date the milter read. Shared by the one-node test
-// (test/postfix-pinning.test.ts) and the sandbox (both nodes, from the impostor's namespace).
+// (test/node/postfix-pinning.test.ts) and the sandbox (both nodes, from the impostor's namespace).
 import { type Message, rfc5322Date as rfc5322 } from "../../sandbox/mail";
 import type { DkimKey } from "../../sandbox/dkim";
 

@@ -1,4 +1,4 @@
-// Real mail through both sandbox nodes (run from test/sandbox.test.ts): every message of
+// Real mail through both sandbox nodes (run from test/sandbox/sandbox.test.ts): every message of
 // test/fixtures/mail, signed by tenant A, goes through each node to the tenant sink, and what the
 // sink received must equal the message's golden file (test/golden/mail), the same file the one-node
 // test checks the queued message against: bhs runs Debian 13, lon Debian 12 (two Postfix and

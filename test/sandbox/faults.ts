@@ -2,7 +2,7 @@
 // off or unsynchronised, a pinning milter killed under load or stopped. Each must show in `npm run
 // status` (exit status and text) and the metrics, and mail must be deferred, never bounced or lost.
 import { expect, it } from "vitest";
-import { PIN_MILTER } from "../../src/layout";
+import { PIN_MILTER } from "../../src/node-layout";
 import { onNode } from "../../sandbox/node-host";
 import { type LoadSummary, refusal, rfc5322Date, startLoad, waitForArrivals } from "../../sandbox/mail";
 import { setClockSkew } from "../../sandbox/services";

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as YAML from "yaml";
 import { expect, it } from "vitest";
-import { EXPORTERS, METRICS_COLLECTOR } from "../../src/layout";
+import { EXPORTERS, METRICS_COLLECTOR } from "../../src/node-layout";
 import { PROJECT_ROOT } from "../../src/project";
 import { onNode, queue } from "../../sandbox/node-host";
 import { restartSink, stopSink } from "../../sandbox/services";

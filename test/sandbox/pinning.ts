@@ -1,10 +1,10 @@
-// Tenant pinning through every sandbox node (run from test/sandbox.test.ts): tenant A signs with
+// Tenant pinning through every sandbox node (run from test/sandbox/sandbox.test.ts): tenant A signs with
 // its old.example key (published by the sandbox DNS); the impostor is another tenant on the same
 // shared addresses, inside the allow-listed range, and is refused however it dresses its mail.
 import { expect, it } from "vitest";
 import { header, refusal, sinkCount } from "../../sandbox/mail";
 import { TENANT_A_INITIAL_DOMAIN } from "../../sandbox/dkim";
-import { readMapTexts, parseMaps } from "../../src/maps";
+import { readMapTexts, parseMaps } from "../../src/maps/relay-maps";
 import { MAPS_DIR } from "../../src/project";
 import { milterLog, nodeLog } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";

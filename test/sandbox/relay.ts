@@ -1,4 +1,4 @@
-// Relay behaviour through real Postfix on both sandbox nodes (run from test/sandbox.test.ts).
+// Relay behaviour through real Postfix on both sandbox nodes (run from test/sandbox/sandbox.test.ts).
 import { expect, it } from "vitest";
 import { header, refusal, sinkCount, waitForMessage } from "../../sandbox/mail";
 import { masterPid, onNode, queuedMessages } from "../../sandbox/node-host";
@@ -8,8 +8,8 @@ import { restartSink, stopSink } from "../../sandbox/services";
 import type { Result } from "../../sandbox/shell";
 import { MAIN_CF_TYPO_WARNING, expectFailedSafely, liveRelease, mainCfTypo } from "../helpers/deploys";
 import { editedMaps } from "../helpers/maps";
-import { knownImage } from "../../src/images";
-import { NETWORK_FILE } from "../../src/render";
+import { knownImage } from "../../src/config/images";
+import { NETWORK_FILE } from "../../src/render/node-render";
 import { NODE_IFACE } from "../../sandbox/network";
 import type { Suite } from "./harness";
 

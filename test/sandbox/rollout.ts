@@ -1,8 +1,8 @@
 // Rolling out across the fleet as `pulumi up -s lon` then `-s bhs` does (sandbox/rollout.ts): node by
 // node, each after its post-deploy check, and bhs only with a release lon has run.
 import { expect, it } from "vitest";
-import { POSTFIX_LIVE, RELEASE_MARKER } from "../../src/layout";
-import { parseMaps, readMapTexts } from "../../src/maps";
+import { POSTFIX_LIVE, RELEASE_MARKER } from "../../src/node-layout";
+import { parseMaps, readMapTexts } from "../../src/maps/relay-maps";
 import { MAPS_DIR } from "../../src/project";
 import { onNode } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";

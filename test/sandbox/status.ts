@@ -12,8 +12,8 @@ import { restartSink, stopSink } from "../../sandbox/services";
 import { sandboxStatusTargets } from "../../sandbox/status";
 import { pollUntil, sh } from "../../sandbox/shell";
 import { PROJECT_ROOT } from "../../src/project";
-import { type FleetStatus, fleetStatus } from "../../src/status";
-import { shellQuote as q } from "../../src/shell";
+import { type FleetStatus, fleetStatus } from "../../src/status/fleet-status";
+import { shellQuote as q } from "../../src/deploy/shell-text";
 import { editedMaps } from "../helpers/maps";
 import type { Suite } from "./harness";
 
@@ -95,7 +95,7 @@ export function statusTests(sb: Suite): void {
       expect(lon.problems).toEqual([]);
       expect(bhs.problems).toEqual([
         `drift: runs bundle ${bhs.status!.release!.bundle.slice(0, 12)}, the repository renders ` +
-          `${bhs.expectedBundle.slice(0, 12)} (roll it out: pulumi up, README "Rolling out")`,
+          `${bhs.expectedBundle.slice(0, 12)} (roll it out: pulumi up, docs/operations.md "Rolling out")`,
       ]);
       expect(bhs.status!.release!.bundle).not.toBe(bhs.expectedBundle);
     } finally {

@@ -9,15 +9,15 @@ import {
   clientCertPath,
   tenantCertChainFiles,
   tlsPaths,
-} from "../../src/layout";
+} from "../../src/node-layout";
 import { readSink, refusal, waitForMessage } from "../../sandbox/mail";
 import { masterPid, nodeLog, onNode, queue } from "../../sandbox/node-host";
 import { deployNode, nodeContext } from "../../sandbox/nodes";
 import { issueLeaf, restartSink } from "../../sandbox/services";
 import { inNetns, pollFor } from "../../sandbox/shell";
 import { type SandboxNode, type Sink, TENANT_CERT_LABEL } from "../../sandbox/topology";
-import { knownImage } from "../../src/images";
-import { planM365 } from "../../src/m365";
+import { knownImage } from "../../src/config/images";
+import { planM365 } from "../../src/m365/tenant-scripts";
 import type { Suite } from "./harness";
 
 export function tlsTests(sb: Suite): void {
@@ -201,7 +201,7 @@ export function tlsTests(sb: Suite): void {
         cfg: { ...ctx.cfg, tenantCertificates: { new_example: name }, acmeDnsPropagationSeconds: 1 },
       };
     };
-    // certbot's OVH plugin on Debian 12, lego on Debian 13 (src/images.ts): both nodes.
+    // certbot's OVH plugin on Debian 12, lego on Debian 13 (src/config/images.ts): both nodes.
     const relays = sb.t.nodes.filter((n) => n.kind !== "stock");
     const client = (n: SandboxNode) =>
       knownImage(obtaining(n).cfg.image).certbotOvhPlugin ? "certbot" : "lego";

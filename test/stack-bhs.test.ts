@@ -1,3 +1,0 @@
-import { describeStack } from "./stack.shared";
-
-describeStack("bhs", { region: "BHS5", nodes: ["bhs1"] });

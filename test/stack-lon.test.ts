@@ -1,3 +1,0 @@
-import { describeStack } from "./stack.shared";
-
-describeStack("lon", { region: "UK1", nodes: ["lon1"] });

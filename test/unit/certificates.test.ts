@@ -1,0 +1,126 @@
+// Operator client certificates are checked before anything is pushed: a bad bundle only shows up at
+// tenant B as "550 5.7.64 TenantAttribution".
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { checkClientBundle, checkClientCertificates } from "../../src/config/client-certificates";
+import { loadMaps } from "../../src/maps/relay-maps";
+import { PROJECT_ROOT as ROOT } from "../../src/project";
+
+let dir: string;
+const read = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
+const openssl = (args: string) => {
+  const r = spawnSync("bash", ["-c", `cd ${dir} && openssl ${args}`], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(r.stderr);
+};
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-certs-"));
+  fs.writeFileSync(
+    path.join(dir, "ext.cnf"),
+    "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n[leaf]\nbasicConstraints=CA:FALSE\n",
+  );
+  const ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+  openssl(`req -x509 ${ec} -days 30 -subj /CN=root -keyout root.key -out root.pem`);
+  openssl(`req ${ec} -subj /CN=int -keyout int.key -out int.csr`);
+  openssl(
+    `x509 -req -in int.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -extensions ca -out int.pem`,
+  );
+  openssl(`req ${ec} -subj /CN=relay-client.example.net -keyout leaf.key -out leaf.csr`);
+  openssl(
+    `x509 -req -in leaf.csr -CA int.pem -CAkey int.key -CAcreateserial -days 30 -extfile ext.cnf -extensions leaf -out leaf.pem`,
+  );
+  openssl(`req ${ec} -subj /CN=other -keyout other.key -out other.csr`);
+  // An intermediate of another CA, and a leaf of ours whose validity ended in 2020 (openssl ca sets
+  // the dates; `x509 -days` cannot make a certificate that has already expired).
+  openssl(`req -x509 ${ec} -days 30 -subj /CN=other-root -keyout other-root.key -out other-root.pem`);
+  fs.mkdirSync(path.join(dir, "issued"));
+  fs.writeFileSync(path.join(dir, "index.txt"), "");
+  fs.writeFileSync(
+    path.join(dir, "ca.cnf"),
+    "[ca]\ndefault_ca=int\n[int]\ndatabase=index.txt\nnew_certs_dir=issued\nserial=serial.txt\n" +
+      "default_md=sha256\npolicy=any\nunique_subject=no\n[any]\ncommonName=supplied\n[leaf]\nbasicConstraints=CA:FALSE\n",
+  );
+  fs.writeFileSync(path.join(dir, "serial.txt"), "1000\n");
+  openssl(
+    "ca -batch -config ca.cnf -extensions leaf -cert int.pem -keyfile int.key -in leaf.csr -out expired.pem " +
+      "-startdate 20200101000000Z -enddate 20200201000000Z -notext",
+  );
+});
+
+describe("client certificate bundles", () => {
+  it("accepts key + leaf + intermediate", () => {
+    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("int.pem"))).toEqual(
+      [],
+    );
+  });
+  it("refuses a leaf without its intermediates, naming the Exchange Online error", () => {
+    expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem"))).toEqual([
+      "header-rewrite:clientCertificates.other_example: only the leaf is present; Exchange Online " +
+        "answers 550 5.7.64 TenantAttribution without the intermediates (hint: use fullchain.pem)",
+    ]);
+  });
+  it("refuses a key that belongs to another certificate", () => {
+    expect(
+      checkClientBundle("other_example", read("other.key") + read("leaf.pem") + read("int.pem"))[0],
+    ).toContain("the private key does not belong to the first certificate");
+  });
+  it("refuses the right certificates in the wrong order, and says which order is right", () => {
+    const bundle = read("leaf.key") + read("leaf.pem") + read("root.pem") + read("int.pem");
+    expect(checkClientBundle("other_example", bundle)).toEqual([
+      "header-rewrite:clientCertificates.other_example: the certificates are out of order " +
+        "(hint: put them as leaf, then each one's issuer: positions 1, 3, 2)",
+    ]);
+    // Leaf and intermediate in order, with their root after them: accepted.
+    expect(
+      checkClientBundle(
+        "other_example",
+        read("leaf.key") + read("leaf.pem") + read("int.pem") + read("root.pem"),
+      ),
+    ).toEqual([]);
+  });
+  it("refuses an intermediate of another chain", () => {
+    expect(
+      checkClientBundle("other_example", read("leaf.key") + read("leaf.pem") + read("other-root.pem")),
+    ).toEqual([
+      "header-rewrite:clientCertificates.other_example: certificate 2 did not issue certificate 1 " +
+        "(hint: the bundle holds a certificate of another chain; use the CA's fullchain.pem)",
+    ]);
+  });
+  it("refuses an expired certificate, naming the date", () => {
+    expect(
+      checkClientBundle("other_example", read("leaf.key") + read("expired.pem") + read("int.pem")),
+    ).toEqual([
+      "header-rewrite:clientCertificates.other_example: the certificate expired on Feb  1 00:00:00 2020 GMT " +
+        "(hint: renew it and set the new bundle)",
+    ]);
+  });
+  it("refuses a bundle without a key", () => {
+    expect(checkClientBundle("other_example", read("leaf.pem"))[0]).toContain(
+      "expected exactly one private key, found 0",
+    );
+  });
+  it("refuses a tenant that is not in maps/per_sender_relayhosts", () => {
+    const maps = loadMaps(path.join(ROOT, "maps"));
+    expect(() =>
+      checkClientCertificates({ nosuch: read("leaf.key") + read("leaf.pem") + read("int.pem") }, maps),
+    ).toThrow(
+      "header-rewrite:clientCertificates.nosuch: no such tenant in maps/per_sender_relayhosts " +
+        "(hint: tenants are new_example, other_example)",
+    );
+  });
+  it("refuses an obtained certificate for an unknown tenant, or one a supplied certificate already covers", () => {
+    const maps = loadMaps(path.join(ROOT, "maps"));
+    const supplied = { other_example: read("leaf.key") + read("leaf.pem") + read("int.pem") };
+    expect(() => checkClientCertificates({}, maps, { nosuch: "relay.nosuch.example" })).toThrow(
+      "header-rewrite:tenantCertificates.nosuch: no such tenant in maps/per_sender_relayhosts",
+    );
+    expect(() => checkClientCertificates(supplied, maps, { other_example: "relay.other.example" })).toThrow(
+      "tenant other_example has both a supplied certificate (header-rewrite:clientCertificates.other_example) " +
+        "and an obtained one (header-rewrite:tenantCertificates.other_example: relay.other.example): keep one",
+    );
+    expect(() => checkClientCertificates(supplied, maps, { new_example: "relay.new.example" })).not.toThrow();
+  });
+});

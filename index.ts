@@ -1,11 +1,8 @@
 // header-rewrite: maps/ + stack config → validate → render → deploy scripts → cloud resources.
 import * as pulumi from "@pulumi/pulumi";
 import { configFromPulumi, existingServers, serviceFqdn } from "./src/config/stack-config";
-import { loadMaps } from "./src/maps/relay-maps";
-import { MAPS_DIR } from "./src/project";
+import { validatedProject } from "./src/plan";
 import { createRegion } from "./src/cloud/region";
-import { checkSecrets } from "./src/config/secrets";
-import { checkExampleValues } from "./src/config/examples";
 import { RelayNode } from "./src/cloud/relay-node";
 import type { DnsOvhCredentials } from "./src/deploy/steps";
 import { FORCE_RELEASE_ENV, releaseId, rolloutRefusal } from "./src/deploy/region-gate";
@@ -14,12 +11,7 @@ const stack = pulumi.getStack();
 
 // 1. Validate everything before a single resource is registered.
 const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack, Object.keys(pulumi.runtime.allConfig()));
-const maps = loadMaps(MAPS_DIR, {
-  widestV4: cfg.widestClientRangeV4,
-  widestV6: cfg.widestClientRangeV6,
-});
-checkSecrets(cfg, maps, pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
-checkExampleValues(pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
+const { maps } = validatedProject(stack, cfg, pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
 const project = new pulumi.Config();
 const deployPrivateKey = project.requireSecret("deploySshPrivateKey");
 const secrets = pulumi.secret(

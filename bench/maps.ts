@@ -2,11 +2,10 @@
 // overrides, the shape a large migration has), then builds a node's full deploy script.
 // Reports the median of several runs and peak memory. Not a test: nothing here can fail a build.
 import { performance } from "node:perf_hooks";
-import { loadStackConfig, nodeIdentity } from "../src/config/stack-config";
-import { deploySteps } from "../src/deploy/steps";
+import { loadStackConfig } from "../src/config/stack-config";
 import { type MapTexts, parseMaps } from "../src/maps/relay-maps";
-import { renderNode } from "../src/render/node-render";
 import { fmt } from "./stats";
+import { planNode } from "../src/plan";
 
 const N = Number(process.env.BENCH_ENTRIES ?? 100_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -38,8 +37,9 @@ function main(): void {
     const t0 = performance.now();
     const maps = parseMaps(texts);
     const t1 = performance.now();
-    const bundle = renderNode({ stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") });
-    const postfix = deploySteps(cfg, bundle).find((s) => s.id === "postfix")!;
+    const postfix = planNode({ stack: "lon", cfg, maps }, "lon1")
+      .steps()
+      .find((s) => s.id === "postfix")!;
     const t2 = performance.now();
     validate.push(t1 - t0);
     render.push(t2 - t1);

@@ -18,16 +18,14 @@ import { POSTFIX_LIVE } from "../src/node-layout";
 import type { RelayMaps } from "../src/maps/relay-maps";
 import { PROJECT_ROOT as ROOT } from "../src/project";
 import { RUN_AS_ROOT } from "../src/node-layout";
-import { deploySteps } from "../src/deploy/steps";
-import { renderNode } from "../src/render/node-render";
 import { readSink, startLoad, waitForArrivals } from "../sandbox/mail";
 import { onNode } from "../sandbox/node-host";
 import { deployNode, nodeContext, ssh } from "../sandbox/nodes";
-import { overlayBundle } from "../sandbox/overlay";
 import { type SandboxNode, type Topology, committedMapsWith } from "../sandbox/topology";
 import { down, up } from "../sandbox/up";
 import { bootstrapMedian, fmt, median, percentile } from "./stats";
 import { runMain, sh } from "../sandbox/shell";
+import { planNode } from "../src/plan";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 9);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 500);
@@ -338,10 +336,10 @@ async function partB(): Promise<void> {
       "- deploy step start -> one-line map change live (SSH, stage, postmap, checks, switch, reload, " +
         `the check that the master took it): ${fmt(times, "s", 2)}`,
     );
-    const script = deploySteps(
-      unthrottled(edit(1)).cfg,
-      overlayBundle(renderNode(unthrottled(edit(1)))),
-    ).find((s) => s.id === "postfix")!.script;
+    const ctx1 = unthrottled(edit(1));
+    const script = planNode(ctx1, ctx1.node.name)
+      .steps()
+      .find((s) => s.id === "postfix")!.script;
     say(`  - where one such deploy's time goes: ${deployProfile(t, relay, script)}`);
   } finally {
     down(dir, { quiet: true });

@@ -12,7 +12,6 @@ import {
   type HostKey,
   type NodeAddresses,
   type RenderContext,
-  renderNode,
   renderUserData,
 } from "../src/render/node-render";
 import { shellQuote as q } from "../src/deploy/shell-text";
@@ -25,6 +24,7 @@ import { bootContainer, movedClock } from "./node-host";
 import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
 import { type Result, must, sh, shAsync } from "./shell";
 import { NETWORKS, type SandboxNode, type StackInput, type Topology, gatewayOf } from "./topology";
+import { planNode } from "../src/plan";
 
 export function deployKeyFile(t: Topology): string {
   return path.join(t.dir, "keys", "deploy");
@@ -220,14 +220,14 @@ export function deployNode(
   opts: DeployOptions = {},
 ): Result {
   const secrets = opts.secrets ?? {};
-  const rendered = renderNode({
-    ...ctx,
-    clientCertTenants: Object.keys(secrets.clientCertificates ?? {}).sort(),
-  });
-  const bundle = overlayBundle(rendered, opts.edit);
+  const plan = planNode(ctx, ctx.node.name, { secrets });
+  // A test that breaks a deploy on purpose changes the rendered files; the steps follow them.
+  const planned = opts.edit
+    ? deploySteps(ctx.cfg, overlayBundle(plan.bundle, opts.edit), secrets)
+    : plan.steps();
   // What every step said, in order, as `pulumi up` shows it; the status of the last one run.
   const all: Result = { status: 0, stdout: "", stderr: "" };
-  const steps = gatedSteps(deploySteps(ctx.cfg, bundle, secrets), opts.refusal);
+  const steps = gatedSteps(planned, opts.refusal);
   for (const step of steps.filter((s) => !opts.only || opts.only.includes(s.id))) {
     const r = runStep(t, n, step.script);
     all.status = r.status;
@@ -262,7 +262,7 @@ echo "stock Postfix on ${n.fqdn} relays to ${nexthop}"
 
 /** The bench's baseline node: the production first-boot wait and certificate steps, then stock Postfix. */
 export function deployStockNode(t: Topology, n: SandboxNode, ctx: RenderContext): Result {
-  const steps = deploySteps(ctx.cfg, renderNode(ctx));
+  const steps = planNode(ctx, ctx.node.name).steps();
   const production = (id: string) => steps.find((s) => s.id === id)!.script;
   for (const script of [
     production("cloud-init"),

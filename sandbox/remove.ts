@@ -8,7 +8,7 @@ import { RUN_AS_ROOT } from "../src/node-layout";
 import { killNamespace, unmountBelow } from "./node-host";
 import { nodeContext, sshAsync } from "./nodes";
 import { type Result, sh } from "./shell";
-import type { Project, SandboxNode, Topology } from "./topology";
+import type { Fleet, SandboxNode, Topology } from "./topology";
 
 /** Takes the node's addresses out of the sandbox DNS (its own name and the shared service name). */
 function removeFromDns(t: Topology, n: SandboxNode): void {
@@ -31,7 +31,7 @@ export interface Removal {
 export async function removeNode(
   t: Topology,
   n: SandboxNode,
-  project: Project,
+  project: Fleet,
   opts: { drainSeconds?: number } = {},
 ): Promise<Removal> {
   removeFromDns(t, n);

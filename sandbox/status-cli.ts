@@ -3,7 +3,7 @@
 import { parseArgs } from "node:util";
 import { limitsFromArgs, reportStatus } from "../src/status/fleet-status";
 import { sandboxStatusTargets } from "./status";
-import { DEFAULT_DIR, loadProject, planTopology } from "./topology";
+import { DEFAULT_DIR, loadFleet, planTopology } from "./topology";
 
 try {
   const { values } = parseArgs({
@@ -13,7 +13,7 @@ try {
       "min-certificate-days": { type: "string" },
     },
   });
-  const project = loadProject();
+  const project = loadFleet();
   const dir = process.env.HEADER_REWRITE_SANDBOX ?? DEFAULT_DIR;
   const targets = sandboxStatusTargets(planTopology(dir, project.stacks, project.maps), project);
   process.exit(reportStatus(targets, limitsFromArgs(values), values.json ?? false));

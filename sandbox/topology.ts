@@ -74,13 +74,13 @@ export interface StackInput {
   cfg: StackConfig;
 }
 
-/** What the sandbox runs: every committed stack and the committed maps. */
-export interface Project {
+/** What the sandbox runs: every committed stack and the committed maps (src/plan.ts has one stack's Project). */
+export interface Fleet {
   stacks: StackInput[];
   maps: RelayMaps;
 }
 
-export function loadProject(): Project {
+export function loadFleet(): Fleet {
   const stacks = listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack) }));
   return { stacks, maps: loadMaps(MAPS_DIR) };
 }

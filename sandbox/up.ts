@@ -23,12 +23,12 @@ import {
 } from "./services";
 import { killNamespace, unmountBelow } from "./node-host";
 import { must, pollUntil, sh } from "./shell";
-import { type Project, type Topology, loadProject, planTopology, topologyJson } from "./topology";
+import { type Fleet, type Topology, loadFleet, planTopology, topologyJson } from "./topology";
 
 const log = (msg: string) => process.stdout.write(`sandbox: ${msg}\n`);
 
 /** A running sandbox and what it was built from. */
-export interface Sandbox extends Project {
+export interface Sandbox extends Fleet {
   t: Topology;
 }
 
@@ -53,7 +53,7 @@ export async function up(
   requireRoot();
   if (opts.install !== false) installDeps();
   down(dir, { quiet: true });
-  const project = loadProject();
+  const project = loadFleet();
   const t = planTopology(dir, project.stacks, project.maps, { stockNode: opts.stockNode });
   fs.mkdirSync(path.dirname(deployKeyFile(t)), { recursive: true });
   must(

@@ -7,11 +7,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { listStacks, loadStackConfig, nodeIdentity } from "../src/config/stack-config";
+import { listStacks } from "../src/config/stack-config";
 import { RUN_AS_ROOT } from "../src/node-layout";
-import { loadMaps } from "../src/maps/relay-maps";
-import { MAPS_DIR } from "../src/project";
-import { renderNode } from "../src/render/node-render";
+import { loadProject, planNode } from "../src/plan";
 import { type StatusTarget, limitsFromArgs, reportStatus } from "../src/status/fleet-status";
 
 const USAGE = `usage: npm run status -- --stack <${listStacks().join("|")}> [--stack …] [--identity <ssh key file>]
@@ -27,8 +25,8 @@ function stackOutputs(stack: string): Record<string, unknown> {
 
 /** Every node of a deployed stack, reached as the remote commands reach it (deploy user, sudo). */
 function stackTargets(stack: string, identity?: string, explicitKnownHosts?: string): StatusTarget[] {
-  const cfg = loadStackConfig(stack);
-  const maps = loadMaps(MAPS_DIR);
+  const project = loadProject(stack);
+  const { cfg } = project;
   const out = stackOutputs(stack);
   const addresses = (out.nodeAddresses ?? {}) as Record<string, { ipv4: string }>;
   const certTenants = ((out.clientCertificateTenants ?? []) as string[]).slice().sort();
@@ -42,11 +40,10 @@ function stackTargets(stack: string, identity?: string, explicitKnownHosts?: str
   }
   return cfg.nodes.map((name) => {
     const ipv4 = addresses[name]?.ipv4;
-    const node = nodeIdentity(cfg, name);
     return {
       node: name,
       cfg,
-      bundle: renderNode({ stack, cfg, maps, node, clientCertTenants: certTenants }),
+      bundle: planNode(project, name, { clientCertTenants: certTenants }).bundle,
       run: (script: string) => {
         if (!ipv4)
           return { status: 1, stdout: "", stderr: `${name} is not in the outputs of stack ${stack}` };

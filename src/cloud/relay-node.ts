@@ -7,20 +7,14 @@ import * as tls from "@pulumi/tls";
 import * as ipaddr from "ipaddr.js";
 import { type StackConfig, nodeIdentity } from "../config/stack-config";
 import { PUBLIC_NETWORK, type Region } from "./region";
-import { type NodeAddresses, type RenderContext, renderNode, renderUserData } from "../render/node-render";
-import {
-  type NodeSecrets,
-  SECRET_STEPS,
-  STEPS,
-  type StepId,
-  deploySteps,
-  drainScript,
-} from "../deploy/steps";
+import { type NodeAddresses, type RenderContext, renderUserData } from "../render/node-render";
+import { type Project, planNode } from "../plan";
+import { type NodeSecrets, SECRET_STEPS, STEPS, type StepId, drainScript } from "../deploy/steps";
 import { bundleHash } from "../render/bundle";
 import { RUN_AS_ROOT, SSH_DIAL } from "../node-layout";
 import { gatedSteps } from "../deploy/region-gate";
 
-interface RelayNodeArgs extends Omit<RenderContext, "node" | "clientCertTenants"> {
+interface RelayNodeArgs extends Project {
   /** The OpenStack region's network, security group and keypair; none for servers that exist already. */
   region?: Region;
   deployPrivateKey: pulumi.Output<string>;
@@ -225,8 +219,8 @@ export class RelayNode extends pulumi.ComponentResource {
     // (The secrets' shape was checked before any resource: checkSecrets in index.ts.)
     const pushed = args.secrets.apply((secrets) => {
       const certs = secrets.clientCertificates ?? {};
-      const bundle = renderNode({ ...ctx, clientCertTenants: Object.keys(certs).sort() });
-      return { bundle, steps: deploySteps(cfg, bundle, secrets) };
+      const plan = planNode(args, name, { clientCertTenants: Object.keys(certs).sort(), secrets });
+      return { bundle: plan.bundle, steps: plan.steps() };
     });
     const step = (id: StepId, dependsOn: pulumi.Resource[]) => {
       const script = pulumi

@@ -3,72 +3,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Ajv, { type ErrorObject } from "ajv";
+import type { FromSchema } from "json-schema-to-ts";
 import * as YAML from "yaml";
 import * as ipaddr from "ipaddr.js";
 import { KNOWN_IMAGES } from "./images";
 import { PROJECT_ROOT } from "../project";
 
 export const PROJECT = "header-rewrite";
-
-type AcmeChallenge = "http-01" | "dns-01";
-
-export interface StackConfig {
-  /** OpenStack region of this stack (OVH UK1, BHS5). Read from `openstack:region`. */
-  region: string;
-  nodes: string[];
-  dnsZone: string;
-  serviceName: string;
-  flavor: string;
-  image: string;
-  dnsResolvers: string[];
-  reverseBlockV6: number;
-  sshUser: string;
-  adminCidrs: string[];
-  adminSshKeys: string[];
-  deploySshPublicKey: string;
-  acmeChallenge: AcmeChallenge;
-  acmeEmail: string;
-  acmeServer: string;
-  tenantCertificates: Record<string, string>;
-  acmeDnsPropagationSeconds: number;
-  messageSizeLimit: number;
-  debugPeers: string[];
-  loopGuardHeader: string;
-  dnsTtl: number;
-  protectServers: boolean;
-  rebuildNodes: string[];
-  forceIPv4ToTenants: boolean;
-  widestClientRangeV4: number;
-  widestClientRangeV6: number;
-  clientConnectionCountLimit: number;
-  clientConnectionRateLimit: number;
-  clientMessageRateLimit: number;
-  /** The stack that must have run a release before this one takes it ("" for the first region). */
-  rolloutAfter: string;
-  /** Tenant B's daily external recipient limit (TERRL) per tenant id, for `npm run status`. */
-  tenantRecipientLimits: Record<string, number>;
-  /** How long a removed node may take to deliver its queue before the removal stops (seconds). */
-  drainSeconds: number;
-  /** Sources allowed to scrape the nodes' Prometheus exporters; none by default. */
-  monitoringCidrs: string[];
-  /**
-   * Servers that exist already (another cloud, on premises, the sandbox), by node name: the stack
-   * deploys to them instead of creating OpenStack ports and servers. Empty: OVH Public Cloud.
-   */
-  servers: Record<string, ExistingServer>;
-  /** The A/AAAA records of node and service names are made in the OVH zone dnsZone (else by you). */
-  dnsAtOvh: boolean;
-}
-
-/** A server someone else created: its addresses and the SSH host key the deploy pins. */
-export interface ExistingServer {
-  ipv4: string;
-  ipv6: string;
-  /** Its SSH host key, public half ("ssh-ed25519 AAAA…"), as ssh-keyscan or /etc/ssh/*.pub show it. */
-  hostKey: string;
-  /** Its addresses are OVH's (a dedicated server, say): the PTRs are set through OVH's API. */
-  reverseAtOvh?: boolean;
-}
 
 /** The stack deploys to servers that exist already (header-rewrite:servers), not to OpenStack ones. */
 export function existingServers(cfg: StackConfig): boolean {
@@ -107,49 +48,14 @@ const LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory";
 // Exchange Online accepts at most 150 MB per message.
 const EXO_MAX_MESSAGE = 150 * 1024 * 1024;
 
-const DEFAULTS = {
-  serviceName: "relay",
-  flavor: "d2-2",
-  image: "Debian 12",
-  dnsResolvers: [] as string[],
-  // OVH's /ip API files a Public Cloud address as a block of its own: IPv4 /32, IPv6 /128 ("on
-  // dedicated instances or cloud instances, [block and IP] are equal", synthesio/infra-ovh-ansible-module
-  // PR #24; ansible-ovh-dns's ovh_reverse uses /128 for IPv6). Settable in case a region files it wider.
-  reverseBlockV6: 128,
-  sshUser: "debian",
-  adminSshKeys: [] as string[],
-  acmeChallenge: "http-01",
-  acmeServer: LETS_ENCRYPT,
-  tenantCertificates: {} as Record<string, string>,
-  // certbot-dns-ovh waits this long after writing the TXT record, for OVH's name servers.
-  acmeDnsPropagationSeconds: 60,
-  messageSizeLimit: EXO_MAX_MESSAGE,
-  debugPeers: [] as string[],
-  loopGuardHeader: "X-Header-Rewrite-Relayed",
-  dnsTtl: 300,
-  protectServers: true,
-  rebuildNodes: [] as string[],
-  // Exchange Online's IP-based inbound connectors match IPv4 only.
-  forceIPv4ToTenants: true,
-  // maps/allow_relay_by_ip refuses anything wider (Exchange Online's widest published range is a /14).
-  widestClientRangeV4: 8,
-  widestClientRangeV6: 32,
-  // anvil limits per client address, for tenant A too: a burst beyond them gets 421 and is retried.
-  clientConnectionCountLimit: 50,
-  clientConnectionRateLimit: 300,
-  clientMessageRateLimit: 1200,
-  rolloutAfter: "",
-  tenantRecipientLimits: {} as Record<string, number>,
-  drainSeconds: 900,
-  monitoringCidrs: [] as string[],
-  servers: {} as Record<string, ExistingServer>,
-  dnsAtOvh: true,
-};
-
 const label = "^(?!-)[a-z0-9-]{1,63}(?<!-)$";
 const fqdn = "^(?=.{1,253}$)((?!-)[a-z0-9-]{1,63}(?<!-)\\.)+[a-z]{2,63}$";
 
-/** JSON schema of the `header-rewrite:` namespace; `description` doubles as the README table text. */
+/**
+ * JSON schema of the `header-rewrite:` namespace, the one place the configuration's shape is
+ * written: validation (Ajv), defaults (`default`), the StackConfig type (json-schema-to-ts) and the
+ * keys docs/configuration.md must document all come from it.
+ */
 const SCHEMA = {
   type: "object",
   additionalProperties: false,
@@ -164,27 +70,35 @@ const SCHEMA = {
     },
     dnsZone: { type: "string", pattern: fqdn, description: "OVH DNS zone holding node and service names" },
     serviceName: {
+      default: "relay",
       type: "string",
       pattern: label,
       description: "Shared name (label in the zone) that carries every node",
     },
-    flavor: { type: "string", minLength: 1, description: "OVH Public Cloud flavor" },
+    flavor: { default: "d2-2", type: "string", minLength: 1, description: "OVH Public Cloud flavor" },
     image: {
+      default: "Debian 12",
       enum: KNOWN_IMAGES.map((i) => i.name),
       description: `OVH image the servers boot (${KNOWN_IMAGES.map((i) => i.name).join(", ")})`,
     },
+    // OVH's /ip API files a Public Cloud address as a block of its own: IPv4 /32, IPv6 /128 ("on
+    // dedicated instances or cloud instances, [block and IP] are equal", synthesio/infra-ovh-ansible-module
+    // PR #24; ansible-ovh-dns's ovh_reverse uses /128 for IPv6). Settable in case a region files it wider.
     reverseBlockV6: {
+      default: 128,
       type: "integer",
       minimum: 32,
       maximum: 128,
       description: "Prefix of the IPv6 block OVH's /ip API files a node's address under (its PTR)",
     },
     dnsResolvers: {
+      default: [],
       type: "array",
       items: { type: "string" },
       description: "DNS resolvers of the nodes; empty: those Ext-Net's subnets list",
     },
     sshUser: {
+      default: "debian",
       type: "string",
       pattern: "^[a-z_][a-z0-9_-]*$",
       description: "Login user of the image (sudo)",
@@ -196,6 +110,7 @@ const SCHEMA = {
       description: "Sources allowed to reach SSH (TCP 22); the deploying machine must be in one",
     },
     adminSshKeys: {
+      default: [],
       type: "array",
       items: { type: "string", pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$" },
       description: "Extra admin public keys installed by cloud-init",
@@ -205,9 +120,14 @@ const SCHEMA = {
       pattern: "^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$",
       description: "Public half of the deploy key (OpenStack keypair)",
     },
-    acmeChallenge: { enum: ["http-01", "dns-01"], description: "ACME challenge; http-01 opens TCP 80" },
+    acmeChallenge: {
+      default: "http-01",
+      enum: ["http-01", "dns-01"],
+      description: "ACME challenge; http-01 opens TCP 80",
+    },
     acmeEmail: { type: "string", pattern: "^[^@\\s]+@[^@\\s]+$", description: "ACME account e-mail" },
     tenantCertificates: {
+      default: {},
       type: "object",
       propertyNames: { pattern: "^[a-z0-9_]+$" },
       additionalProperties: { type: "string", pattern: fqdn },
@@ -215,74 +135,105 @@ const SCHEMA = {
         "Per tenant id, a name under that tenant's domain; each node obtains a client certificate for it " +
         "(ACME dns-01 through OVH)",
     },
+    // certbot-dns-ovh waits this long after writing the TXT record, for OVH's name servers.
     acmeDnsPropagationSeconds: {
+      default: 60,
       type: "integer",
       minimum: 1,
       maximum: 3600,
       description: "Seconds certbot waits after writing a dns-01 TXT record through OVH's API",
     },
-    acmeServer: { type: "string", pattern: "^https://", description: "ACME directory URL" },
+    acmeServer: {
+      default: LETS_ENCRYPT,
+      type: "string",
+      pattern: "^https://",
+      description: "ACME directory URL",
+    },
     messageSizeLimit: {
+      default: EXO_MAX_MESSAGE,
       type: "integer",
       minimum: 1048576,
       maximum: EXO_MAX_MESSAGE,
       description: "Postfix message_size_limit in bytes (Exchange Online maximum)",
     },
     debugPeers: {
+      default: [],
       type: "array",
       items: { type: "string" },
       description: "debug_peer_list entries; empty means no verbose peer logging",
     },
     loopGuardHeader: {
+      default: "X-Header-Rewrite-Relayed",
       type: "string",
       pattern: "^X-[A-Za-z0-9-]+$",
       description: "Header stamped on relayed mail for tenant A's transport-rule exception",
     },
-    dnsTtl: { type: "integer", minimum: 60, maximum: 86400, description: "TTL of the A/AAAA records" },
-    protectServers: { type: "boolean", description: "Protect servers from deletion/replacement" },
+    dnsTtl: {
+      default: 300,
+      type: "integer",
+      minimum: 60,
+      maximum: 86400,
+      description: "TTL of the A/AAAA records",
+    },
+    protectServers: {
+      default: true,
+      type: "boolean",
+      description: "Protect servers from deletion/replacement",
+    },
     allowExampleValues: {
       type: "boolean",
       description: "Test harness only: accept the repository's example values (src/config/examples.ts)",
     },
     rebuildNodes: {
+      default: [],
       type: "array",
       uniqueItems: true,
       items: { type: "string", pattern: label },
       description:
         "Nodes whose server is rebuilt from the current image and user-data on this run (protectServers false)",
     },
+    // Exchange Online's IP-based inbound connectors match IPv4 only.
     forceIPv4ToTenants: {
+      default: true,
       type: "boolean",
       description: "Deliver to tenant next hops over IPv4 only (IP-based connectors are IPv4-only)",
     },
+    // maps/allow_relay_by_ip refuses anything wider (Exchange Online's widest published range is a /14).
     widestClientRangeV4: {
+      default: 8,
       type: "integer",
       minimum: 1,
       maximum: 32,
       description: "Widest IPv4 prefix accepted in maps/allow_relay_by_ip",
     },
     widestClientRangeV6: {
+      default: 32,
       type: "integer",
       minimum: 1,
       maximum: 128,
       description: "Widest IPv6 prefix accepted in maps/allow_relay_by_ip",
     },
+    // anvil limits per client address, for tenant A too: a burst beyond them gets 421 and is retried.
     clientConnectionCountLimit: {
+      default: 50,
       type: "integer",
       minimum: 1,
       description: "Simultaneous connections per client address (anvil)",
     },
     clientConnectionRateLimit: {
+      default: 300,
       type: "integer",
       minimum: 1,
       description: "Connections per client address per minute (anvil)",
     },
     clientMessageRateLimit: {
+      default: 1200,
       type: "integer",
       minimum: 1,
       description: "Messages per client address per minute (anvil)",
     },
     tenantRecipientLimits: {
+      default: {},
       type: "object",
       propertyNames: { pattern: "^[a-z0-9_]+$" },
       additionalProperties: { type: "integer", minimum: 1 },
@@ -290,17 +241,20 @@ const SCHEMA = {
         "Per tenant id, tenant B's external recipients per 24 h (TERRL); npm run status warns from 80 %",
     },
     monitoringCidrs: {
+      default: [],
       type: "array",
       items: { type: "string" },
       description: "Sources allowed to scrape the Prometheus exporters (TCP 9100, 9154); empty: none",
     },
     drainSeconds: {
+      default: 900,
       type: "integer",
       minimum: 10,
       maximum: 86400,
       description: "Seconds a node removed from nodes may take to deliver its queue before the removal stops",
     },
     servers: {
+      default: {},
       type: "object",
       propertyNames: { pattern: label },
       additionalProperties: {
@@ -322,10 +276,12 @@ const SCHEMA = {
         'instead of creating OpenStack servers (docs/configuration.md, "Servers that exist already")',
     },
     dnsAtOvh: {
+      default: true,
       type: "boolean",
       description: "Make the nodes' A/AAAA records in the OVH zone dnsZone; false: you make them",
     },
     rolloutAfter: {
+      default: "",
       type: "string",
       pattern: "^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$",
       description:
@@ -333,6 +289,23 @@ const SCHEMA = {
     },
   },
 } as const;
+
+/**
+ * A stack's configuration: the schema's shape, every defaulted key present, and the OpenStack
+ * region (read from `openstack:region`; empty for servers that exist already).
+ */
+export type StackConfig = FromSchema<typeof SCHEMA> & { region: string };
+/**
+ * A server someone else created (header-rewrite:servers): its addresses, the SSH host key the
+ * deploy pins (public half, as ssh-keyscan or /etc/ssh/*.pub show it), and whether its addresses
+ * are OVH's (then the PTRs are set through OVH's API).
+ */
+export type ExistingServer = StackConfig["servers"][string];
+
+/** Each key's default, from the schema. */
+export const CONFIG_DEFAULTS: Record<string, unknown> = Object.fromEntries(
+  Object.entries(SCHEMA.properties).flatMap(([k, p]) => ("default" in p ? [[k, p.default]] : [])),
+);
 
 const ajv = new Ajv({ allErrors: true });
 const validate = ajv.compile(SCHEMA);
@@ -455,7 +428,8 @@ export function parseStackConfig(
       `${PROJECT}:rolloutAfter names this stack itself (hint: the stack that rolls out first, e.g. lon)`,
     );
   if (problems.length) throw new ConfigError(source, problems);
-  return { ...DEFAULTS, ...values, region: region ?? "" } as StackConfig;
+  // structuredClone: a default ([] or {}) is never shared between two configurations.
+  return { ...structuredClone(CONFIG_DEFAULTS), ...values, region: region ?? "" } as StackConfig;
 }
 
 /** What is wrong with header-rewrite:servers beyond its shape: names, addresses, conflicting keys. */

@@ -448,7 +448,7 @@ export const SECRET_STEPS: ReadonlySet<StepId> = new Set<StepId>([
   "pin-secret",
 ]);
 
-interface DeployStep {
+export interface DeployStep {
   id: StepId;
   script: string;
 }

@@ -90,7 +90,7 @@ export interface RelayMaps {
   warnings: Problem[];
 }
 
-interface ValidationOptions {
+export interface ValidationOptions {
   /** Widest client range accepted, as a prefix length (IPv4, IPv6). */
   widestV4?: number;
   widestV6?: number;

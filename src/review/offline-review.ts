@@ -3,16 +3,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
-import {
-  ConfigError,
-  listStacks,
-  loadStackConfig,
-  nodeIdentity,
-  readStackFile,
-} from "../config/stack-config";
+import { ConfigError, listStacks, loadStackConfig, readStackFile } from "../config/stack-config";
 import { pendingExampleKeys } from "../config/examples";
-import { deploySteps, drainScript } from "../deploy/steps";
+import { drainScript } from "../deploy/steps";
 import { MapValidationError, formatProblem, loadMaps } from "../maps/relay-maps";
+import { loadProject, mapsFor, planNode } from "../plan";
 import { MAPS_DIR, PROJECT_ROOT } from "../project";
 import { firewallRules } from "../cloud/region";
 import { parse } from "csv-parse/sync";
@@ -30,7 +25,6 @@ import {
   type NodeAddresses,
   renderNetwork,
   renderNetworkSwitch,
-  renderNode,
   renderUserData,
 } from "../render/node-render";
 
@@ -57,12 +51,7 @@ export function validateProject(
   for (const stack of listStacks()) {
     try {
       const cfg = loadStackConfig(stack);
-      const maps = loadMaps(mapsDir, {
-        widestV4: cfg.widestClientRangeV4,
-        widestV6: cfg.widestClientRangeV6,
-        strict,
-        displayDir,
-      });
+      const maps = mapsFor(cfg, { strict, displayDir }, mapsDir);
       for (const w of maps.warnings) add(formatProblem(w), w.file, 1, false);
       const { file, all } = readStackFile(PROJECT_ROOT, stack);
       const examples = pendingExampleKeys(all);
@@ -194,8 +183,8 @@ export function renderStack(
   given: Record<string, NodeAddresses> = {},
   root = PROJECT_ROOT,
 ): string[] {
-  const cfg = loadStackConfig(stack, root);
-  const maps = loadMaps(MAPS_DIR);
+  const project = loadProject(stack, root);
+  const { cfg, maps } = project;
   const written: string[] = [];
   const secrets = {
     ...(cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length
@@ -204,8 +193,8 @@ export function renderStack(
     ...(maps.pins.some((p) => p.secretHeader) ? { pinSecret: PLACEHOLDER_SECRETS.pinSecret } : {}),
   };
   cfg.nodes.forEach((name, i) => {
-    const ctx = { stack, cfg, maps, node: nodeIdentity(cfg, name) };
-    const bundle = renderNode(ctx);
+    const plan = planNode(project, name, { clientCertTenants: [], secrets });
+    const { context: ctx, bundle } = plan;
     // A server that exists already has its network and host key: its user-data carries neither.
     const existing = cfg.servers[name];
     const addrs = existing ? undefined : (given[name] ?? placeholderAddresses(i));
@@ -229,7 +218,7 @@ export function renderStack(
               .join("\n") +
             "\n",
         };
-    deploySteps(cfg, bundle, secrets).forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
+    plan.steps().forEach((s, k) => (files[`deploy/${k + 1}-${s.id}.sh`] = s.script));
     // Runs only when the node is removed from the stack (docs/operations.md, "Removing a node").
     files["deploy/on-removal-drain.sh"] = drainScript(cfg, ctx.node);
     for (const [n, text] of Object.entries(bundle.files)) files[`postfix/${n}`] = text;

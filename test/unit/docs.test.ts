@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
+  CONFIG_DEFAULTS,
   CONFIG_KEYS,
   PROJECT,
   PROVIDER_KEYS,
@@ -86,6 +87,23 @@ describe("README and docs/", () => {
 });
 
 describe("docs/configuration.md", () => {
+  it("gives each key the default the schema gives it (where it names a value, not a rule)", () => {
+    const rows = configuration.split("\n").filter((l) => l.startsWith("| `"));
+    const shown = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
+    let compared = 0;
+    for (const [key, value] of Object.entries(CONFIG_DEFAULTS)) {
+      const row = rows.find((r) => r.split("|")[1].includes(`\`${PROJECT}:${key}\``));
+      const cell = row?.split("|")[3].trim() ?? "";
+      const literal = /^`([^`]*)`$/.exec(cell)?.[1];
+      if (typeof value === "number" || typeof value === "boolean")
+        expect(literal, `${key}: a number or boolean is shown as such`).toBeDefined();
+      if (literal === undefined) continue;
+      expect(literal, `docs/configuration.md default of ${PROJECT}:${key}`).toBe(shown(value));
+      compared++;
+    }
+    expect(compared).toBeGreaterThan(20);
+  });
+
   it("documents every config key, and marks exactly the secrets as secret", () => {
     const rows = configuration.split("\n").filter((l) => l.startsWith("| `"));
     const row = (key: string) => rows.find((r) => r.split("|")[1].includes(`\`${key}\``));

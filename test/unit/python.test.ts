@@ -1,5 +1,6 @@
 // What a node runs in Python, tested in Python: node/tests/ under Debian's python3-pytest (the
-// milter's Date window and its clock, without a Postfix). Leaves no bytecode or cache behind.
+// milter's verdict decide() on signed messages, its Date window and its clock, without a Postfix).
+// Leaves no bytecode or cache behind.
 import * as path from "node:path";
 import { expect, it } from "vitest";
 import { sh } from "../../sandbox/shell";

@@ -3,7 +3,7 @@
 // standing in for Microsoft. One sandbox for all suites (its namespaces have fixed names, so this
 // replaces a running `npm start` sandbox).
 //
-// Each suite needs only what up() builds, and leaves the fleet as it found it, so one runs alone:
+// Each suite needs only what up() builds (none relies on an earlier one), so one runs alone:
 // npm run test:sandbox -- -t "sandbox: tenant pinning". The order below matters for two suites
 // only, because they use something up; they run last, and say so.
 import { afterAll, beforeAll, describe } from "vitest";

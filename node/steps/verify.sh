@@ -11,6 +11,7 @@
 set -uo pipefail
 WANT="$NODE $BUNDLE"
 marker() { cat "$LIVE/$MARKER_FILE" 2>/dev/null || echo "no header-rewrite release"; }
+# shellcheck disable=SC2153 # RELEASES is one of the facts set before this file
 lock_releases || { echo "header-rewrite: another deploy still holds $RELEASES/.lock after 10 min" >&2; exit 1; }
 switch_to() {
   local from

@@ -82,6 +82,10 @@ describe("node/systemd", () => {
     expect(unitValue("header-rewrite-lego-renew.service", "ExecStart")).toBe(
       `${LEGO_RENEW} ${LEGO_SETTINGS} renew`,
     );
+    // An admin runs it without arguments: the same settings, renew.
+    expect(files["sbin/header-rewrite-lego-renew"]).toContain(
+      `settings=\${1:-${LEGO_SETTINGS}} mode=\${2:-renew}`,
+    );
   });
 });
 

@@ -9,11 +9,18 @@ import * as path from "node:path";
 const TMP = "/tmp";
 const OURS = /^(hr-|header-rewrite)/;
 
+/** Set by the first setup of a run: each vitest project (tier) calls setup again, in the same process. */
+const RUN_TMP = "HEADER_REWRITE_TEST_TMPDIR";
+
 export default function setup(): () => void {
+  // One directory per run, not one per tier nested in the last (a socket path there outgrows sun_path).
+  if (process.env[RUN_TMP]) return () => {};
   const before = new Set(fs.readdirSync(TMP));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "header-rewrite-test-"));
   process.env.TMPDIR = dir;
+  process.env[RUN_TMP] = dir;
   return () => {
+    delete process.env[RUN_TMP];
     fs.rmSync(dir, { recursive: true, force: true });
     const left = fs.readdirSync(TMP).filter((f) => !before.has(f));
     const others = left.filter((f) => !OURS.test(f));

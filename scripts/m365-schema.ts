@@ -19,13 +19,16 @@ function parse(text: string): CmdletSchema {
   for (const section of text.split(/^### -/m).slice(1)) {
     const name = section.split("\n")[0].trim();
     const type = /^Type: (.+)$/m.exec(section)?.[1].trim() ?? "unknown";
-    const valid = /Valid values are:\s*\n\n((?:- .*\n)+)/.exec(section);
-    const values = valid
-      ? valid[1]
-          .split("\n")
-          .map((l) => /^- ([A-Za-z][A-Za-z0-9]*)(?::|$| )/.exec(l)?.[1])
-          .filter((v): v is string => !!v && v !== "null")
-      : undefined;
+    // The list's items ("- Value: …"), with blank and indented note lines between them, up to the
+    // first line of prose after it.
+    const after = /Valid values are:\s*\n([\s\S]*)/.exec(section)?.[1].split("\n");
+    const items = after?.slice(
+      0,
+      after.findIndex((l) => l !== "" && !/^\s/.test(l) && !l.startsWith("- ")),
+    );
+    const values = items
+      ?.map((l) => /^- ([A-Za-z][A-Za-z0-9]*)(?::|$| )/.exec(l)?.[1])
+      .filter((v): v is string => !!v && v !== "null");
     // Only an enumeration type has values; for lists and strings the page describes forms (FQDN, CIDR).
     const enumeration = !/MultiValuedProperty|String|\[\]/.test(type);
     parameters[name] = enumeration && values?.length ? { type, values } : { type };

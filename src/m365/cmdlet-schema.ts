@@ -20,6 +20,7 @@ export const EXCHANGE_CMDLETS = [
   "New-InboundConnector",
   "Set-InboundConnector",
   "Get-AcceptedDomain",
+  "Get-OrganizationConfig",
   "Get-DkimSigningConfig",
   "Get-MailUser",
   "New-MailUser",

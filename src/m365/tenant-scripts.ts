@@ -359,6 +359,29 @@ export function verifyTenantAScript(plan: M365Plan, opts: M365Options = {}): str
   return parts.join("") + VERIFY_END;
 }
 
+/**
+ * Reject Direct Send (Set-OrganizationConfig -RejectDirectSend, GA September 2025): with it on,
+ * anonymous mail whose envelope sender is an accepted domain, which every rewritten message's is, is
+ * refused with 550 5.7.68 unless an inbound connector matching the sender's certificate or IP
+ * attributes it. Reported either way: it decides what a certificate mismatch costs.
+ */
+function directSendReport(plan: M365Plan, tenant: TenantB, opts: M365Options): string {
+  const how = opts.ipBased
+    ? `its sender IPs (${plan.relayIPv4.join(", ")})`
+    : `the certificate name ${tenant.certificateName}`;
+  const on =
+    `RejectDirectSend is on: every message from the relays must be attributed to inbound connector ` +
+    `'${M365_NAMES.inboundConnector}' by ${how}; one that is not is refused with 550 5.7.68 TenantInboundAttribution`;
+  const off =
+    "RejectDirectSend is off: mail from the relays that the connector does not attribute is not refused for " +
+    "it, but arrives as anonymous mail from this tenant's own domain (spoofing checks apply)";
+  return (
+    "$org = Get-OrganizationConfig\n" +
+    `if ($org.RejectDirectSend) { Write-Output ${psString(`header-rewrite: ${on}`)} } ` +
+    `else { Write-Output ${psString(`header-rewrite: ${off}`)} }\n`
+  );
+}
+
 export function verifyTenantBScript(plan: M365Plan, tenant: TenantB, opts: M365Options = {}): string {
   const attribution = attributionSettings(plan, tenant, opts);
   const domains = tenantChecks(tenant, "$drift", opts);
@@ -371,6 +394,7 @@ export function verifyTenantBScript(plan: M365Plan, tenant: TenantB, opts: M365O
       ["Enabled", true],
     ]) +
     domains +
+    directSendReport(plan, tenant, opts) +
     VERIFY_END
   );
 }

@@ -223,6 +223,19 @@ function parseTranslations(lines: MapLine[], r: Report): Translation[] {
       continue;
     }
     const kind: TranslationKind = from === to ? "exception" : f.local === "" ? "domain" : "address";
+    // Exchange Online caps mail from onmicrosoft.com (MOERA) addresses at 100 external recipients per
+    // tenant per 24 h, NDR 550 5.7.236 (Exchange Team, 2025; all tenants from 2026-06-01): a relay that
+    // rewrites into that domain would stop delivering after the hundredth recipient of the day.
+    if (kind !== "exception" && (t.domain === "onmicrosoft.com" || t.domain.endsWith(".onmicrosoft.com"))) {
+      r.error(
+        l,
+        l.valueCol,
+        `replacement "${to}" is an onmicrosoft.com address: Exchange Online delivers mail from those to ` +
+          "100 external recipients per tenant per 24 h, then refuses it (550 5.7.236)",
+        "rewrite to a domain tenant B has added and verified, e.g. @new.example (docs/maps.md, \"Validation\")",
+      );
+      continue;
+    }
     out.push({ file: l.file, line: l.line, kind, from, to, fromDomain: f.domain, toDomain: t.domain });
   }
   return out;

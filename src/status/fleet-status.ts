@@ -108,7 +108,14 @@ export function reasonHint(reason: string): string | undefined {
     ],
     [
       /5\.7\.68|TenantInboundAttribution/i,
-      "Reject Direct Send: the mail was not attributed to a connector of tenant B (certificate or sender domain)",
+      "tenant B rejects Direct Send (RejectDirectSend) and did not attribute this mail to its inbound connector: " +
+        "the certificate this node presents must carry an accepted domain of tenant B named in " +
+        'TlsSenderCertificateName (docs/microsoft-365.md, "Troubleshooting Exchange Online errors")',
+    ],
+    [
+      /5\.7\.236/,
+      "mail from an onmicrosoft.com sender is capped at 100 external recipients per tenant per 24 h: rewrite to " +
+        "a domain of tenant B's own (maps/translate_domains)",
     ],
     [/5\.7\.70[58]/, "tenant B is blocked for suspicious sending (Microsoft support case)"],
     [

@@ -123,6 +123,19 @@ describe("status", () => {
       /per_sender_relayhosts/,
     );
     expect(reasonHint("250 2.0.0 OK")).toBeUndefined();
+    // Exchange Online's 2025-26 answers: Reject Direct Send, the onmicrosoft.com cap, TERRL.
+    expect(
+      reasonHint(
+        "host new-example.mail.protection.outlook.com[…] said: 550 5.7.68 TenantInboundAttribution; " +
+          "Direct Send not allowed for this organization from unauthorized sources",
+      ),
+    ).toMatch(/RejectDirectSend.*TlsSenderCertificateName/);
+    expect(reasonHint("said: 550 5.7.236 Access denied, ... onmicrosoft.com ...")).toMatch(
+      /100 external recipients/,
+    );
+    expect(reasonHint("said: 550 5.7.233 tenant has exceeded its external recipient rate limit")).toMatch(
+      /TERRL/,
+    );
   });
 
   it("certificates: near expiry is a problem, no client authentication usage a warning", () => {

@@ -26,6 +26,8 @@ $dkim = Get-DkimSigningConfig -Identity 'other.example' -ErrorAction SilentlyCon
 if (-not $dkim -or -not $dkim.Enabled) {
   $drift += 'DKIM signing is not enabled for other.example (rewritten mail fails DMARC alignment)'
 }
+$org = Get-OrganizationConfig
+if ($org.RejectDirectSend) { Write-Output 'header-rewrite: RejectDirectSend is on: every message from the relays must be attributed to inbound connector ''header-rewrite relays'' by the certificate name *.example.net; one that is not is refused with 550 5.7.68 TenantInboundAttribution' } else { Write-Output 'header-rewrite: RejectDirectSend is off: mail from the relays that the connector does not attribute is not refused for it, but arrives as anonymous mail from this tenant''s own domain (spoofing checks apply)' }
 if ($drift.Count -gt 0) {
   Write-Output 'header-rewrite: the tenant differs from the maps and stacks:'
   $drift | ForEach-Object { Write-Output "  - $_" }

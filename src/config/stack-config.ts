@@ -236,9 +236,20 @@ const SCHEMA = {
       default: {},
       type: "object",
       propertyNames: { pattern: "^[a-z0-9_]+$" },
-      additionalProperties: { type: "integer", minimum: 1 },
+      additionalProperties: {
+        anyOf: [
+          { type: "integer", minimum: 1 },
+          {
+            type: "object",
+            additionalProperties: false,
+            required: ["licensedUsers"],
+            properties: { licensedUsers: { type: "integer", minimum: 1 } },
+          },
+        ],
+      },
       description:
-        "Per tenant id, tenant B's external recipients per 24 h (TERRL); npm run status warns from 80 %",
+        "Per tenant id, tenant B's external recipients per 24 h (TERRL): a number, or {licensedUsers: N} for " +
+        "500 × N^0.7 + 9,500 (MC1023294); npm run status warns from 80 %",
     },
     monitoringCidrs: {
       default: [],
@@ -328,17 +339,30 @@ function describe(e: ErrorObject): string {
     (e.params as { additionalProperty?: string }).additionalProperty ||
     "";
   const full = `${PROJECT}:${key}`;
+  const d = (SCHEMA.properties as Record<string, { description?: string }>)[key]?.description ?? "";
+  const item = e.instancePath.split("/")[2];
+  const where = `${full}${item !== undefined ? ` item ${item}` : ""}`;
+  // A key of the namespace itself (nested objects have their own required and additional keys).
+  const root = e.instancePath === "";
   switch (e.keyword) {
     case "required":
+      if (!root) break;
       return `${full} is required (hint: pulumi config set ${full} ... ; see docs/configuration.md "Configuration")`;
     case "additionalProperties":
+      if (!root) break;
       return `${full} is not a known key (hint: check the spelling against docs/configuration.md "Configuration")`;
-    default: {
-      const d = (SCHEMA.properties as Record<string, { description?: string }>)[key]?.description ?? "";
-      const item = e.instancePath.split("/")[2];
-      return `${full}${item !== undefined ? ` item ${item}` : ""} ${e.message} (hint: ${d})`;
-    }
+    case "anyOf":
+      return `${where} has none of the accepted forms (hint: ${d})`;
   }
+  return `${where} ${e.message} (hint: ${d})`;
+}
+
+/** Ajv's errors, one per problem: a value that fits none of anyOf's forms is one problem, not one per form. */
+function schemaProblems(errors: ErrorObject[]): string[] {
+  const either = errors.filter((e) => e.keyword === "anyOf").map((e) => e.instancePath);
+  return errors
+    .filter((e) => e.keyword === "anyOf" || !either.some((p) => e.instancePath.startsWith(p)))
+    .map(describe);
 }
 
 /** Pulumi hands every value over as a string; objects, lists, numbers and booleans are JSON. */
@@ -365,7 +389,7 @@ export function parseStackConfig(
   const values: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(raw)) if (v !== undefined) values[k] = decode(v);
   const problems: string[] = [];
-  if (!validate(values)) problems.push(...(validate.errors ?? []).map(describe));
+  if (!validate(values)) problems.push(...schemaProblems(validate.errors ?? []));
   const servers = (values.servers && typeof values.servers === "object" ? values.servers : {}) as Record<
     string,
     Partial<ExistingServer>

@@ -292,11 +292,33 @@ export function assessNode(
   return v;
 }
 
+/** A tenant's recipient limit as configured: a number, or tenant B's licence count. */
+export type RecipientLimitSetting = StackConfig["tenantRecipientLimits"][string];
+
+/**
+ * Tenant B's external recipients per 24 h (the Tenant External Recipient Rate Limit, enforced from
+ * April-May 2025): 500 × licences^0.7 + 9,500 (MC1023294), rounded down; or the number configured.
+ */
+export function recipientLimit(setting: RecipientLimitSetting): { limit: number; how: string } {
+  if (typeof setting === "number") return { limit: setting, how: "configured" };
+  const n = setting.licensedUsers;
+  const limit = Math.floor(500 * n ** 0.7 + 9500);
+  return { limit, how: `500 × ${n}^0.7 + 9,500 for ${n} licensed users (TERRL, MC1023294)` };
+}
+
 /** Recipients relayed per tenant by the nodes asked, against tenant B's daily external recipient limit. */
 export function recipientBudget(
   verdicts: NodeVerdict[],
-  limits: Record<string, number>,
-): { tenant: string; sent: number; limit?: number; share?: number; problem?: string; warning?: string }[] {
+  limits: Record<string, RecipientLimitSetting>,
+): {
+  tenant: string;
+  sent: number;
+  limit?: number;
+  limitHow?: string;
+  share?: number;
+  problem?: string;
+  warning?: string;
+}[] {
   const sent = new Map<string, number>();
   for (const v of verdicts)
     for (const [tenant, d] of Object.entries(v.status?.deliveries ?? {}))
@@ -304,14 +326,15 @@ export function recipientBudget(
   return [...sent.entries()]
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([tenant, n]) => {
-      const limit = limits[tenant];
-      if (!limit) return { tenant, sent: n };
+      if (limits[tenant] === undefined) return { tenant, sent: n };
+      const { limit, how } = recipientLimit(limits[tenant]);
       const share = n / limit;
       const line = `tenant ${tenant}: ${n} of ${limit} recipients in 24 h (${Math.round(share * 100)} %)`;
       return {
         tenant,
         sent: n,
         limit,
+        limitHow: how,
         share,
         ...(share >= 1
           ? { problem: `${line}: the limit is reached` }
@@ -374,7 +397,8 @@ export function formatReport(verdicts: NodeVerdict[], budget: ReturnType<typeof 
     out.push(
       b.limit
         ? `recipients to ${b.tenant} in 24 h: ${b.sent} of ${b.limit} (${Math.round((b.share ?? 0) * 100)} %)` +
-            (b.problem ? " LIMIT REACHED" : b.warning ? " over 80 %" : "")
+            (b.problem ? " LIMIT REACHED" : b.warning ? " over 80 %" : "") +
+            (b.limitHow && b.limitHow !== "configured" ? `; limit = ${b.limitHow}` : "")
         : `recipients to ${b.tenant} in 24 h: ${b.sent} (no limit configured: header-rewrite:tenantRecipientLimits)`,
     );
   }

@@ -244,6 +244,21 @@ describe("stack configuration errors name the file, the key and the fix", () => 
     expect(attempt({ ...base.raw, adminCidrs: '["198.51.100.300/32"]' })).toContain(
       'adminCidrs item 0 "198.51.100.300/32" is not a CIDR',
     );
+    // A value of neither accepted form is one problem, named by its item, with the forms as the hint.
+    const limits = attempt({ ...base.raw, tenantRecipientLimits: '{"new_example": {"licences": 200}}' });
+    expect(limits).toContain(
+      "header-rewrite:tenantRecipientLimits item new_example has none of the accepted forms " +
+        "(hint: Per tenant id, tenant B's external recipients per 24 h (TERRL): a number, or {licensedUsers: N}",
+    );
+    expect(limits.split("\n  - ")).toHaveLength(2);
+    const licensed = { ...base.raw, tenantRecipientLimits: '{"new_example": {"licensedUsers": 200}}' };
+    expect(parseStackConfig(licensed, base.region, "Pulumi.lon.yaml").tenantRecipientLimits).toEqual({
+      new_example: { licensedUsers: 200 },
+    });
+    // A nested object's missing key is that object's, not the namespace's.
+    expect(
+      attempt({ ...base.raw, servers: '{"lon1": {"ipv4": "203.0.113.9", "ipv6": "2001:db8::9"}}' }),
+    ).toContain("header-rewrite:servers item lon1 must have required property 'hostKey'");
   });
   it("an image, resolver or rebuild the program cannot honour", () => {
     const cases: [Record<string, unknown>, string][] = [

@@ -11,6 +11,7 @@ import {
   type NodeStatus,
   assessNode,
   deferralGroups,
+  formatReport,
   reasonHint,
   recipientBudget,
   statusScript,
@@ -270,6 +271,19 @@ describe("status", () => {
       "the limit is reached",
     );
     expect(recipientBudget([v(10)], {})).toEqual([{ tenant: "new_example", sent: 10 }]);
+    // Tenant B's licence count instead of a number: TERRL = 500 × 200^0.7 + 9,500 = 29,902.86 (MC1023294).
+    const licensed = recipientBudget([v(24_000)], { new_example: { licensedUsers: 200 } })[0];
+    expect(licensed).toMatchObject({
+      limit: 29_902,
+      limitHow: "500 × 200^0.7 + 9,500 for 200 licensed users (TERRL, MC1023294)",
+      warning: "tenant new_example: 24000 of 29902 recipients in 24 h (80 %)",
+    });
+    expect(formatReport([], [licensed])).toBe(
+      "recipients to new_example in 24 h: 24000 of 29902 (80 %) over 80 %; " +
+        "limit = 500 × 200^0.7 + 9,500 for 200 licensed users (TERRL, MC1023294)",
+    );
+    // One licence: the floor of the formula, 10,000.
+    expect(recipientBudget([v(1)], { new_example: { licensedUsers: 1 } })[0].limit).toBe(10_000);
   });
 
   it("the status script is valid bash and carries the collector as valid Python", () => {

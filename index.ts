@@ -11,7 +11,8 @@ const stack = pulumi.getStack();
 
 // 1. Validate everything before a single resource is registered.
 const cfg = configFromPulumi((ns) => new pulumi.Config(ns), stack, Object.keys(pulumi.runtime.allConfig()));
-const { maps } = validatedProject(stack, cfg, pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
+const { maps, warnings } = validatedProject(stack, cfg, pulumi.runtime.allConfig(), `Pulumi.${stack}.yaml`);
+for (const w of warnings ?? []) pulumi.log.warn(w);
 const project = new pulumi.Config();
 const deployPrivateKey = project.requireSecret("deploySshPrivateKey");
 const secrets = pulumi.secret(

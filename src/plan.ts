@@ -1,9 +1,10 @@
 // The one way in. A stack's project: its configuration and the maps, validated as `pulumi up`
 // validates them. A node's plan: the bundle render makes for it and the deploy steps built from that
 // bundle. index.ts, the scripts, the sandbox and the bench all go through here.
+import { sharedCertificateWarning } from "./config/client-certificates";
 import { checkExampleValues } from "./config/examples";
 import { checkSecrets } from "./config/secrets";
-import { type StackConfig, loadStackConfig, nodeIdentity } from "./config/stack-config";
+import { PROJECT, type StackConfig, loadStackConfig, nodeIdentity } from "./config/stack-config";
 import { type DeployStep, type NodeSecrets, deploySteps } from "./deploy/steps";
 import { type RelayMaps, type ValidationOptions, loadMaps } from "./maps/relay-maps";
 import { MAPS_DIR, PROJECT_ROOT } from "./project";
@@ -15,6 +16,8 @@ export interface Project {
   stack: string;
   cfg: StackConfig;
   maps: RelayMaps;
+  /** What is allowed but likely wrong, for the operator to read (pulumi preview shows them). */
+  warnings?: string[];
 }
 
 /** The committed maps, validated against CFG's limits (the widest client ranges it accepts). */
@@ -36,7 +39,10 @@ export function validatedProject(
   const maps = mapsFor(cfg);
   checkSecrets(cfg, maps, allConfig, file);
   checkExampleValues(allConfig, file);
-  return { stack, cfg, maps };
+  const certs = allConfig[`${PROJECT}:clientCertificates`];
+  const supplied = certs ? Object.keys(JSON.parse(certs) as Record<string, string>) : [];
+  const shared = sharedCertificateWarning(cfg, maps, supplied);
+  return { stack, cfg, maps, warnings: shared ? [`${file}: ${shared}`] : [] };
 }
 
 /** A stack read from its file (Pulumi.<stack>.yaml, no Pulumi CLI) with the committed maps. */

@@ -3,6 +3,7 @@
 // "550 5.7.64 TenantAttribution" at tenant B.
 import * as crypto from "node:crypto";
 import type { RelayMaps } from "../maps/relay-maps";
+import type { StackConfig } from "./stack-config";
 
 const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g;
 
@@ -32,7 +33,13 @@ export function checkClientBundle(tenantId: string, pem: string): string[] {
     );
   problems.push(...chainOrder(where, chain));
   const last = chain[chain.length - 1];
-  if (!last.checkIssued(last) && chain.length === 1) {
+  if (chain.length === 1 && last.checkIssued(last) && last.verify(last.publicKey)) {
+    problems.push(
+      `${where}: the certificate is self-signed; Exchange Online attributes mail only by a certificate from a ` +
+        "public CA whose name is an accepted domain of the tenant (MC1226222) (hint: have a public CA issue it, " +
+        "or let the nodes obtain one: header-rewrite:tenantCertificates)",
+    );
+  } else if (!last.checkIssued(last) && chain.length === 1) {
     problems.push(
       `${where}: only the leaf is present; Exchange Online answers 550 5.7.64 TenantAttribution ` +
         "without the intermediates (hint: use fullchain.pem)",
@@ -109,4 +116,31 @@ export function checkClientCertificates(
     throw new Error(
       `invalid client certificates; nothing was deployed:\n${problems.map((p) => `  - ${p}`).join("\n")}`,
     );
+}
+
+/**
+ * Tenants that would present one certificate name: each without a certificate of its own presents
+ * the node certificate (*.<dnsZone>). A name can be an accepted domain of one tenant only, and
+ * Exchange Online attributes relayed mail by it first (MC1226222); a tenant with Reject Direct Send
+ * on refuses what it does not attribute by certificate (550 5.7.68). A warning, not a refusal: the
+ * others still attribute by the envelope sender, which is their own domain, unless they turn Reject
+ * Direct Send on. SUPPLIED: the tenants with an operator certificate, undefined where the secrets
+ * cannot be read (npm run validate).
+ */
+export function sharedCertificateWarning(
+  cfg: StackConfig,
+  maps: RelayMaps,
+  supplied: string[] | undefined,
+): string | undefined {
+  const own = new Set([...Object.keys(cfg.tenantCertificates), ...(supplied ?? [])]);
+  const sharing = maps.tenants.map((t) => t.id).filter((id) => !own.has(id));
+  if (sharing.length < 2) return undefined;
+  return (
+    `tenants ${sharing.join(", ")} would all be presented the node certificate (*.${cfg.dnsZone})` +
+    (supplied === undefined ? " unless header-rewrite:clientCertificates gives them their own" : "") +
+    ": a certificate name can be an accepted domain of one tenant only, so at most one of them attributes the " +
+    "relays' mail by it (MC1226222), and one with Reject Direct Send on refuses the rest (550 5.7.68) " +
+    '(hint: a certificate per tenant: header-rewrite:tenantCertificates; docs/microsoft-365.md, "Certificates and ' +
+    'Microsoft 365 attribution")'
+  );
 }

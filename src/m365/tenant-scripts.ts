@@ -80,6 +80,8 @@ interface TenantB {
   host: string;
   /** The client certificate name the relays present to this tenant. */
   certificateName: string;
+  /** Why this tenant may not attribute the relays' mail (a name it shares with another tenant). */
+  warning?: string;
   /** New sender domains whose mail goes to this tenant. */
   domains: string[];
 }
@@ -97,6 +99,8 @@ export interface M365Plan {
   notRouted: string[];
   tenantsB: TenantB[];
   relayIPv4: string[];
+  /** What is allowed but likely wrong; `npm run m365` prints them, and each affected script says so. */
+  warnings: string[];
 }
 
 function sorted(xs: Iterable<string>): string[] {
@@ -172,6 +176,24 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
     ),
   }));
 
+  // A certificate name can be an accepted domain of one tenant only, and Exchange Online attributes
+  // relayed mail by it first (MC1226222): tenants sharing one attribute by the envelope sender at
+  // best, and one with Reject Direct Send on refuses that mail (5.7.68). With --ip-based the name
+  // attributes nothing.
+  const warnings: string[] = [];
+  if (!opts.ipBased) {
+    for (const name of sorted(tenantsB.map((t) => t.certificateName))) {
+      const sharing = tenantsB.filter((t) => t.certificateName === name);
+      if (sharing.length < 2) continue;
+      const warning =
+        `tenants ${sharing.map((t) => t.id).join(", ")} are all given the certificate name ${name}: it can be an ` +
+        "accepted domain of one of them only, so the others do not attribute the relays' mail by it (MC1226222), " +
+        "and one with RejectDirectSend on refuses it (550 5.7.68); give each tenant a certificate of its own " +
+        "(header-rewrite:tenantCertificates, or --client-certificate)";
+      warnings.push(warning);
+      for (const t of sharing) (t as TenantB).warning = warning;
+    }
+  }
   const relayIPv4 = sorted(nodes.map((n) => n.stack.ipv4?.[n.name] ?? ""));
   if (opts.ipBased && relayIPv4.includes("")) {
     const missing = nodes.filter((n) => !n.stack.ipv4?.[n.name]).map((n) => n.name);
@@ -189,6 +211,7 @@ export function planM365(maps: RelayMaps, fleet: FleetStack[], opts: M365Options
     notRouted,
     tenantsB,
     relayIPv4: relayIPv4.filter(Boolean),
+    warnings,
   };
 }
 
@@ -292,6 +315,7 @@ export function tenantBScript(plan: M365Plan, tenant: TenantB, opts: M365Options
   return [
     PREAMBLE,
     `# Tenant ${tenant.id} (${tenant.host}): mail the relays rewrote to ${tenant.domains.join(", ")}.\n`,
+    tenant.warning ? `# WARNING: ${tenant.warning}\n` : "",
     upsert("InboundConnector", M365_NAMES.inboundConnector, [
       ["ConnectorType", "OnPremises"],
       ["SenderDomains", ["*"]],

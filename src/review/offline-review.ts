@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
 import { ConfigError, listStacks, loadStackConfig, readStackFile } from "../config/stack-config";
+import { sharedCertificateWarning } from "../config/client-certificates";
 import { pendingExampleKeys } from "../config/examples";
 import { drainScript } from "../deploy/steps";
 import { MapValidationError, formatProblem, loadMaps } from "../maps/relay-maps";
@@ -54,6 +55,8 @@ export function validateProject(
       const maps = mapsFor(cfg, { strict, displayDir }, mapsDir);
       for (const w of maps.warnings) add(formatProblem(w), w.file, 1, false);
       const { file, all } = readStackFile(PROJECT_ROOT, stack);
+      const shared = sharedCertificateWarning(cfg, maps, undefined);
+      if (shared) add(`${file}: ${strict ? "error" : "warning"}: ${shared}`, file, 1, strict);
       const examples = pendingExampleKeys(all);
       if (examples.length)
         add(
@@ -310,6 +313,7 @@ export function renderM365(
   const fleet = listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack), ipv4 }));
   const maps = loadMaps(MAPS_DIR);
   const plan = planM365(maps, fleet, opts);
+  for (const w of plan.warnings) console.error(`warning: ${w}`);
   const routes = users ? replyRoutes(maps, readMailboxes(users.file, users.text)) : undefined;
   const written: string[] = [];
   fs.mkdirSync(outDir, { recursive: true });

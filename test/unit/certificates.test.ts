@@ -5,7 +5,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { checkClientBundle, checkClientCertificates } from "../../src/config/client-certificates";
+import {
+  checkClientBundle,
+  checkClientCertificates,
+  sharedCertificateWarning,
+} from "../../src/config/client-certificates";
+import { loadStackConfig } from "../../src/config/stack-config";
+import { validatedProject } from "../../src/plan";
 import { loadMaps } from "../../src/maps/relay-maps";
 import { PROJECT_ROOT as ROOT } from "../../src/project";
 
@@ -60,6 +66,16 @@ describe("client certificate bundles", () => {
     expect(checkClientBundle("other_example", read("leaf.key") + read("leaf.pem"))).toEqual([
       "header-rewrite:clientCertificates.other_example: only the leaf is present; Exchange Online " +
         "answers 550 5.7.64 TenantAttribution without the intermediates (hint: use fullchain.pem)",
+    ]);
+  });
+  it("refuses a self-signed certificate: Exchange Online attributes only by a public CA's (MC1226222)", () => {
+    // An attacker's or a test set-up's certificate with the right name: it proves nothing.
+    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(`req -x509 ${ec} -days 30 -subj /CN=relay.new.example -keyout self.key -out self.pem`);
+    expect(checkClientBundle("new_example", read("self.key") + read("self.pem"))).toEqual([
+      "header-rewrite:clientCertificates.new_example: the certificate is self-signed; Exchange Online attributes " +
+        "mail only by a certificate from a public CA whose name is an accepted domain of the tenant (MC1226222) " +
+        "(hint: have a public CA issue it, or let the nodes obtain one: header-rewrite:tenantCertificates)",
     ]);
   });
   it("refuses a key that belongs to another certificate", () => {
@@ -122,5 +138,53 @@ describe("client certificate bundles", () => {
         "and an obtained one (header-rewrite:tenantCertificates.other_example: relay.other.example): keep one",
     );
     expect(() => checkClientCertificates(supplied, maps, { new_example: "relay.new.example" })).not.toThrow();
+  });
+});
+
+describe("one certificate name for several tenants", () => {
+  const maps = loadMaps(path.join(ROOT, "maps"));
+  const cfg = loadStackConfig("lon");
+  const dns = JSON.stringify({
+    endpoint: "ovh-eu",
+    applicationKey: "a",
+    applicationSecret: "b",
+    consumerKey: "c",
+  });
+  it("npm run validate warns when tenants would share the node certificate (secrets unknown offline)", () => {
+    expect(sharedCertificateWarning(cfg, maps, undefined)).toContain(
+      "tenants new_example, other_example would all be presented the node certificate (*.example.net) unless " +
+        "header-rewrite:clientCertificates gives them their own: a certificate name can be an accepted domain of " +
+        "one tenant only",
+    );
+  });
+  it("pulumi preview warns only when two tenants are really left with it", () => {
+    const bundle = read("leaf.key") + read("leaf.pem") + read("int.pem");
+    const all = (extra: Record<string, string>) => ({ ...extra });
+    // Neither has a certificate of its own: a warning naming both.
+    expect(validatedProject("lon", cfg, all({}), "Pulumi.lon.yaml").warnings).toEqual([
+      expect.stringContaining("Pulumi.lon.yaml: tenants new_example, other_example would all be presented"),
+    ]);
+    // One supplied, one obtained: each has its own, no warning.
+    const own = { ...cfg, tenantCertificates: { new_example: "relay.new.example" } };
+    expect(
+      validatedProject(
+        "lon",
+        own,
+        all({
+          "header-rewrite:clientCertificates": JSON.stringify({ other_example: bundle }),
+          "header-rewrite:acmeDnsOvhCredentials": dns,
+        }),
+        "Pulumi.lon.yaml",
+      ).warnings,
+    ).toEqual([]);
+    // One tenant on the node certificate is fine: the name can be that tenant's.
+    expect(
+      validatedProject(
+        "lon",
+        cfg,
+        all({ "header-rewrite:clientCertificates": JSON.stringify({ other_example: bundle }) }),
+        "Pulumi.lon.yaml",
+      ).warnings,
+    ).toEqual([]);
   });
 });

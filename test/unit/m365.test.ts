@@ -42,6 +42,21 @@ async function paramsOf(text: string, cmdlet: string): Promise<Record<string, st
 describe("npm run m365: the scripts for the committed maps and stacks", () => {
   const files = committed();
 
+  it("two tenants given one certificate name: a warning, in each of their scripts (MC1226222)", () => {
+    const plan = planM365(loadMaps(MAPS_DIR), fleet());
+    expect(plan.warnings).toEqual([
+      expect.stringContaining(
+        "tenants new_example, other_example are all given the certificate name *.example.net: it can be an " +
+          "accepted domain of one of them only",
+      ),
+    ]);
+    for (const id of ["new_example", "other_example"])
+      expect(files[`tenant-b-${id}.ps1`]).toContain(`# WARNING: ${plan.warnings[0]}\n`);
+    // With --ip-based the certificate name attributes nothing: no warning.
+    const known = fleet().map((f) => ({ ...f, ipv4: { lon1: "203.0.113.10", bhs1: "203.0.113.11" } }));
+    expect(planM365(loadMaps(MAPS_DIR), known, { ipBased: true }).warnings).toEqual([]);
+  });
+
   it("writes tenant A's and each target tenant's scripts, matching the reviewed golden files", () => {
     expect(Object.keys(files).sort()).toEqual([
       "tenant-a.ps1",
@@ -200,8 +215,16 @@ describe("a map or stack edit changes the scripts exactly where expected", () =>
 
   it("a tenant given its own client certificate: its connector and accepted-domain check use that name", async () => {
     const opts = { clientCertificateNames: { new_example: "relay.new.example" } };
-    const after = m365Files(planM365(loadMaps(MAPS_DIR), fleet(), opts), opts);
-    expect(diff(after)).toEqual(["tenant-b-new_example.ps1", "verify-tenant-b-new_example.ps1"]);
+    const plan = planM365(loadMaps(MAPS_DIR), fleet(), opts);
+    const after = m365Files(plan, opts);
+    // other_example keeps the node certificate, now its own: its warning goes.
+    expect(diff(after)).toEqual([
+      "tenant-b-new_example.ps1",
+      "verify-tenant-b-new_example.ps1",
+      "tenant-b-other_example.ps1",
+    ]);
+    expect(plan.warnings).toEqual([]);
+    expect(after["tenant-b-other_example.ps1"]).not.toContain("# WARNING");
     const b = after["tenant-b-new_example.ps1"];
     expect((await paramsOf(b, "New-InboundConnector")).TlsSenderCertificateName).toEqual([
       "relay.new.example",

@@ -3,6 +3,7 @@
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 # Tenant new_example (new-example.mail.protection.outlook.com): mail the relays rewrote to new.example.
+# WARNING: tenants new_example, other_example are all given the certificate name *.example.net: it can be an accepted domain of one of them only, so the others do not attribute the relays' mail by it (MC1226222), and one with RejectDirectSend on refuses it (550 5.7.68); give each tenant a certificate of its own (header-rewrite:tenantCertificates, or --client-certificate)
 if (Get-InboundConnector -Identity 'header-rewrite relays' -ErrorAction SilentlyContinue) {
   Set-InboundConnector `
   -Identity 'header-rewrite relays' `

@@ -4,7 +4,7 @@
 import { sharedCertificateWarning } from "./config/client-certificates";
 import { checkExampleValues } from "./config/examples";
 import { checkSecrets } from "./config/secrets";
-import { PROJECT, type StackConfig, loadStackConfig, nodeIdentity } from "./config/stack-config";
+import { type StackConfig, loadStackConfig, nodeIdentity } from "./config/stack-config";
 import { type DeployStep, type NodeSecrets, deploySteps } from "./deploy/steps";
 import { type RelayMaps, type ValidationOptions, loadMaps } from "./maps/relay-maps";
 import { MAPS_DIR, PROJECT_ROOT } from "./project";
@@ -37,10 +37,8 @@ export function validatedProject(
   file: string,
 ): Project {
   const maps = mapsFor(cfg);
-  checkSecrets(cfg, maps, allConfig, file);
+  const supplied = checkSecrets(cfg, maps, allConfig, file);
   checkExampleValues(allConfig, file);
-  const certs = allConfig[`${PROJECT}:clientCertificates`];
-  const supplied = certs ? Object.keys(JSON.parse(certs) as Record<string, string>) : [];
   const shared = sharedCertificateWarning(cfg, maps, supplied);
   return { stack, cfg, maps, warnings: shared ? [`${file}: ${shared}`] : [] };
 }

@@ -31,15 +31,17 @@ function parsed(key: string, text: string | undefined, problems: string[]): unkn
 /**
  * Checks the secrets of the stack's configuration (all of it, as `pulumi.runtime.allConfig()` hands
  * it over): client certificates, the dns-01 credentials where a challenge or a tenant certificate
- * needs them, the pin secret. Throws one ConfigError listing every problem.
+ * needs them, the pin secret. Throws one ConfigError listing every problem; returns the tenants
+ * with an operator-supplied client certificate.
  */
 export function checkSecrets(
   cfg: StackConfig,
   maps: RelayMaps,
   all: Record<string, string>,
   source: string,
-): void {
+): string[] {
   const problems: string[] = [];
+  let supplied: string[] = [];
   const certs = parsed("clientCertificates", all[`${PROJECT}:clientCertificates`], problems);
   if (certs !== undefined && certs !== null) {
     const entries = typeof certs === "object" && !Array.isArray(certs) ? Object.entries(certs) : [];
@@ -49,6 +51,7 @@ export function checkSecrets(
           '(hint: pulumi config set --secret --path "header-rewrite:clientCertificates.<tenant>" < bundle.pem)',
       );
     else {
+      supplied = entries.map(([id]) => id);
       try {
         checkClientCertificates(
           Object.fromEntries(entries) as Record<string, string>,
@@ -81,4 +84,5 @@ export function checkSecrets(
     problems.push((e as Error).message);
   }
   if (problems.length) throw new ConfigError(source, problems);
+  return supplied;
 }

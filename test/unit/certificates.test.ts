@@ -159,9 +159,8 @@ describe("one certificate name for several tenants", () => {
   });
   it("pulumi preview warns only when two tenants are really left with it", () => {
     const bundle = read("leaf.key") + read("leaf.pem") + read("int.pem");
-    const all = (extra: Record<string, string>) => ({ ...extra });
     // Neither has a certificate of its own: a warning naming both.
-    expect(validatedProject("lon", cfg, all({}), "Pulumi.lon.yaml").warnings).toEqual([
+    expect(validatedProject("lon", cfg, {}, "Pulumi.lon.yaml").warnings).toEqual([
       expect.stringContaining("Pulumi.lon.yaml: tenants new_example, other_example would all be presented"),
     ]);
     // One supplied, one obtained: each has its own, no warning.
@@ -170,10 +169,10 @@ describe("one certificate name for several tenants", () => {
       validatedProject(
         "lon",
         own,
-        all({
+        {
           "header-rewrite:clientCertificates": JSON.stringify({ other_example: bundle }),
           "header-rewrite:acmeDnsOvhCredentials": dns,
-        }),
+        },
         "Pulumi.lon.yaml",
       ).warnings,
     ).toEqual([]);
@@ -182,7 +181,7 @@ describe("one certificate name for several tenants", () => {
       validatedProject(
         "lon",
         cfg,
-        all({ "header-rewrite:clientCertificates": JSON.stringify({ other_example: bundle }) }),
+        { "header-rewrite:clientCertificates": JSON.stringify({ other_example: bundle }) },
         "Pulumi.lon.yaml",
       ).warnings,
     ).toEqual([]);

@@ -21,7 +21,14 @@ import { imageRootfs } from "./image";
 import { hostKeyIn, knownHostsLine } from "./host-keys";
 import { NODE_IFACE } from "./network";
 import { bootContainer, movedClock } from "./node-host";
-import { nocloudSeed, overlayBundle, overlayConfig, overlayNodeEtc, overlayUserData } from "./overlay";
+import {
+  SANDBOX_DNS_CREDENTIALS,
+  nocloudSeed,
+  overlayBundle,
+  overlayConfig,
+  overlayNodeEtc,
+  overlayUserData,
+} from "./overlay";
 import { type Result, must, sh, shAsync } from "./shell";
 import { NETWORKS, type SandboxNode, type StackInput, type Topology, gatewayOf } from "./topology";
 import { planNode } from "../src/plan";
@@ -219,7 +226,7 @@ export function deployNode(
   ctx: RenderContext,
   opts: DeployOptions = {},
 ): Result {
-  const secrets = opts.secrets ?? {};
+  const secrets = { dnsCredentials: SANDBOX_DNS_CREDENTIALS, ...opts.secrets };
   const plan = planNode(ctx, ctx.node.name, { secrets });
   // A test that breaks a deploy on purpose changes the rendered files; the steps follow them.
   const planned = opts.edit
@@ -260,9 +267,13 @@ echo "stock Postfix on ${n.fqdn} relays to ${nexthop}"
 `;
 }
 
-/** The bench's baseline node: the production first-boot wait and certificate steps, then stock Postfix. */
+/**
+ * The bench's baseline node: the production first-boot wait and certificate steps (the node's own
+ * certificate: stock Postfix presents none to the tenants), then stock Postfix.
+ */
 export function deployStockNode(t: Topology, n: SandboxNode, ctx: RenderContext): Result {
-  const steps = planNode(ctx, ctx.node.name).steps();
+  const own = { ...ctx, cfg: { ...ctx.cfg, tenantCertificates: {} } };
+  const steps = planNode(own, own.node.name).steps();
   const production = (id: string) => steps.find((s) => s.id === id)!.script;
   for (const script of [
     production("cloud-init"),

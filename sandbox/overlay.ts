@@ -11,6 +11,9 @@ export const OVERLAY_DESCRIPTION = [
   "  the same user-data delivers them, and the deployer pins them in its known_hosts as remote.Command's hostKey",
   "config: monitoringCidrs = the sandbox router (203.0.113.1/32), where the metrics tests scrape from",
   "config: acmeServer = Pebble in the sandbox (https://acme.sandbox.example:14000/dir), not Let's Encrypt",
+  "config: acmeDnsPropagationSeconds = 1 (the stand-in name servers answer at once; OVH's need the default minute)",
+  "secret acmeDnsOvhCredentials: a key the OVH API stand-in accepts (SANDBOX_DNS_CREDENTIALS), for the",
+  "  committed stacks' tenantCertificates",
   "DNS: tenant A's and the impostor's DKIM public keys are the sandbox's own (sandbox/dkim.ts), not Microsoft's",
   "node /etc/ssl/certs/ca-certificates.crt: the system bundle + the sandbox CA (signs the tenant sinks and Pebble's API)",
   "server: the image's Debian release as a root filesystem built by mmdebstrap from the cloud image's packages",
@@ -30,6 +33,14 @@ export const OVERLAY_DESCRIPTION = [
   "  setting it (a container shares this machine's clock and may not set it), and so starts without CAP_SYS_TIME",
 ];
 
+/** The OVH API key every sandbox deploy gets: the stand-in (sandbox/ovh-api.ts) checks the signature only. */
+export const SANDBOX_DNS_CREDENTIALS = {
+  endpoint: "ovh-eu",
+  applicationKey: "sandbox-application-key",
+  applicationSecret: "sandbox-application-secret",
+  consumerKey: "sandbox-consumer-key",
+};
+
 /** Where the sandbox's monitoring scrapes from: the router (wan namespace) on the nodes' network. */
 export const SANDBOX_MONITORING = "203.0.113.1/32";
 
@@ -38,6 +49,7 @@ export function overlayConfig(cfg: StackConfig, deployPublicKey: string, acmeDir
     ...cfg,
     deploySshPublicKey: deployPublicKey,
     acmeServer: acmeDirectory,
+    acmeDnsPropagationSeconds: 1,
     monitoringCidrs: [SANDBOX_MONITORING],
   };
 }

@@ -132,15 +132,23 @@ export function sharedCertificateWarning(
   maps: RelayMaps,
   supplied: string[] | undefined,
 ): string | undefined {
+  const why =
+    ": a certificate name can be an accepted domain of one tenant only, so at most one of them attributes the " +
+    "relays' mail by it (MC1226222), and one with Reject Direct Send on refuses the rest (550 5.7.68) " +
+    '(hint: a certificate per tenant: header-rewrite:tenantCertificates; docs/microsoft-365.md, "Certificates and ' +
+    'Microsoft 365 attribution")';
+  const byName = new Map<string, string[]>();
+  for (const [id, name] of Object.entries(cfg.tenantCertificates))
+    byName.set(name.toLowerCase(), [...(byName.get(name.toLowerCase()) ?? []), id]);
+  const twice = [...byName].find(([, ids]) => ids.length > 1);
+  if (twice)
+    return `header-rewrite:tenantCertificates gives tenants ${twice[1].sort().join(", ")} one name (${twice[0]})${why}`;
   const own = new Set([...Object.keys(cfg.tenantCertificates), ...(supplied ?? [])]);
   const sharing = maps.tenants.map((t) => t.id).filter((id) => !own.has(id));
   if (sharing.length < 2) return undefined;
   return (
     `tenants ${sharing.join(", ")} would all be presented the node certificate (*.${cfg.dnsZone})` +
     (supplied === undefined ? " unless header-rewrite:clientCertificates gives them their own" : "") +
-    ": a certificate name can be an accepted domain of one tenant only, so at most one of them attributes the " +
-    "relays' mail by it (MC1226222), and one with Reject Direct Send on refuses the rest (550 5.7.68) " +
-    '(hint: a certificate per tenant: header-rewrite:tenantCertificates; docs/microsoft-365.md, "Certificates and ' +
-    'Microsoft 365 attribution")'
+    why
   );
 }

@@ -51,15 +51,20 @@ export function exampleValues(config: Record<string, unknown>): string[] {
       `${PROJECT}:acmeEmail "${email}" is at a reserved example domain, so certificate expiry notices go nowhere ` +
         "(hint: set a mailbox your team reads)",
     );
-  // A list in the stack file; a JSON string as Pulumi hands the program its configuration.
-  let admin = config[`${PROJECT}:adminCidrs`];
-  if (typeof admin === "string") {
-    try {
-      admin = JSON.parse(admin);
-    } catch {
-      admin = [];
-    }
+  const certificates = structured(config[`${PROJECT}:tenantCertificates`]);
+  if (certificates && typeof certificates === "object") {
+    const reserved = Object.entries(certificates).filter(
+      ([, n]) => typeof n === "string" && RESERVED.test(n),
+    );
+    if (reserved.length)
+      found.push(
+        `${PROJECT}:tenantCertificates names reserved example domains ` +
+          `(${reserved.map(([id, n]) => `${id}: ${n}`).join(", ")}): no CA issues a certificate for them ` +
+          "(hint: per tenant, a name under that tenant's own accepted domain, in a zone at OVH; " +
+          "or remove the entry and supply header-rewrite:clientCertificates)",
+      );
   }
+  const admin = structured(config[`${PROJECT}:adminCidrs`]);
   const documentation = (cidr: string) => {
     try {
       const [addr] = ipaddr.parseCIDR(cidr);
@@ -77,6 +82,16 @@ export function exampleValues(config: Record<string, unknown>): string[] {
         "(hint: list the networks you administer from, in the stack file)",
     );
   return found;
+}
+
+/** A list or map as the stack file holds it, or as the JSON string Pulumi hands the program. */
+function structured(value: unknown): unknown {
+  if (typeof value !== "string") return value;
+  try {
+    return JSON.parse(value);
+  } catch {
+    return undefined; // the schema reports it
+  }
 }
 
 /** The example values a deployment of CONFIG would be refused for (none where the harness allows them). */

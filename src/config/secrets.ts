@@ -1,7 +1,13 @@
 // The secrets' shape, checked before any resource is registered (their values are never printed):
 // the same checks the deploy steps rely on, moved ahead of the cloud so a mistake costs nothing.
 import { checkClientCertificates } from "./client-certificates";
-import { ConfigError, PROJECT, type StackConfig } from "./stack-config";
+import {
+  ConfigError,
+  DNS_CREDENTIALS_REQUIRED,
+  PROJECT,
+  type StackConfig,
+  needsDnsCredentials,
+} from "./stack-config";
 import type { RelayMaps } from "../maps/relay-maps";
 import { checkPinSecret } from "../maps/tenant-pins";
 
@@ -64,12 +70,7 @@ export function checkSecrets(
     }
   }
   const dns = parsed("acmeDnsOvhCredentials", all[`${PROJECT}:acmeDnsOvhCredentials`], problems);
-  const needsDns = cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length > 0;
-  if (dns === undefined && needsDns)
-    problems.push(
-      `${PROJECT}:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates ` +
-        '(hint: see docs/microsoft-365.md, "Certificates")',
-    );
+  if (dns === undefined && needsDnsCredentials(cfg)) problems.push(DNS_CREDENTIALS_REQUIRED);
   if (dns !== undefined && dns !== null) {
     const d = dns as Record<string, unknown>;
     const missing = DNS_FIELDS.filter((f) => typeof d?.[f] !== "string" || !(d[f] as string).length);

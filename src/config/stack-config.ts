@@ -487,6 +487,16 @@ function serverProblems(
   return problems;
 }
 
+/** Whether the stack's certificates need the OVH API key (acmeDnsOvhCredentials): dns-01 or tenantCertificates. */
+export function needsDnsCredentials(cfg: StackConfig): boolean {
+  return cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length > 0;
+}
+
+/** What a stack that needs it is told when the OVH API key is missing. */
+export const DNS_CREDENTIALS_REQUIRED =
+  `${PROJECT}:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates ` +
+  '(hint: see docs/microsoft-365.md, "Certificates")';
+
 /** A relay node as every stage names it. */
 export interface NodeIdentity {
   name: string;

@@ -4,7 +4,7 @@
 // scripts run through remote.Command in production and over SSH in the sandbox (`sudo bash -s`).
 import * as path from "node:path";
 import type { NodeIdentity, StackConfig } from "../config/stack-config";
-import { serviceFqdn } from "../config/stack-config";
+import { DNS_CREDENTIALS_REQUIRED, needsDnsCredentials, serviceFqdn } from "../config/stack-config";
 import { type NodeBundle, bundleHash } from "../render/bundle";
 import { readNodeFiles } from "../render/node-render";
 import {
@@ -118,12 +118,7 @@ function certificateStep(cfg: StackConfig, bundle: NodeBundle, dns?: DnsOvhCrede
   const { node } = bundle;
   const tenants = Object.entries(cfg.tenantCertificates).sort(([a], [b]) => a.localeCompare(b));
   const viaLego = bundle.tenantCertTool === "lego";
-  if ((cfg.acmeChallenge === "dns-01" || tenants.length > 0) && !dns) {
-    throw new Error(
-      "header-rewrite:acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates " +
-        '(hint: see docs/microsoft-365.md, "Certificates")',
-    );
-  }
+  if (needsDnsCredentials(cfg) && !dns) throw new Error(DNS_CREDENTIALS_REQUIRED);
   // certbot's OVH plugin: the node certificate's dns-01 challenge, or tenant certificates where the
   // release packages the plugin (lego takes them elsewhere).
   const certbotDns = cfg.acmeChallenge === "dns-01" || (!viaLego && tenants.length > 0);

@@ -3,7 +3,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
-import { ConfigError, listStacks, loadStackConfig, readStackFile } from "../config/stack-config";
+import {
+  ConfigError,
+  listStacks,
+  loadStackConfig,
+  needsDnsCredentials,
+  readStackFile,
+} from "../config/stack-config";
 import { sharedCertificateWarning } from "../config/client-certificates";
 import { pendingExampleKeys } from "../config/examples";
 import { drainScript } from "../deploy/steps";
@@ -190,9 +196,7 @@ export function renderStack(
   const { cfg, maps } = project;
   const written: string[] = [];
   const secrets = {
-    ...(cfg.acmeChallenge === "dns-01" || Object.keys(cfg.tenantCertificates).length
-      ? { dnsCredentials: PLACEHOLDER_SECRETS.dnsCredentials }
-      : {}),
+    ...(needsDnsCredentials(cfg) ? { dnsCredentials: PLACEHOLDER_SECRETS.dnsCredentials } : {}),
     ...(maps.pins.some((p) => p.secretHeader) ? { pinSecret: PLACEHOLDER_SECRETS.pinSecret } : {}),
   };
   cfg.nodes.forEach((name, i) => {

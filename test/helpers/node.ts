@@ -1,6 +1,6 @@
 // One relay node for the real-Postfix tests: a NodeHost (sandbox/node-host.ts) in a network namespace
-// of its own with only loopback, so nothing it looks up or sends can leave, and a self-signed test
-// certificate where certbot would put it.
+// of its own with only loopback, so nothing it looks up or sends can leave, and self-signed test
+// certificates where certbot would put the node's and each tenant's.
 import * as fs from "node:fs";
 import { afterAll, beforeAll } from "vitest";
 import * as os from "node:os";
@@ -8,7 +8,8 @@ import * as path from "node:path";
 import type { NodeBundle } from "../../src/render/bundle";
 import { loadStackConfig, nodeIdentity } from "../../src/config/stack-config";
 import { type NodeSecrets, type StepId, deploySteps, statusSpec } from "../../src/deploy/steps";
-import { tlsPaths } from "../../src/node-layout";
+import { knownImage } from "../../src/config/images";
+import { tenantCertChainFiles, tlsPaths } from "../../src/node-layout";
 import { type RelayMaps, loadMaps } from "../../src/maps/relay-maps";
 import { MAPS_DIR } from "../../src/project";
 import { renderNode } from "../../src/render/node-render";
@@ -50,7 +51,15 @@ async function startTestNode(fqdn: string): Promise<NodeHost> {
   // Not "hr-": the sandbox removes its own namespaces by that prefix.
   const h: NodeHost = { name, fqdn, netns: `hrt-${name}-${process.pid}`, dir, logDir: path.join(dir, "log") };
   must(sh(`ip netns add ${h.netns}`), `ip netns add ${h.netns}`);
+  const selfSigned = (name: string, key: string, chain: string) =>
+    `mkdir -p ${q(path.dirname(key))} ${q(path.dirname(chain))}
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=${name}" \\
+      -addext "subjectAltName=DNS:${name}" -keyout ${q(key)} -out ${q(chain)} 2>/dev/null`;
   const tls = tlsPaths(fqdn);
+  const tenants = Object.entries(LON.tenantCertificates).map(([id, name]) => {
+    const [key, chain] = tenantCertChainFiles(id, name, !knownImage(LON.image).certbotOvhPlugin).split(",");
+    return selfSigned(name, key, chain);
+  });
   bootNodeHost(
     h,
     // DNS on the node's own loopback: the DKIM keys, nothing else (every other name is REFUSED,
@@ -58,9 +67,7 @@ async function startTestNode(fqdn: string): Promise<NodeHost> {
     `rm -f /etc/resolv.conf; echo "nameserver 127.0.0.1" > /etc/resolv.conf
     dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --listen-address=127.0.0.1 --bind-interfaces \\
       --user=root --pid-file=/run/dnsmasq.pid ${dnsmasqKeys([TENANT_A, TENANT_A_INITIAL, IMPOSTOR].map((k) => dkimRecord(k)))}
-    mkdir -p ${q(tls.dir)}
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=${fqdn}" \\
-      -addext "subjectAltName=DNS:${fqdn}" -keyout ${q(tls.keyFile)} -out ${q(tls.chainFile)} 2>/dev/null
+    ${[selfSigned(fqdn, tls.keyFile, tls.chainFile), ...tenants].join("\n    ")}
     exec sleep infinity`,
   );
   try {
@@ -100,9 +107,13 @@ export function deployStep(
   );
 }
 
+/** Stand-ins for the OVH API key the committed stack's tenant certificates need (never used here). */
+const DNS_CREDENTIALS = { endpoint: "ovh-eu", applicationKey: "a", applicationSecret: "b", consumerKey: "c" };
+
 /** The production script of deploy step ID for BUNDLE on lon1. */
 export function stepScript(id: StepId, bundle: NodeBundle, secrets?: NodeSecrets): string {
-  return deploySteps(LON, bundle, secrets).find((s) => s.id === id)!.script;
+  return deploySteps(LON, bundle, { dnsCredentials: DNS_CREDENTIALS, ...secrets }).find((s) => s.id === id)!
+    .script;
 }
 
 /** Runs the production Postfix deploy step of BUNDLE on the node. */

@@ -16,6 +16,8 @@ import {
   stackConfig,
   value,
 } from "./pulumi-mocks";
+import { knownImage } from "../../src/config/images";
+import { tenantCertChainFiles } from "../../src/node-layout";
 import {
   CONFIG_KEYS,
   OPTIONAL_SECRET_KEYS,
@@ -335,6 +337,23 @@ export function describeStack(stack: string, expected: StackExpectation): void {
           );
           expect(unsecret(cert.inputs.stdin)).toContain(`NODE_NAMES=('${fqdn}' 'relay.example.net')`);
         }
+        // Certificates the nodes obtain per tenant: named in the certificate step (a secret, as it
+        // holds the OVH API key) and presented to that tenant's next hop only.
+        const obtained = Object.entries(
+          JSON.parse(effective[`${PROJECT}:tenantCertificates`] ?? "{}") as Record<string, string>,
+        );
+        const viaLego = !knownImage(image).certbotOvhPlugin;
+        if (obtained.length) {
+          const dns = JSON.parse(effective[`${PROJECT}:acmeDnsOvhCredentials`]);
+          expect(unsecret(cert.inputs.stdin)).toContain(
+            `TENANT_NAMES=(${obtained.map(([, n]) => `'${n}'`).join(" ")})`,
+          );
+          expect(unsecret(cert.inputs.stdin)).toContain(dns.applicationSecret);
+        }
+        for (const [id, name] of obtained)
+          expect(postfix.inputs.stdin).toContain(
+            `-o smtp_tls_chain_files=${tenantCertChainFiles(id, name, viaLego)}`,
+          );
         const certs = effective[`${PROJECT}:clientCertificates`];
         const tenants = certs ? Object.keys(JSON.parse(certs)) : [];
         for (const id of tenants) {
@@ -346,12 +365,11 @@ export function describeStack(stack: string, expected: StackExpectation): void {
             `ship '/etc/header-rewrite/client-certs/${id}.pem' 600`,
           );
         }
-        console.log(
-          `${name}: ` +
-            (tenants.length
-              ? `operator client certificate for ${tenants.join(", ")}`
-              : "node certificate for every tenant"),
-        );
+        const own = [
+          ...obtained.map(([id, n]) => `${id}: obtains ${n}${viaLego ? " (lego)" : " (certbot)"}`),
+          ...tenants.map((id) => `${id}: operator client certificate`),
+        ];
+        console.log(`${name}: ${own.length ? own.join("; ") : "node certificate for every tenant"}`);
       });
     }
 

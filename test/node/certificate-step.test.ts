@@ -13,7 +13,9 @@ import { MAPS_DIR } from "../../src/project";
 import { type RenderContext, renderNode } from "../../src/render/node-render";
 import { shellQuote as q } from "../../src/deploy/shell-text";
 
-const cfg = loadStackConfig("lon");
+const committed = loadStackConfig("lon");
+// The node's own certificate alone; the tests add tenant certificates where they are about them.
+const cfg = { ...committed, tenantCertificates: {} };
 const ctx: RenderContext = { stack: "lon", cfg, maps: loadMaps(MAPS_DIR), node: nodeIdentity(cfg, "lon1") };
 const dns: DnsOvhCredentials = {
   endpoint: "ovh-eu",
@@ -149,6 +151,13 @@ describe("certificate step (run in a private mount namespace)", () => {
     expect(() => certificateStep(obtaining)).toThrow(
       "acmeDnsOvhCredentials is required for acmeChallenge dns-01 and for tenantCertificates",
     );
+    // The committed stack: one per tenant, each under its own name.
+    const both = runSteps(certificateStep({ ...ctx, cfg: committed }, dns));
+    expect(both.status, both.stderr).toBe(0);
+    expect(both.calls.slice(1)).toEqual([
+      certonly("tenant-new_example", `-d relay.new.example ${DNS_OVH}`),
+      certonly("tenant-other_example", `-d relay.other.example ${DNS_OVH}`),
+    ]);
   });
 
   it("Debian 13 has no certbot OVH plugin: lego obtains the tenant certificate once, a daily timer renews it", () => {

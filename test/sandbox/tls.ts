@@ -24,6 +24,7 @@ export function tlsTests(sb: Suite): void {
   const { send, explain } = sb;
   const pebbleRoot = () => path.join(sb.t.dir, "pebble", "root.pem");
   const sinkFor = (host: string): Sink => sb.t.sinks.find((s) => s.host === host)!;
+  const relays = () => sb.t.nodes.filter((n) => n.kind !== "stock");
   /** openssl s_client from tenant A's client to a node's port 25 with STARTTLS. */
   const sClient = (n: SandboxNode, args: string) =>
     inNetns(
@@ -90,14 +91,15 @@ export function tlsTests(sb: Suite): void {
     }
   });
 
-  it("outbound: verified TLS over IPv4 to each tenant, presenting the node certificate with its chain", async () => {
-    for (const n of sb.t.nodes) {
+  it("outbound: verified TLS over IPv4 to each tenant, presenting the certificate for that tenant's own name", async () => {
+    const name = `${TENANT_CERT_LABEL}.other.example`;
+    for (const n of relays()) {
       const got = await sb.relayed(n, { from: "erin@legacy.example" });
       expect(got.sink).toBe("[other-example.mail.protection.outlook.com]");
       const rec = got.record;
       expect(rec.tls?.protocol).toMatch(/^TLSv1\.[23]$/);
       expect(rec.clientAddress).toBe(n.ipv4);
-      expect(rec.clientCertificate?.subject).toBe(`CN=${n.fqdn}`);
+      expect(rec.clientCertificate?.subject).toBe(`CN=${name}`);
       expect(rec.clientCertificate?.issuer).toMatch(/^CN=Pebble Intermediate CA/);
       expect(rec.clientCertificate?.chainLength).toBe(2);
       console.log(
@@ -156,15 +158,22 @@ export function tlsTests(sb: Suite): void {
       fs.readFileSync(path.join(dir, "privkey.pem"), "utf8") +
       fs.readFileSync(path.join(dir, "fullchain.pem"), "utf8");
     const secrets = { clientCertificates: { other_example: bundle } };
+    // A tenant takes one certificate: other_example's comes from the operator instead of the nodes.
+    const supplying = (n: SandboxNode) => {
+      const ctx = nodeContext(sb.t, n, stacks, maps);
+      const { other_example: _supplied, ...obtained } = ctx.cfg.tenantCertificates;
+      return { ...ctx, cfg: { ...ctx.cfg, tenantCertificates: obtained } };
+    };
+    const newName = `${TENANT_CERT_LABEL}.new.example`;
     try {
-      for (const n of sb.t.nodes) {
-        const r = deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps), { secrets });
+      for (const n of relays()) {
+        const r = deployNode(sb.t, n, supplying(n), { secrets });
         expect(r.status, explain(r, n)).toBe(0);
         expect(onNode(n, `stat -c '%a %U' ${clientCertPath("other_example")}`).stdout.trim()).toBe(
           "600 root",
         );
       }
-      for (const n of sb.t.nodes) {
+      for (const n of relays()) {
         const other = send(n, { from: "erin@legacy.example" });
         const fresh = send(n, { from: "alice@old.example" });
         const gotOther = await waitForMessage(sb.t, other.id);
@@ -173,86 +182,76 @@ export function tlsTests(sb: Suite): void {
           subject: "CN=relay-client.example.net",
           chainLength: 2,
         });
-        expect(gotNew?.record.clientCertificate?.subject, explain(fresh.r, n)).toBe(`CN=${n.fqdn}`);
+        expect(gotNew?.record.clientCertificate?.subject, explain(fresh.r, n)).toBe(`CN=${newName}`);
         console.log(
-          `${n.name}: other-example saw CN=relay-client.example.net (chain 2); new-example saw CN=${n.fqdn}`,
+          `${n.name}: other-example saw CN=relay-client.example.net (chain 2); new-example saw CN=${newName}`,
         );
       }
     } finally {
-      for (const n of sb.t.nodes) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
+      for (const n of relays()) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
     }
-    for (const n of sb.t.nodes) expect(onNode(n, `ls ${CLIENT_CERT_DIR}/`).stdout.trim()).toBe("");
+    for (const n of relays()) expect(onNode(n, `ls ${CLIENT_CERT_DIR}/`).stdout.trim()).toBe("");
   });
 
-  it("tenant certificate: each node obtains relay.new.example (OVH API, dns-01), for that tenant only", async () => {
+  it("tenant certificates as committed: each node obtains one per tenant (OVH API, dns-01), for that tenant only", async () => {
     const { stacks, maps } = sb.sandbox;
-    const name = `${TENANT_CERT_LABEL}.new.example`;
-    const dnsCredentials = {
-      endpoint: "ovh-eu",
-      applicationKey: "sandbox-application-key",
-      applicationSecret: "sandbox-application-secret",
-      consumerKey: "sandbox-consumer-key",
-    };
-    const obtaining = (n: SandboxNode) => {
-      const ctx = nodeContext(sb.t, n, stacks, maps);
-      // The sandbox's name servers answer at once; OVH's need the default minute.
-      return {
-        ...ctx,
-        cfg: { ...ctx.cfg, tenantCertificates: { new_example: name }, acmeDnsPropagationSeconds: 1 },
-      };
-    };
     // certbot's OVH plugin on Debian 12, lego on Debian 13 (src/config/images.ts): both nodes.
-    const relays = sb.t.nodes.filter((n) => n.kind !== "stock");
     const client = (n: SandboxNode) =>
-      knownImage(obtaining(n).cfg.image).certbotOvhPlugin ? "certbot" : "lego";
-    try {
-      for (const n of relays) {
-        const r = deployNode(sb.t, n, obtaining(n), { secrets: { dnsCredentials } });
-        expect(r.status, explain(r, n)).toBe(0);
-        const chain = tenantCertChainFiles("new_example", name, client(n) === "lego").split(",")[1];
+      knownImage(nodeContext(sb.t, n, stacks, maps).cfg.image).certbotOvhPlugin ? "certbot" : "lego";
+    const names = { new_example: "new.example", other_example: "other.example" };
+    for (const n of relays()) {
+      const cfg = nodeContext(sb.t, n, stacks, maps).cfg;
+      expect(Object.keys(cfg.tenantCertificates).sort()).toEqual(Object.keys(names));
+      for (const [id, domain] of Object.entries(names)) {
+        const name = `${TENANT_CERT_LABEL}.${domain}`;
+        expect(cfg.tenantCertificates[id]).toBe(name);
+        const chain = tenantCertChainFiles(id, name, client(n) === "lego").split(",")[1];
         const cert = onNode(n, `openssl x509 -in ${chain} -noout -issuer -ext subjectAltName`);
-        expect(cert.stdout).toMatch(/issuer=CN ?= ?Pebble Intermediate CA/);
+        expect(cert.stdout, `${n.name} ${id}`).toMatch(/issuer=CN ?= ?Pebble Intermediate CA/);
         expect(cert.stdout).toContain(`DNS:${name}`);
-        if (client(n) === "lego") {
-          // Renewal: the daily timer is armed, and what it starts runs, as does the program an admin
-          // types without arguments (nothing due yet, so no change).
-          const timer = onNode(
-            n,
-            "systemctl is-active header-rewrite-lego-renew.timer && " +
-              "systemctl start header-rewrite-lego-renew.service && header-rewrite-lego-renew 2>&1",
-          );
-          expect(timer.stdout, timer.stderr).toMatch(/^active\n/);
-          expect(timer.status, timer.stdout).toBe(0);
-        }
       }
-      // The nodes wrote (and removed) their TXT records through the API, with OVH's signed headers.
-      const api = fs.readFileSync(path.join(sb.t.ovhApi.dir, "requests.log"), "utf8");
-      expect(api).toMatch(
-        /POST \/1\.0\/domain\/zone\/new\.example\/record app=sandbox-application-key signed=true/,
-      );
-      expect(api).toMatch(
-        /DELETE \/1\.0\/domain\/zone\/new\.example\/record\/\d+ app=sandbox-application-key signed=true/,
-      );
-      expect(api).toMatch(
-        new RegExp(`DNS _acme-challenge\\.${name.replace(/\./g, "\\.")} type=16 answers=[1-9]`),
-      );
-      for (const n of relays) {
-        const fresh = send(n, { from: "alice@old.example" });
-        const other = send(n, { from: "erin@legacy.example" });
-        const gotNew = await waitForMessage(sb.t, fresh.id);
-        const gotOther = await waitForMessage(sb.t, other.id);
-        expect(gotNew?.record.clientCertificate, explain(fresh.r, n)).toMatchObject({
-          subject: `CN=${name}`,
-          chainLength: 2,
-        });
-        expect(gotOther?.record.clientCertificate?.subject, explain(other.r, n)).toBe(`CN=${n.fqdn}`);
-        console.log(
-          `${n.name}: new-example saw CN=${name} (${client(n)} through the OVH API stand-in); ` +
-            `other-example saw CN=${n.fqdn}`,
+      if (client(n) === "lego") {
+        // Renewal: the daily timer is armed, and what it starts runs, as does the program an admin
+        // types without arguments (nothing due yet, so no change).
+        const timer = onNode(
+          n,
+          "systemctl is-active header-rewrite-lego-renew.timer && " +
+            "systemctl start header-rewrite-lego-renew.service && header-rewrite-lego-renew 2>&1",
         );
+        expect(timer.stdout, timer.stderr).toMatch(/^active\n/);
+        expect(timer.status, timer.stdout).toBe(0);
       }
-    } finally {
-      for (const n of relays) deployNode(sb.t, n, nodeContext(sb.t, n, stacks, maps));
+    }
+    // The nodes wrote (and removed) their TXT records through the API, with OVH's signed headers.
+    const api = fs.readFileSync(path.join(sb.t.ovhApi.dir, "requests.log"), "utf8");
+    for (const domain of Object.values(names)) {
+      const zone = domain.replace(/\./g, "\\.");
+      expect(api).toMatch(
+        new RegExp(`POST /1\\.0/domain/zone/${zone}/record app=sandbox-application-key signed=true`),
+      );
+      expect(api).toMatch(
+        new RegExp(`DELETE /1\\.0/domain/zone/${zone}/record/\\d+ app=sandbox-application-key signed=true`),
+      );
+      expect(api).toMatch(
+        new RegExp(`DNS _acme-challenge\\.${TENANT_CERT_LABEL}\\.${zone} type=16 answers=[1-9]`),
+      );
+    }
+    for (const n of relays()) {
+      const fresh = send(n, { from: "alice@old.example" });
+      const other = send(n, { from: "erin@legacy.example" });
+      const gotNew = await waitForMessage(sb.t, fresh.id);
+      const gotOther = await waitForMessage(sb.t, other.id);
+      expect(gotNew?.record.clientCertificate, explain(fresh.r, n)).toMatchObject({
+        subject: `CN=${TENANT_CERT_LABEL}.new.example`,
+        chainLength: 2,
+      });
+      expect(gotOther?.record.clientCertificate?.subject, explain(other.r, n)).toBe(
+        `CN=${TENANT_CERT_LABEL}.other.example`,
+      );
+      console.log(
+        `${n.name}: new-example saw CN=${TENANT_CERT_LABEL}.new.example, other-example saw ` +
+          `CN=${TENANT_CERT_LABEL}.other.example (${client(n)} through the OVH API stand-in)`,
+      );
     }
   });
 

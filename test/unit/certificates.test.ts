@@ -1,10 +1,9 @@
 // Operator client certificates are checked before anything is pushed: a bad bundle only shows up at
 // tenant B as "550 5.7.64 TenantAttribution".
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   checkClientBundle,
   checkClientCertificates,
@@ -14,30 +13,18 @@ import { loadStackConfig } from "../../src/config/stack-config";
 import { validatedProject } from "../../src/plan";
 import { loadMaps } from "../../src/maps/relay-maps";
 import { PROJECT_ROOT as ROOT } from "../../src/project";
+import { EC_KEY, issueTestChain, openssl as run } from "../helpers/test-ca";
 
 let dir: string;
 const read = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
-const openssl = (args: string) => {
-  const r = spawnSync("bash", ["-c", `cd ${dir} && openssl ${args}`], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(r.stderr);
-};
+const openssl = (args: string) => run(dir, args);
+const ec = EC_KEY;
+
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "hr-certs-"));
-  fs.writeFileSync(
-    path.join(dir, "ext.cnf"),
-    "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n[leaf]\nbasicConstraints=CA:FALSE\n",
-  );
-  const ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-  openssl(`req -x509 ${ec} -days 30 -subj /CN=root -keyout root.key -out root.pem`);
-  openssl(`req ${ec} -subj /CN=int -keyout int.key -out int.csr`);
-  openssl(
-    `x509 -req -in int.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -extensions ca -out int.pem`,
-  );
-  openssl(`req ${ec} -subj /CN=relay-client.example.net -keyout leaf.key -out leaf.csr`);
-  openssl(
-    `x509 -req -in leaf.csr -CA int.pem -CAkey int.key -CAcreateserial -days 30 -extfile ext.cnf -extensions leaf -out leaf.pem`,
-  );
+  issueTestChain(dir, "relay-client.example.net");
   openssl(`req ${ec} -subj /CN=other -keyout other.key -out other.csr`);
   // An intermediate of another CA, and a leaf of ours whose validity ended in 2020 (openssl ca sets
   // the dates; `x509 -days` cannot make a certificate that has already expired).
@@ -143,7 +130,9 @@ describe("client certificate bundles", () => {
 
 describe("one certificate name for several tenants", () => {
   const maps = loadMaps(path.join(ROOT, "maps"));
-  const cfg = loadStackConfig("lon");
+  const committed = loadStackConfig("lon");
+  // The committed stack gives each tenant its own; these tests start from a stack that does not.
+  const cfg = { ...committed, tenantCertificates: {} };
   const dns = JSON.stringify({
     endpoint: "ovh-eu",
     applicationKey: "a",
@@ -156,6 +145,23 @@ describe("one certificate name for several tenants", () => {
         "header-rewrite:clientCertificates gives them their own: a certificate name can be an accepted domain of " +
         "one tenant only",
     );
+  });
+  it("the committed stack gives each tenant a name of its own: no warning", () => {
+    expect(Object.keys(committed.tenantCertificates).sort()).toEqual(["new_example", "other_example"]);
+    expect(sharedCertificateWarning(committed, maps, undefined)).toBeUndefined();
+    // The same name obtained for both is the same mistake.
+    const twice = {
+      ...committed,
+      tenantCertificates: { new_example: "relay.new.example", other_example: "Relay.New.Example" },
+    };
+    expect(sharedCertificateWarning(twice, maps, undefined)).toContain(
+      "header-rewrite:tenantCertificates gives tenants new_example, other_example one name (relay.new.example): " +
+        "a certificate name can be an accepted domain of one tenant only",
+    );
+    expect(
+      validatedProject("lon", committed, { "header-rewrite:acmeDnsOvhCredentials": dns }, "Pulumi.lon.yaml")
+        .warnings,
+    ).toEqual([]);
   });
   it("pulumi preview warns only when two tenants are really left with it", () => {
     const bundle = read("leaf.key") + read("leaf.pem") + read("int.pem");

@@ -25,6 +25,9 @@ import { exchangeSchema, parsePowershell, schemaProblems } from "../helpers/powe
 const GOLDEN = path.join(PROJECT_ROOT, "test", "golden", "m365");
 const fleet = (): FleetStack[] => listStacks().map((stack) => ({ stack, cfg: loadStackConfig(stack) }));
 const committed = () => m365Files(planM365(loadMaps(MAPS_DIR), fleet()));
+/** The committed stacks without tenantCertificates: every tenant is given the node certificate. */
+const nodeCertificateOnly = (): FleetStack[] =>
+  fleet().map((f) => ({ ...f, cfg: { ...f.cfg, tenantCertificates: {} } }));
 const schema = exchangeSchema();
 
 async function check(text: string): Promise<string[]> {
@@ -42,21 +45,37 @@ async function paramsOf(text: string, cmdlet: string): Promise<Record<string, st
 describe("npm run m365: the scripts for the committed maps and stacks", () => {
   const files = committed();
 
-  it("two tenants given one certificate name: a warning, in each of their scripts (MC1226222)", () => {
-    const plan = planM365(loadMaps(MAPS_DIR), fleet());
+  it("each tenant is given its own certificate name; two given one name: a warning in each script (MC1226222)", async () => {
+    // The committed stacks: every tenant its own name, under its own accepted domain.
+    expect(planM365(loadMaps(MAPS_DIR), fleet()).warnings).toEqual([]);
+    for (const [id, name] of [
+      ["new_example", "relay.new.example"],
+      ["other_example", "relay.other.example"],
+    ]) {
+      const b = files[`tenant-b-${id}.ps1`];
+      expect(b).not.toContain("# WARNING");
+      expect((await paramsOf(b, "New-InboundConnector")).TlsSenderCertificateName).toEqual([name]);
+      expect((await paramsOf(b, "Get-AcceptedDomain")).Identity).toEqual([name]);
+    }
+    // Without tenantCertificates both would get the node certificate's name.
+    const plan = planM365(loadMaps(MAPS_DIR), nodeCertificateOnly());
     expect(plan.warnings).toEqual([
       expect.stringContaining(
         "tenants new_example, other_example are all given the certificate name *.example.net: it can be an " +
           "accepted domain of one of them only",
       ),
     ]);
+    const shared = m365Files(plan);
     for (const id of ["new_example", "other_example"])
-      expect(files[`tenant-b-${id}.ps1`]).toContain(`# WARNING: ${plan.warnings[0]}\n`);
+      expect(shared[`tenant-b-${id}.ps1`]).toContain(`# WARNING: ${plan.warnings[0]}\n`);
     // DANE and MTA-STS stay at Exchange Online's default on the connector to the relays: a mode tenant A
     // cannot verify (Mandatory without TLSA records) would queue and then drop its mail.
     expect(files["tenant-a.ps1"]).not.toMatch(/SmtpDaneMode|MtaStsMode/);
     // With --ip-based the certificate name attributes nothing: no warning.
-    const known = fleet().map((f) => ({ ...f, ipv4: { lon1: "203.0.113.10", bhs1: "203.0.113.11" } }));
+    const known = nodeCertificateOnly().map((f) => ({
+      ...f,
+      ipv4: { lon1: "203.0.113.10", bhs1: "203.0.113.11" },
+    }));
     expect(planM365(loadMaps(MAPS_DIR), known, { ipBased: true }).warnings).toEqual([]);
   });
 
@@ -144,13 +163,13 @@ describe("npm run m365: the scripts for the committed maps and stacks", () => {
     expect(await paramsOf(b, "New-InboundConnector")).toMatchObject({
       ConnectorType: ["OnPremises"],
       SenderDomains: ["*"],
-      TlsSenderCertificateName: ["*.example.net"],
+      TlsSenderCertificateName: ["relay.new.example"],
     });
     const accepted = (await parsePowershell(b)).commands
       .filter((c) => c.name === "Get-AcceptedDomain")
       .map((c) => c.params[0].values[0]);
     // The certificate's domain first: attribution by certificate needs it to be an accepted domain.
-    expect(accepted).toEqual(["example.net", "new.example"]);
+    expect(accepted).toEqual(["relay.new.example", "new.example"]);
     expect(files["tenant-b-other_example.ps1"]).toContain("Get-DkimSigningConfig -Identity 'other.example'");
   });
 });
@@ -217,17 +236,19 @@ describe("a map or stack edit changes the scripts exactly where expected", () =>
   });
 
   it("a tenant given its own client certificate: its connector and accepted-domain check use that name", async () => {
+    const shared = m365Files(planM365(loadMaps(MAPS_DIR), nodeCertificateOnly()));
     const opts = { clientCertificateNames: { new_example: "relay.new.example" } };
-    const plan = planM365(loadMaps(MAPS_DIR), fleet(), opts);
+    const plan = planM365(loadMaps(MAPS_DIR), nodeCertificateOnly(), opts);
     const after = m365Files(plan, opts);
     // other_example keeps the node certificate, now its own: its warning goes.
-    expect(diff(after)).toEqual([
+    expect(Object.keys(after).filter((f) => after[f] !== shared[f])).toEqual([
       "tenant-b-new_example.ps1",
       "verify-tenant-b-new_example.ps1",
       "tenant-b-other_example.ps1",
     ]);
     expect(plan.warnings).toEqual([]);
     expect(after["tenant-b-other_example.ps1"]).not.toContain("# WARNING");
+    expect(after["tenant-b-other_example.ps1"]).toContain("-TlsSenderCertificateName '*.example.net'");
     const b = after["tenant-b-new_example.ps1"];
     expect((await paramsOf(b, "New-InboundConnector")).TlsSenderCertificateName).toEqual([
       "relay.new.example",
@@ -237,7 +258,7 @@ describe("a map or stack edit changes the scripts exactly where expected", () =>
       planM365(loadMaps(MAPS_DIR), fleet(), { clientCertificateNames: { newexample: "relay.new.example" } }),
     ).toThrow("names tenant newexample, which maps/per_sender_relayhosts does not");
     // The same name from the stacks (the nodes obtain it): same scripts; stacks that disagree are refused.
-    const obtaining = fleet().map((f) => ({
+    const obtaining = nodeCertificateOnly().map((f) => ({
       ...f,
       cfg: { ...f.cfg, tenantCertificates: { new_example: "relay.new.example" } },
     }));

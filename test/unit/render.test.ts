@@ -31,8 +31,15 @@ const cfg = loadStackConfig("lon");
 const maps = loadMaps(MAPS_DIR);
 const ctx: RenderContext = { stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") };
 const mainCf = (c = ctx) => renderNode(c).files["main.cf"];
+/** Stand-ins for the OVH API key the committed stacks' tenant certificates need. */
+const DNS: DnsOvhCredentials = {
+  endpoint: "ovh-eu",
+  applicationKey: "a",
+  applicationSecret: "b",
+  consumerKey: "c",
+};
 /** The scripts of every deploy step, by step. */
-const scripts = (c = ctx, dns?: DnsOvhCredentials) =>
+const scripts = (c = ctx, dns: DnsOvhCredentials = DNS) =>
   Object.fromEntries(
     deploySteps(c.cfg, renderNode(c), { dnsCredentials: dns }).map((s) => [s.id, s.script]),
   ) as Record<StepId, string>;
@@ -161,14 +168,27 @@ describe("render", () => {
     const both = readByPostfix(renderNode({ ...ctx, cfg: { ...cfg, forceIPv4ToTenants: false } }).files);
     for (const t of maps.tenants)
       expect(both.serviceParam(`tenant_${t.id}`, "inet_protocols")).toBeUndefined();
-    // A tenant with an operator client certificate presents it; the others present the node's.
-    const withCert = readByPostfix(renderNode({ ...ctx, clientCertTenants: ["other_example"] }).files);
+    // The committed stack: each tenant presents the certificate the nodes obtain for its own name.
+    const committed = readByPostfix(renderNode(ctx).files);
+    for (const t of maps.tenants)
+      expect(committed.serviceParam(`tenant_${t.id}`, "smtp_tls_chain_files")).toBe(
+        `/etc/letsencrypt/live/tenant-${t.id}/privkey.pem,/etc/letsencrypt/live/tenant-${t.id}/fullchain.pem`,
+      );
+    // Without tenantCertificates: a tenant with an operator client certificate presents it; the others
+    // present the node's.
+    const nodeCertOnly = { ...ctx, cfg: { ...cfg, tenantCertificates: {} } };
+    const withCert = readByPostfix(
+      renderNode({ ...nodeCertOnly, clientCertTenants: ["other_example"] }).files,
+    );
     expect(withCert.serviceParam("tenant_other_example", "smtp_tls_chain_files")).toBe(
       "/etc/header-rewrite/client-certs/other_example.pem",
     );
     expect(withCert.serviceParam("tenant_new_example", "smtp_tls_chain_files")).toBeUndefined();
     // A tenant whose name the nodes obtain a certificate for presents that one (key, then chain).
     const obtained = { ...ctx, cfg: { ...cfg, tenantCertificates: { new_example: "relay.new.example" } } };
+    expect(
+      readByPostfix(renderNode(obtained).files).serviceParam("tenant_other_example", "smtp_tls_chain_files"),
+    ).toBeUndefined();
     expect(
       readByPostfix(renderNode(obtained).files).serviceParam("tenant_new_example", "smtp_tls_chain_files"),
     ).toBe(
@@ -472,9 +492,15 @@ describe("npm run render (the CLI)", () => {
     );
     expect(r.status, r.stderr).toBe(0);
     const real = tree(path.join(given, "lon1"));
-    // Only the SSH host key remains a stand-in: the program creates it (a secret), render cannot.
+    // Only secrets remain stand-ins: the SSH host key the program creates, and the OVH API key the
+    // tenant certificates need (render cannot read the stack's secrets).
     for (const [f, text] of Object.entries(real))
-      if (f !== "cloud-init/user-data") expect(text, f).not.toContain("PLACEHOLDER");
+      if (!["cloud-init/user-data", "deploy/2-certificate.sh"].includes(f))
+        expect(text, f).not.toContain("PLACEHOLDER");
+    expect(real["deploy/2-certificate.sh"].split("\n").filter((l) => l.startsWith("# PLACEHOLDER"))).toEqual([
+      "# PLACEHOLDER: OVH API credentials stand in for the secret header-rewrite:acmeDnsOvhCredentials. " +
+        "Not deployable as written (npm run render).",
+    ]);
     expect(real["cloud-init/user-data"].split("\n").filter((l) => l.includes("PLACEHOLDER"))).toEqual([
       "# PLACEHOLDER: the SSH host key stands in for the one the program creates (a secret in the stack's state). " +
         "Not deployable as written (npm run render).",
@@ -482,7 +508,9 @@ describe("npm run render (the CLI)", () => {
       '  ed25519_public: "ssh-ed25519 PLACEHOLDER-host-key-created-by-the-program"',
     ]);
     expect(real["network/10-header-rewrite-public.network"]).toContain("192.0.2.44");
-    expect(r.stdout).toMatch(/secrets are PLACEHOLDERS \(marked\) in: .*lon1\/cloud-init\/user-data$/m);
+    expect(r.stdout).toMatch(
+      /secrets are PLACEHOLDERS \(marked\) in: .*lon1\/cloud-init\/user-data, .*lon1\/deploy\/2-certificate\.sh$/m,
+    );
     expect(r.stdout).not.toMatch(/documentation-range addresses stand in/);
     expect(r.stdout, "render names the example values as validate does").toContain(
       "Pulumi.lon.yaml still holds example values pulumi preview refuses: openstack:tenantId,",

@@ -56,6 +56,8 @@ it("refuses the repository's example values before any resource, listing each, a
     '  - header-rewrite:dnsZone "example.net" is a reserved example domain (RFC 2606)',
     '  - header-rewrite:acmeEmail "hostmaster@example.net" is at a reserved example domain',
     "  - header-rewrite:adminCidrs holds documentation ranges (198.51.100.0/28, 2001:db8:ad::/48)",
+    "  - header-rewrite:tenantCertificates names reserved example domains (new_example: relay.new.example, " +
+      "other_example: relay.other.example): no CA issues a certificate for them",
   ])
     expect(error?.message).toContain(item);
   expect(registered).toEqual([]);
@@ -74,6 +76,10 @@ it("refuses the repository's example values before any resource, listing each, a
     "header-rewrite:acmeEmail": "hostmaster@hr-fixture.net",
     // A configuration value only (nothing is contacted): not a documentation range, so not an example.
     "header-rewrite:adminCidrs": JSON.stringify(["127.0.0.0/28"]),
+    "header-rewrite:tenantCertificates": JSON.stringify({
+      new_example: "relay.new-tenant.hr-fixture.net",
+      other_example: "relay.other-tenant.hr-fixture.net",
+    }),
   };
   expect(exampleValues(own)).toEqual([]);
   expect(() => checkExampleValues(own, "Pulumi.lon.yaml")).not.toThrow();

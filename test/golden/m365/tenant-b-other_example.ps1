@@ -3,26 +3,25 @@
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 # Tenant other_example (other-example.mail.protection.outlook.com): mail the relays rewrote to other.example.
-# WARNING: tenants new_example, other_example are all given the certificate name *.example.net: it can be an accepted domain of one of them only, so the others do not attribute the relays' mail by it (MC1226222), and one with RejectDirectSend on refuses it (550 5.7.68); give each tenant a certificate of its own (header-rewrite:tenantCertificates, or --client-certificate)
 if (Get-InboundConnector -Identity 'header-rewrite relays' -ErrorAction SilentlyContinue) {
   Set-InboundConnector `
   -Identity 'header-rewrite relays' `
   -ConnectorType 'OnPremises' `
   -SenderDomains @('*') `
-  -TlsSenderCertificateName '*.example.net' `
+  -TlsSenderCertificateName 'relay.other.example' `
   -Enabled $true
 } else {
   New-InboundConnector `
   -Name 'header-rewrite relays' `
   -ConnectorType 'OnPremises' `
   -SenderDomains @('*') `
-  -TlsSenderCertificateName '*.example.net' `
+  -TlsSenderCertificateName 'relay.other.example' `
   -Enabled $true
 }
 
 $problems = @()
-if (-not (Get-AcceptedDomain -Identity 'example.net' -ErrorAction SilentlyContinue)) {
-  $problems += 'the relays present a certificate for *.example.net, but example.net is not an accepted domain of this tenant: mail is not attributed to it by certificate (NDRs and auto-replies cannot be at all)'
+if (-not (Get-AcceptedDomain -Identity 'relay.other.example' -ErrorAction SilentlyContinue)) {
+  $problems += 'the relays present a certificate for relay.other.example, but relay.other.example is not an accepted domain of this tenant: mail is not attributed to it by certificate (NDRs and auto-replies cannot be at all)'
 }
 if (-not (Get-AcceptedDomain -Identity 'other.example' -ErrorAction SilentlyContinue)) {
   $problems += 'other.example is not an accepted domain of this tenant'

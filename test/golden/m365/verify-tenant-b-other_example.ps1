@@ -13,11 +13,11 @@ $InboundConnector = Get-InboundConnector -Identity 'header-rewrite relays' -Erro
 if (-not $InboundConnector) { $drift += 'InboundConnector ''header-rewrite relays'' does not exist' } else {
   Compare-Setting 'InboundConnector ''header-rewrite relays'' ConnectorType' $InboundConnector.ConnectorType 'OnPremises'
   Compare-Setting 'InboundConnector ''header-rewrite relays'' SenderDomains' $InboundConnector.SenderDomains @('smtp:*;1')
-  Compare-Setting 'InboundConnector ''header-rewrite relays'' TlsSenderCertificateName' $InboundConnector.TlsSenderCertificateName '*.example.net'
+  Compare-Setting 'InboundConnector ''header-rewrite relays'' TlsSenderCertificateName' $InboundConnector.TlsSenderCertificateName 'relay.other.example'
   Compare-Setting 'InboundConnector ''header-rewrite relays'' Enabled' $InboundConnector.Enabled $true
 }
-if (-not (Get-AcceptedDomain -Identity 'example.net' -ErrorAction SilentlyContinue)) {
-  $drift += 'the relays present a certificate for *.example.net, but example.net is not an accepted domain of this tenant: mail is not attributed to it by certificate (NDRs and auto-replies cannot be at all)'
+if (-not (Get-AcceptedDomain -Identity 'relay.other.example' -ErrorAction SilentlyContinue)) {
+  $drift += 'the relays present a certificate for relay.other.example, but relay.other.example is not an accepted domain of this tenant: mail is not attributed to it by certificate (NDRs and auto-replies cannot be at all)'
 }
 if (-not (Get-AcceptedDomain -Identity 'other.example' -ErrorAction SilentlyContinue)) {
   $drift += 'other.example is not an accepted domain of this tenant'
@@ -27,7 +27,7 @@ if (-not $dkim -or -not $dkim.Enabled) {
   $drift += 'DKIM signing is not enabled for other.example (rewritten mail fails DMARC alignment)'
 }
 $org = Get-OrganizationConfig
-if ($org.RejectDirectSend) { Write-Output 'header-rewrite: RejectDirectSend is on: every message from the relays must be attributed to inbound connector ''header-rewrite relays'' by the certificate name *.example.net; one that is not is refused with 550 5.7.68 TenantInboundAttribution' } else { Write-Output 'header-rewrite: RejectDirectSend is off: mail from the relays that the connector does not attribute is not refused for it, but arrives as anonymous mail from this tenant''s own domain (spoofing checks apply)' }
+if ($org.RejectDirectSend) { Write-Output 'header-rewrite: RejectDirectSend is on: every message from the relays must be attributed to inbound connector ''header-rewrite relays'' by the certificate name relay.other.example; one that is not is refused with 550 5.7.68 TenantInboundAttribution' } else { Write-Output 'header-rewrite: RejectDirectSend is off: mail from the relays that the connector does not attribute is not refused for it, but arrives as anonymous mail from this tenant''s own domain (spoofing checks apply)' }
 if ($drift.Count -gt 0) {
   Write-Output 'header-rewrite: the tenant differs from the maps and stacks:'
   $drift | ForEach-Object { Write-Output "  - $_" }

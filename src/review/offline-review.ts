@@ -84,7 +84,7 @@ export function validateProject(
 
 /** Secrets the render cannot read without the Pulumi CLI: stand-ins, marked in every file that holds one. */
 const PLACEHOLDER = "PLACEHOLDER";
-const PLACEHOLDER_SECRETS = {
+export const PLACEHOLDER_SECRETS = {
   dnsCredentials: {
     endpoint: "ovh-eu",
     applicationKey: `${PLACEHOLDER}-application-key`,

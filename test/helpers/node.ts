@@ -8,7 +8,8 @@ import * as path from "node:path";
 import type { NodeBundle } from "../../src/render/bundle";
 import { loadStackConfig, nodeIdentity } from "../../src/config/stack-config";
 import { type NodeSecrets, type StepId, deploySteps, statusSpec } from "../../src/deploy/steps";
-import { knownImage } from "../../src/config/images";
+import { tenantCertsViaLego } from "../../src/config/images";
+import { PLACEHOLDER_SECRETS } from "../../src/review/offline-review";
 import { tenantCertChainFiles, tlsPaths } from "../../src/node-layout";
 import { type RelayMaps, loadMaps } from "../../src/maps/relay-maps";
 import { MAPS_DIR } from "../../src/project";
@@ -57,7 +58,7 @@ async function startTestNode(fqdn: string): Promise<NodeHost> {
       -addext "subjectAltName=DNS:${name}" -keyout ${q(key)} -out ${q(chain)} 2>/dev/null`;
   const tls = tlsPaths(fqdn);
   const tenants = Object.entries(LON.tenantCertificates).map(([id, name]) => {
-    const [key, chain] = tenantCertChainFiles(id, name, !knownImage(LON.image).certbotOvhPlugin).split(",");
+    const [key, chain] = tenantCertChainFiles(id, name, tenantCertsViaLego(LON.image)).split(",");
     return selfSigned(name, key, chain);
   });
   bootNodeHost(
@@ -107,13 +108,11 @@ export function deployStep(
   );
 }
 
-/** Stand-ins for the OVH API key the committed stack's tenant certificates need (never used here). */
-const DNS_CREDENTIALS = { endpoint: "ovh-eu", applicationKey: "a", applicationSecret: "b", consumerKey: "c" };
-
 /** The production script of deploy step ID for BUNDLE on lon1. */
 export function stepScript(id: StepId, bundle: NodeBundle, secrets?: NodeSecrets): string {
-  return deploySteps(LON, bundle, { dnsCredentials: DNS_CREDENTIALS, ...secrets }).find((s) => s.id === id)!
-    .script;
+  return deploySteps(LON, bundle, { dnsCredentials: PLACEHOLDER_SECRETS.dnsCredentials, ...secrets }).find(
+    (s) => s.id === id,
+  )!.script;
 }
 
 /** Runs the production Postfix deploy step of BUNDLE on the node. */

@@ -16,7 +16,7 @@ import {
   stackConfig,
   value,
 } from "./pulumi-mocks";
-import { knownImage } from "../../src/config/images";
+import { tenantCertsViaLego } from "../../src/config/images";
 import { tenantCertChainFiles } from "../../src/node-layout";
 import {
   CONFIG_KEYS,
@@ -342,7 +342,7 @@ export function describeStack(stack: string, expected: StackExpectation): void {
         const obtained = Object.entries(
           JSON.parse(effective[`${PROJECT}:tenantCertificates`] ?? "{}") as Record<string, string>,
         );
-        const viaLego = !knownImage(image).certbotOvhPlugin;
+        const viaLego = tenantCertsViaLego(image);
         if (obtained.length) {
           const dns = JSON.parse(effective[`${PROJECT}:acmeDnsOvhCredentials`]);
           expect(unsecret(cert.inputs.stdin)).toContain(

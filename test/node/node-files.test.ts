@@ -18,6 +18,7 @@ import {
 import { loadMaps } from "../../src/maps/relay-maps";
 import { MAPS_DIR, PROJECT_ROOT as ROOT } from "../../src/project";
 import { readNodeFiles, renderNode } from "../../src/render/node-render";
+import { PLACEHOLDER_SECRETS } from "../../src/review/offline-review";
 import { shellQuote as q } from "../../src/deploy/shell-text";
 
 const files = readNodeFiles();
@@ -104,9 +105,10 @@ describe("node/", () => {
       maps: loadMaps(MAPS_DIR),
       node: nodeIdentity(cfg, "bhs1"),
     };
-    const dns = { endpoint: "ovh-eu", applicationKey: "a", applicationSecret: "b", consumerKey: "c" };
     const shipped = [
-      ...deploySteps(withTenantCert, renderNode(ctx), { dnsCredentials: dns }).map((s) => s.script),
+      ...deploySteps(withTenantCert, renderNode(ctx), {
+        dnsCredentials: PLACEHOLDER_SECRETS.dnsCredentials,
+      }).map((s) => s.script),
       drainScript(cfg, ctx.node),
     ].join("\n");
     const strip = (t: string) => t.replace(/^#!.*\n/, "");

@@ -11,11 +11,12 @@ import { deploySteps } from "../../src/deploy/steps";
 import { loadMaps } from "../../src/maps/relay-maps";
 import { MAPS_DIR } from "../../src/project";
 import { renderNode } from "../../src/render/node-render";
+import { PLACEHOLDER_SECRETS } from "../../src/review/offline-review";
 
 const cfg = loadStackConfig("lon");
 const bundle = renderNode({ stack: "lon", cfg, maps: loadMaps(MAPS_DIR), node: nodeIdentity(cfg, "lon1") });
-// Stand-ins for the OVH API key the committed stack's tenant certificates need (another step's).
-const dnsCredentials = { endpoint: "ovh-eu", applicationKey: "a", applicationSecret: "b", consumerKey: "c" };
+// The OVH API key the committed stack's tenant certificates need (another step's): render's stand-in.
+const dnsCredentials = PLACEHOLDER_SECRETS.dnsCredentials;
 const script = deploySteps(cfg, bundle, { dnsCredentials }).find((s) => s.id === "cloud-init")!.script;
 
 const bin = fs.mkdtempSync(path.join(os.tmpdir(), "hr-cloud-init-"));

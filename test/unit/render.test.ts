@@ -20,7 +20,7 @@ import {
   renderNode,
   renderUserData,
 } from "../../src/render/node-render";
-import { renderStack } from "../../src/review/offline-review";
+import { PLACEHOLDER_SECRETS, renderStack } from "../../src/review/offline-review";
 import { committedMapsWith } from "../../sandbox/topology";
 import { copyProject } from "../helpers/pulumi-mocks";
 import { hostKeyIn } from "../../sandbox/host-keys";
@@ -31,15 +31,8 @@ const cfg = loadStackConfig("lon");
 const maps = loadMaps(MAPS_DIR);
 const ctx: RenderContext = { stack: "lon", cfg, maps, node: nodeIdentity(cfg, "lon1") };
 const mainCf = (c = ctx) => renderNode(c).files["main.cf"];
-/** Stand-ins for the OVH API key the committed stacks' tenant certificates need. */
-const DNS: DnsOvhCredentials = {
-  endpoint: "ovh-eu",
-  applicationKey: "a",
-  applicationSecret: "b",
-  consumerKey: "c",
-};
 /** The scripts of every deploy step, by step. */
-const scripts = (c = ctx, dns: DnsOvhCredentials = DNS) =>
+const scripts = (c = ctx, dns: DnsOvhCredentials = PLACEHOLDER_SECRETS.dnsCredentials) =>
   Object.fromEntries(
     deploySteps(c.cfg, renderNode(c), { dnsCredentials: dns }).map((s) => [s.id, s.script]),
   ) as Record<StepId, string>;
